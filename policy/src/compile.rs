@@ -1,0 +1,171 @@
+//! [`Policy::compile`]: from [`PolicyConfig`] to matchers, or an error naming the rule,
+//! the key and the value at fault.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::cidr::{Cidr, CidrError, CidrSet};
+use crate::config::{PolicyConfig, PortSpec, RuleConfig};
+use crate::host_pattern::{HostPattern, HostPatternError, HostPatterns};
+use crate::port::{PortError, PortRange, PortRanges};
+use crate::rule::{ProtocolSet, Rule};
+use crate::Policy;
+
+/// Why a policy does not compile. `index` is the rule's 1-based position among the
+/// `[[rule]]` tables; `name` is its name as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("rule #{index} (\"\"): name: must not be empty")]
+    EmptyName { index: usize },
+    #[error("rule #{index} ({name:?}): name: {name:?} is already used by rule #{first}")]
+    DuplicateName {
+        index: usize,
+        name: String,
+        first: usize,
+    },
+    #[error("rule #{index} ({name:?}): {key}: empty list matches nothing; omit the key")]
+    EmptyList {
+        index: usize,
+        name: String,
+        key: &'static str,
+    },
+    #[error("rule #{index} ({name:?}): hosts: {value:?}: {problem}")]
+    Host {
+        index: usize,
+        name: String,
+        value: String,
+        problem: HostPatternError,
+    },
+    #[error("rule #{index} ({name:?}): ports: {value}: {problem}")]
+    Port {
+        index: usize,
+        name: String,
+        value: PortSpec,
+        problem: PortError,
+    },
+    #[error("rule #{index} ({name:?}): cidrs: {value:?}: {problem}")]
+    Cidr {
+        index: usize,
+        name: String,
+        value: String,
+        problem: CidrError,
+    },
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Checks and compiles a policy. The first problem found is returned.
+    pub fn compile(cfg: &PolicyConfig) -> Result<Policy, CompileError> {
+        let mut first_use: HashMap<&str, usize> = HashMap::with_capacity(cfg.rules.len());
+        let rules = cfg
+            .rules
+            .iter()
+            .zip(1..)
+            .map(|(rule, index)| {
+                let at = At { index, rule };
+                if rule.name.is_empty() {
+                    return Err(CompileError::EmptyName { index });
+                }
+                if let Some(&first) = first_use.get(rule.name.as_str()) {
+                    return Err(CompileError::DuplicateName {
+                        index,
+                        name: rule.name.clone(),
+                        first,
+                    });
+                }
+                first_use.insert(&rule.name, index);
+                at.compile()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Policy {
+            default: cfg.default,
+            rules,
+        })
+    }
+}
+
+/// A rule being compiled, with its position for error messages.
+struct At<'a> {
+    index: usize,
+    rule: &'a RuleConfig,
+}
+
+// === impl At ===
+
+impl At<'_> {
+    fn compile(&self) -> Result<Rule, CompileError> {
+        let rule = self.rule;
+        let protocols = match &rule.protocols {
+            None => ProtocolSet::ALL,
+            Some(list) => ProtocolSet::new(self.non_empty("protocols", list)?),
+        };
+        let hosts = match &rule.hosts {
+            None => HostPatterns::any(),
+            Some(list) => HostPatterns::new(
+                self.non_empty("hosts", list)?
+                    .iter()
+                    .map(|value| {
+                        HostPattern::parse(value).map_err(|problem| CompileError::Host {
+                            index: self.index,
+                            name: rule.name.clone(),
+                            value: value.clone(),
+                            problem,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let ports = match &rule.ports {
+            None => PortRanges::all(),
+            Some(list) => PortRanges::new(
+                self.non_empty("ports", list)?
+                    .iter()
+                    .map(|value| {
+                        PortRange::parse(value).map_err(|problem| CompileError::Port {
+                            index: self.index,
+                            name: rule.name.clone(),
+                            value: value.clone(),
+                            problem,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let cidrs = match &rule.cidrs {
+            None => None,
+            Some(list) => Some(CidrSet::new(
+                self.non_empty("cidrs", list)?
+                    .iter()
+                    .map(|value| {
+                        Cidr::parse(value).map_err(|problem| CompileError::Cidr {
+                            index: self.index,
+                            name: rule.name.clone(),
+                            value: value.clone(),
+                            problem,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            )),
+        };
+        Ok(Rule {
+            name: Arc::from(rule.name.as_str()),
+            action: rule.action,
+            protocols,
+            hosts,
+            ports,
+            cidrs,
+        })
+    }
+
+    fn non_empty<'l, T>(&self, key: &'static str, list: &'l [T]) -> Result<&'l [T], CompileError> {
+        if list.is_empty() {
+            return Err(CompileError::EmptyList {
+                index: self.index,
+                name: self.rule.name.clone(),
+                key,
+            });
+        }
+        Ok(list)
+    }
+}

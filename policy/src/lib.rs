@@ -1,0 +1,356 @@
+//! Bauta's policy: who may reach what.
+//!
+//! Pure decision logic: no I/O, no async runtime, no global state. The proxy
+//!
+//! 1. deserialises a [`PolicyConfig`] from TOML and turns it into a [`Policy`] with
+//!    [`Policy::compile`] (the same call `bauta check` makes);
+//! 2. normalises each destination authority once with [`Host::parse`];
+//! 3. asks [`Policy::precheck`] before DNS, so that a request denied whatever the
+//!    addresses are costs no lookup;
+//! 4. resolves, then asks [`Policy::evaluate`] with the resolved addresses and dials only
+//!    addresses that passed (DNS-rebinding safe: the address checked is the address
+//!    dialled).
+//!
+//! Every [`Decision`] carries the verdict, the rule that decided it and a [`Reason`] with
+//! a fixed string, used by the access log and by the tests alike. Non-public addresses
+//! (loopback, private, link-local, metadata, IPv4-mapped forms of those, ...; see
+//! [`classify`]) are reachable only through a rule whose `cidrs` names them.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+mod addr;
+mod cidr;
+mod compile;
+pub mod config;
+mod host;
+mod host_pattern;
+mod ipv4;
+mod port;
+mod rule;
+
+pub use addr::{classify, AddrClass};
+pub use cidr::CidrError;
+pub use compile::CompileError;
+pub use config::{PolicyConfig, PortSpec, RuleConfig};
+pub use host::{Host, HostError};
+pub use host_pattern::HostPatternError;
+pub use port::PortError;
+
+use host_pattern::HostProbe;
+use rule::Rule;
+
+/// What happens to a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// How the client asked to reach the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+pub enum Protocol {
+    /// HTTP CONNECT: a TCP tunnel.
+    #[serde(rename = "connect")]
+    Connect,
+    /// CONNECT-UDP (RFC 9298): a UDP tunnel.
+    #[serde(rename = "connect-udp")]
+    ConnectUdp,
+    /// A forwarded plain HTTP request (absolute-form URI).
+    #[serde(rename = "http")]
+    Http,
+    /// A request to a configured reverse-proxy origin.
+    #[serde(rename = "reverse")]
+    Reverse,
+}
+
+/// One request to decide on.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub protocol: Protocol,
+    pub host: &'a Host,
+    pub port: u16,
+    /// Resolved addresses (or the literal). Empty = not resolved yet.
+    pub addrs: &'a [IpAddr],
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The matched rule's name; `None` when the default decided.
+    pub rule: Option<Arc<str>>,
+    pub reason: Reason,
+}
+
+/// Why a [`Decision`] came out the way it did. Each variant has one fixed string
+/// ([`Reason::as_str`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// "rule allows"
+    RuleAllow,
+    /// "rule denies"
+    RuleDeny,
+    /// "no rule matched; default allow"
+    DefaultAllow,
+    /// "no rule matched; default deny"
+    DefaultDeny,
+    /// "destination address is <class> and no matching rule's cidrs names it"
+    AddressProhibited(AddrClass),
+}
+
+/// The answer of [`Policy::precheck`], before DNS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precheck {
+    /// Denied whatever the addresses are; no need to resolve.
+    Deny(Decision),
+    /// The outcome may depend on the addresses: resolve, then [`Policy::evaluate`].
+    Resolve,
+}
+
+/// A compiled policy: the rules in config order and the default verdict.
+///
+/// Immutable, `Send + Sync`; share it in an `Arc` and swap the `Arc` on reload.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    default: Verdict,
+    rules: Box<[Rule]>,
+}
+
+// === impl Verdict ===
+
+impl Verdict {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl Protocol ===
+
+impl Protocol {
+    /// Every protocol, e.g. to pre-register metric label values.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Connect,
+        Protocol::ConnectUdp,
+        Protocol::Http,
+        Protocol::Reverse,
+    ];
+
+    /// The config spelling, also used as a metric label.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Connect => "connect",
+            Protocol::ConnectUdp => "connect-udp",
+            Protocol::Http => "http",
+            Protocol::Reverse => "reverse",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl Decision ===
+
+impl Decision {
+    /// The matched rule's name, or `"default"`.
+    pub fn rule_name(&self) -> &str {
+        self.rule.as_deref().unwrap_or("default")
+    }
+
+    fn deny_by(rule: &Rule) -> Decision {
+        Decision {
+            verdict: Verdict::Deny,
+            rule: Some(rule.name.clone()),
+            reason: Reason::RuleDeny,
+        }
+    }
+
+    fn deny_by_default() -> Decision {
+        Decision {
+            verdict: Verdict::Deny,
+            rule: None,
+            reason: Reason::DefaultDeny,
+        }
+    }
+}
+
+// === impl Reason ===
+
+impl Reason {
+    /// The fixed text of this reason, for the access log.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Reason::RuleAllow => "rule allows",
+            Reason::RuleDeny => "rule denies",
+            Reason::DefaultAllow => "no rule matched; default allow",
+            Reason::DefaultDeny => "no rule matched; default deny",
+            Reason::AddressProhibited(class) => class.prohibited_reason(),
+        }
+    }
+
+    pub const fn is_address_prohibited(&self) -> bool {
+        matches!(self, Reason::AddressProhibited(_))
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Decides before DNS, from protocol, host and port alone.
+    ///
+    /// Walks the rules in order with the addresses unknown:
+    ///
+    /// * a rule without `cidrs` whose protocols, hosts and ports match decides: `Deny`
+    ///   ends the walk with [`Precheck::Deny`], `Allow` with [`Precheck::Resolve`];
+    /// * a rule with `cidrs` whose other matchers match makes the outcome depend on the
+    ///   addresses: [`Precheck::Resolve`];
+    /// * if no rule matches, a `deny` default gives [`Precheck::Deny`], an `allow`
+    ///   default [`Precheck::Resolve`].
+    ///
+    /// When `host` is an IP literal the address is already known, so this returns
+    /// [`Policy::evaluate`]'s decision for that one address if it is a deny
+    /// (e.g. `127.0.0.1` under a default allow is denied here as loopback).
+    ///
+    /// `Deny` is returned only when [`Policy::evaluate`] would deny whatever the
+    /// resolved addresses are.
+    pub fn precheck(&self, protocol: Protocol, host: &Host, port: u16) -> Precheck {
+        if let Host::Ip(ip) = host {
+            let decision = self.evaluate(&Request {
+                protocol,
+                host,
+                port,
+                addrs: &[*ip],
+            });
+            return match decision.verdict {
+                Verdict::Deny => Precheck::Deny(decision),
+                Verdict::Allow => Precheck::Resolve,
+            };
+        }
+
+        let probe = HostProbe::new(host);
+        match self
+            .rules
+            .iter()
+            .find(|rule| rule.matches_target(protocol, &probe, port))
+        {
+            Some(rule) if rule.cidrs.is_some() => Precheck::Resolve,
+            Some(rule) => match rule.action {
+                Verdict::Deny => Precheck::Deny(Decision::deny_by(rule)),
+                Verdict::Allow => Precheck::Resolve,
+            },
+            None => match self.default {
+                Verdict::Deny => Precheck::Deny(Decision::deny_by_default()),
+                Verdict::Allow => Precheck::Resolve,
+            },
+        }
+    }
+
+    /// Decides with the resolved addresses, in this order:
+    ///
+    /// 1. **Rule match.** The first rule, in config order, whose
+    ///    * `protocols` (if given) contain `req.protocol`,
+    ///    * `hosts` (if given) match `req.host`: an exact entry (a name, or an IP
+    ///      literal matching `Host::Ip`), `"*.suffix"` (any depth of subdomain, not the
+    ///      bare suffix), or `"*"` (every host, IP literals included),
+    ///    * `ports` (if given) contain `req.port`,
+    ///    * `cidrs` (if given) contain *every* address in `req.addrs` (a v4 CIDR also
+    ///      covers the IPv4-mapped IPv6 form of its addresses; with no addresses a rule
+    ///      with `cidrs` does not match),
+    ///
+    ///    decides: [`Reason::RuleAllow`] or [`Reason::RuleDeny`]. No match: the default
+    ///    decides, [`Reason::DefaultAllow`] or [`Reason::DefaultDeny`].
+    /// 2. **Address check.** If the verdict is `Allow`, every address whose
+    ///    [`classify`] is not [`AddrClass::Public`] must be contained in the matched
+    ///    rule's `cidrs`; otherwise the request is denied with
+    ///    [`Reason::AddressProhibited`] naming the class of the first offending
+    ///    address, and `rule` is still the matched rule (`None` for the default). A
+    ///    default allow, or a rule without `cidrs`, never permits a non-public address.
+    ///
+    /// If `req.addrs` is empty and `req.host` is an IP literal, the literal is the
+    /// address. If `req.addrs` is empty and the host is a name, an `Allow` speaks only
+    /// for the name: evaluate again with the addresses before dialling.
+    ///
+    /// Does not allocate.
+    pub fn evaluate(&self, req: &Request<'_>) -> Decision {
+        let literal: [IpAddr; 1];
+        let addrs = match (req.addrs, req.host) {
+            ([], Host::Ip(ip)) => {
+                literal = [*ip];
+                &literal[..]
+            }
+            (addrs, _) => addrs,
+        };
+        let probe = HostProbe::new(req.host);
+
+        // 1. Rule match.
+        let matched = self.rules.iter().find(|rule| {
+            rule.matches_target(req.protocol, &probe, req.port) && rule.contains_all(addrs)
+        });
+        let (verdict, rule, named) = match matched {
+            Some(rule) => (rule.action, Some(rule.name.clone()), rule.cidrs.as_ref()),
+            None => (self.default, None, None),
+        };
+
+        // 2. Address check.
+        if verdict == Verdict::Allow {
+            let prohibited = addrs.iter().find_map(|&addr| {
+                let class = classify(addr);
+                let named = named.is_some_and(|cidrs| cidrs.contains(addr));
+                (class != AddrClass::Public && !named).then_some(class)
+            });
+            if let Some(class) = prohibited {
+                return Decision {
+                    verdict: Verdict::Deny,
+                    rule,
+                    reason: Reason::AddressProhibited(class),
+                };
+            }
+        }
+
+        let reason = match (verdict, rule.is_some()) {
+            (Verdict::Allow, true) => Reason::RuleAllow,
+            (Verdict::Deny, true) => Reason::RuleDeny,
+            (Verdict::Allow, false) => Reason::DefaultAllow,
+            (Verdict::Deny, false) => Reason::DefaultDeny,
+        };
+        Decision {
+            verdict,
+            rule,
+            reason,
+        }
+    }
+
+    /// How many rules the policy has.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The verdict when no rule matches.
+    pub fn default_verdict(&self) -> Verdict {
+        self.default
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! [`Rule`]: one compiled `[[rule]]`, its matchers ready to run.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::cidr::CidrSet;
+use crate::host_pattern::{HostPatterns, HostProbe};
+use crate::port::PortRanges;
+use crate::{Protocol, Verdict};
+
+/// A compiled rule. An omitted `protocols`, `hosts` or `ports` key compiles to a
+/// matcher that matches everything; `cidrs` stays optional because its absence also
+/// means "no non-public address is named".
+#[derive(Clone, Debug)]
+pub(crate) struct Rule {
+    pub(crate) name: Arc<str>,
+    pub(crate) action: Verdict,
+    pub(crate) protocols: ProtocolSet,
+    pub(crate) hosts: HostPatterns,
+    pub(crate) ports: PortRanges,
+    pub(crate) cidrs: Option<CidrSet>,
+}
+
+/// A set of protocols as a bit mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProtocolSet(u8);
+
+// === impl Rule ===
+
+impl Rule {
+    /// Whether protocols, hosts and ports match: everything but the addresses.
+    pub(crate) fn matches_target(
+        &self,
+        protocol: Protocol,
+        host: &HostProbe<'_>,
+        port: u16,
+    ) -> bool {
+        self.protocols.contains(protocol) && self.ports.contains(port) && self.hosts.matches(host)
+    }
+
+    /// Whether `cidrs`, if given, contains every address. With `cidrs` given and no
+    /// addresses, no.
+    pub(crate) fn contains_all(&self, addrs: &[IpAddr]) -> bool {
+        match &self.cidrs {
+            None => true,
+            Some(cidrs) => !addrs.is_empty() && addrs.iter().all(|&addr| cidrs.contains(addr)),
+        }
+    }
+}
+
+// === impl ProtocolSet ===
+
+impl ProtocolSet {
+    pub(crate) const ALL: ProtocolSet = ProtocolSet(0b1111);
+
+    pub(crate) fn new(protocols: &[Protocol]) -> ProtocolSet {
+        ProtocolSet(protocols.iter().fold(0, |bits, &p| bits | Self::bit(p)))
+    }
+
+    pub(crate) fn contains(self, protocol: Protocol) -> bool {
+        self.0 & Self::bit(protocol) != 0
+    }
+
+    const fn bit(protocol: Protocol) -> u8 {
+        match protocol {
+            Protocol::Connect => 1,
+            Protocol::ConnectUdp => 1 << 1,
+            Protocol::Http => 1 << 2,
+            Protocol::Reverse => 1 << 3,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_set() {
+        let all = ProtocolSet::new(&Protocol::ALL);
+        assert_eq!(all, ProtocolSet::ALL);
+        for protocol in Protocol::ALL {
+            assert!(all.contains(protocol), "{protocol}");
+            let only = ProtocolSet::new(&[protocol]);
+            for other in Protocol::ALL {
+                assert_eq!(
+                    only.contains(other),
+                    other == protocol,
+                    "{protocol} vs {other}"
+                );
+            }
+        }
+        assert!(!ProtocolSet::new(&[]).contains(Protocol::Connect));
+    }
+}

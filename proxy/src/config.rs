@@ -1,0 +1,694 @@
+//! TOML configuration: serde types that mirror the file, and `compile()`, which
+//! turns them into the typed runtime [`Config`] or an error naming the file,
+//! the key and the line.
+//!
+//! `bauta check` and `bauta run` both go through [`Config::load`], so a file
+//! that checks clean is a file that runs.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bauta_policy::{CompileError, Policy, PolicyConfig, RuleConfig, Verdict};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::tls;
+
+// === file types (mirror the TOML) ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    proxy: ProxySection,
+    admin: Option<AdminSection>,
+    #[serde(default, rename = "listener")]
+    listeners: Vec<ListenerSection>,
+    #[serde(default)]
+    dns: DnsSection,
+    #[serde(default)]
+    policy: PolicySection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxySection {
+    /// Our name in `Proxy-Status` and `Via`.
+    name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminSection {
+    listen: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerSection {
+    name: Spanned<String>,
+    listen: Spanned<String>,
+    protocols: Spanned<Vec<Spanned<String>>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsSection {
+    #[serde(default)]
+    servers: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySection {
+    file: Option<Spanned<String>>,
+    default: Option<Spanned<Verdict>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RuleConfig>>,
+}
+
+/// The content of a separate policy file (`[policy] file = "…"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    default: Option<Spanned<Verdict>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RuleConfig>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    connect_timeout_ms: Option<Spanned<u64>>,
+    dns_timeout_ms: Option<Spanned<u64>>,
+    idle_timeout_s: Option<Spanned<u64>>,
+    upstream_idle_timeout_s: Option<Spanned<u64>>,
+    max_upstream_idle_per_host: Option<Spanned<u64>>,
+    shutdown_grace_s: Option<Spanned<u64>>,
+}
+
+// === runtime types ===
+
+/// A validated configuration. Everything in it is usable as is.
+#[derive(Clone)]
+pub struct Config {
+    /// Where it came from (for messages); `None` for the embedded default.
+    pub source: Option<PathBuf>,
+    pub proxy_name: Arc<str>,
+    pub admin: Option<SocketAddr>,
+    pub listeners: Vec<ListenerSpec>,
+    pub dns_servers: Vec<SocketAddr>,
+    pub policy: Arc<Policy>,
+    pub limits: Limits,
+}
+
+#[derive(Clone)]
+pub struct ListenerSpec {
+    pub name: Arc<str>,
+    pub addr: SocketAddr,
+    pub http1: bool,
+    pub h2: bool,
+    pub h3: bool,
+    /// TLS when present; ALPN is set from the protocols.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub connect_timeout: Duration,
+    pub dns_timeout: Duration,
+    /// A tunnel with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub max_upstream_idle_per_host: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout: Duration::from_secs(10),
+            dns_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            upstream_idle_timeout: Duration::from_secs(90),
+            max_upstream_idle_per_host: 32,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A configuration error: which file, which line, which key, what is wrong.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: ", self.file, line)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Knows the text a span points into, to turn byte offsets into line numbers.
+struct Source<'a> {
+    name: String,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.name.clone(),
+            line: Some(self.line_of(span.start)),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn toml_err(&self, e: toml::de::Error) -> ConfigError {
+        let line = e.span().map(|s| self.line_of(s.start));
+        ConfigError {
+            file: self.name.clone(),
+            line,
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        }
+    }
+}
+
+// === impl Config ===
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config = Self::parse(&text, &path.display().to_string(), base)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parse and validate configuration text. Relative paths resolve against `base`.
+    pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, ConfigError> {
+        let src = Source {
+            name: name.to_string(),
+            text,
+        };
+        let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_err(e))?;
+        compile(file, &src, base)
+    }
+
+    /// One line for `bauta check`.
+    pub fn summary(&self) -> String {
+        let listeners: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| {
+                let mut protos = Vec::new();
+                if l.http1 {
+                    protos.push("http1");
+                }
+                if l.h2 {
+                    protos.push("h2");
+                }
+                if l.h3 {
+                    protos.push("h3");
+                }
+                format!(
+                    "{}={}{}[{}]",
+                    l.name,
+                    if l.tls.is_some() { "tls://" } else { "tcp://" },
+                    l.addr,
+                    protos.join(",")
+                )
+            })
+            .collect();
+        format!(
+            "ok: {} listener(s) {}; admin {}; policy {} rule(s), default {}",
+            self.listeners.len(),
+            listeners.join(" "),
+            self.admin
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "off".into()),
+            self.policy.rule_count(),
+            self.policy.default_verdict().as_str(),
+        )
+    }
+}
+
+fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, ConfigError> {
+    let proxy_name: Arc<str> = match &file.proxy.name {
+        Some(n) => {
+            if !is_sf_token(n.get_ref()) {
+                return Err(src.err(
+                    n.span(),
+                    "proxy.name",
+                    format!(
+                        "{:?} is not a structured-field token (letters, digits, and !#$%&'*+-.^_`|~:/ ; first a letter or '*')",
+                        n.get_ref()
+                    ),
+                ));
+            }
+            Arc::from(n.get_ref().as_str())
+        }
+        None => Arc::from("bauta"),
+    };
+
+    let admin = match &file.admin {
+        Some(a) => Some(parse_socket_addr(src, &a.listen, "admin.listen")?),
+        None => None,
+    };
+
+    if file.listeners.is_empty() {
+        return Err(ConfigError {
+            file: src.name.clone(),
+            line: None,
+            key: "listener".into(),
+            message: "at least one [[listener]] is required".into(),
+        });
+    }
+    let mut listeners = Vec::new();
+    for (i, l) in file.listeners.iter().enumerate() {
+        listeners.push(compile_listener(i, l, src, base)?);
+    }
+    for (i, a) in listeners.iter().enumerate() {
+        for b in &listeners[..i] {
+            if a.name == b.name {
+                return Err(src.err(
+                    file.listeners[i].name.span(),
+                    "listener.name",
+                    format!("duplicate listener name {:?}", a.name),
+                ));
+            }
+            if a.addr == b.addr && a.addr.port() != 0 {
+                return Err(src.err(
+                    file.listeners[i].listen.span(),
+                    "listener.listen",
+                    format!("{} is already used by listener {:?}", a.addr, b.name),
+                ));
+            }
+        }
+    }
+
+    let mut dns_servers = Vec::new();
+    for s in &file.dns.servers {
+        dns_servers.push(parse_socket_addr(src, s, "dns.servers")?);
+    }
+
+    let policy = compile_policy(&file.policy, src, base)?;
+    let limits = compile_limits(&file.limits, src)?;
+
+    Ok(Config {
+        source: None,
+        proxy_name,
+        admin,
+        listeners,
+        dns_servers,
+        policy: Arc::new(policy),
+        limits,
+    })
+}
+
+fn compile_listener(
+    index: usize,
+    l: &ListenerSection,
+    src: &Source<'_>,
+    base: &Path,
+) -> Result<ListenerSpec, ConfigError> {
+    let name = l.name.get_ref().trim();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(src.err(
+            l.name.span(),
+            "listener.name",
+            format!(
+                "listener #{index}: name {:?} must be non-empty ASCII letters, digits, '-', '_' or '.' (it is a metric label)",
+                l.name.get_ref()
+            ),
+        ));
+    }
+    let addr = parse_socket_addr(src, &l.listen, "listener.listen")?;
+    let (mut http1, mut h2, mut h3) = (false, false, false);
+    for p in l.protocols.get_ref() {
+        match p.get_ref().as_str() {
+            "http1" => http1 = true,
+            "h2" => h2 = true,
+            "h3" => h3 = true,
+            other => {
+                return Err(src.err(
+                    p.span(),
+                    "listener.protocols",
+                    format!("unknown protocol {other:?}; expected \"http1\", \"h2\" or \"h3\""),
+                ))
+            }
+        }
+    }
+    if !(http1 || h2 || h3) {
+        return Err(src.err(
+            l.protocols.span(),
+            "listener.protocols",
+            "must name at least one of \"http1\", \"h2\", \"h3\"",
+        ));
+    }
+    if h3 {
+        return Err(src.err(
+            l.protocols.span(),
+            "listener.protocols",
+            "\"h3\" is not supported by this build yet",
+        ));
+    }
+    let tls = match (&l.tls_cert, &l.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let cert_path = base.join(cert.get_ref());
+            let key_path = base.join(key.get_ref());
+            let chain = tls::load_certs(&cert_path)
+                .map_err(|e| src.err(cert.span(), "listener.tls_cert", e))?;
+            let key_der =
+                tls::load_key(&key_path).map_err(|e| src.err(key.span(), "listener.tls_key", e))?;
+            let mut alpn = Vec::new();
+            if h2 {
+                alpn.push(b"h2".to_vec());
+            }
+            if http1 {
+                alpn.push(b"http/1.1".to_vec());
+            }
+            let cfg = tls::server_config(chain, key_der, alpn)
+                .map_err(|e| src.err(key.span(), "listener.tls_key", e))?;
+            Some(Arc::new(cfg))
+        }
+        (Some(cert), None) => {
+            return Err(src.err(
+                cert.span(),
+                "listener.tls_key",
+                "tls_cert given without tls_key",
+            ))
+        }
+        (None, Some(key)) => {
+            return Err(src.err(
+                key.span(),
+                "listener.tls_cert",
+                "tls_key given without tls_cert",
+            ))
+        }
+    };
+    Ok(ListenerSpec {
+        name: Arc::from(name),
+        addr,
+        http1,
+        h2,
+        h3,
+        tls,
+    })
+}
+
+fn compile_policy(p: &PolicySection, src: &Source<'_>, base: &Path) -> Result<Policy, ConfigError> {
+    if let Some(file) = &p.file {
+        if p.default.is_some() || !p.rules.is_empty() {
+            return Err(src.err(
+                file.span(),
+                "policy.file",
+                "give either `file` or inline `default`/`[[policy.rule]]`, not both",
+            ));
+        }
+        let path = base.join(file.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            src.err(
+                file.span(),
+                "policy.file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let psrc = Source {
+            name: path.display().to_string(),
+            text: &text,
+        };
+        let pf: PolicyFile = toml::from_str(&text).map_err(|e| psrc.toml_err(e))?;
+        return build_policy(pf.default.as_ref(), &pf.rules, &psrc, "");
+    }
+    build_policy(p.default.as_ref(), &p.rules, src, "policy.")
+}
+
+fn build_policy(
+    default: Option<&Spanned<Verdict>>,
+    rules: &[Spanned<RuleConfig>],
+    src: &Source<'_>,
+    prefix: &str,
+) -> Result<Policy, ConfigError> {
+    let cfg = PolicyConfig {
+        default: default.map(|d| *d.get_ref()).unwrap_or(Verdict::Deny),
+        rules: rules.iter().map(|r| r.get_ref().clone()).collect(),
+    };
+    Policy::compile(&cfg).map_err(|e| {
+        // Point at the offending rule when the error names one.
+        let span = rule_index(&e)
+            .and_then(|i| rules.get(i))
+            .map(|r| r.span())
+            .or_else(|| default.map(|d| d.span()));
+        let key = format!("{prefix}rule");
+        match span {
+            Some(span) => src.err(span, &key, e.to_string()),
+            None => ConfigError {
+                file: src.name.clone(),
+                line: None,
+                key,
+                message: e.to_string(),
+            },
+        }
+    })
+}
+
+/// The rule a policy compile error is about.
+fn rule_index(e: &CompileError) -> Option<usize> {
+    use CompileError as E;
+    match e {
+        E::EmptyName { index }
+        | E::DuplicateName { index, .. }
+        | E::EmptyList { index, .. }
+        | E::Host { index, .. }
+        | E::Port { index, .. }
+        | E::Cidr { index, .. } => Some(*index),
+    }
+}
+
+fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limits, ConfigError> {
+    let mut out = Limits::default();
+    let ms = |v: &Option<Spanned<u64>>, key: &str, dst: &mut Duration| -> Result<(), ConfigError> {
+        if let Some(v) = v {
+            if *v.get_ref() == 0 {
+                return Err(src.err(v.span(), key, "must be greater than 0"));
+            }
+            *dst = Duration::from_millis(*v.get_ref());
+        }
+        Ok(())
+    };
+    ms(
+        &l.connect_timeout_ms,
+        "limits.connect_timeout_ms",
+        &mut out.connect_timeout,
+    )?;
+    ms(
+        &l.dns_timeout_ms,
+        "limits.dns_timeout_ms",
+        &mut out.dns_timeout,
+    )?;
+    let secs =
+        |v: &Option<Spanned<u64>>, key: &str, dst: &mut Duration| -> Result<(), ConfigError> {
+            if let Some(v) = v {
+                if *v.get_ref() == 0 {
+                    return Err(src.err(v.span(), key, "must be greater than 0"));
+                }
+                *dst = Duration::from_secs(*v.get_ref());
+            }
+            Ok(())
+        };
+    secs(
+        &l.idle_timeout_s,
+        "limits.idle_timeout_s",
+        &mut out.idle_timeout,
+    )?;
+    secs(
+        &l.upstream_idle_timeout_s,
+        "limits.upstream_idle_timeout_s",
+        &mut out.upstream_idle_timeout,
+    )?;
+    secs(
+        &l.shutdown_grace_s,
+        "limits.shutdown_grace_s",
+        &mut out.shutdown_grace,
+    )?;
+    if let Some(v) = &l.max_upstream_idle_per_host {
+        out.max_upstream_idle_per_host = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
+    }
+    Ok(out)
+}
+
+fn parse_socket_addr(
+    src: &Source<'_>,
+    s: &Spanned<String>,
+    key: &str,
+) -> Result<SocketAddr, ConfigError> {
+    s.get_ref().parse::<SocketAddr>().map_err(|_| {
+        src.err(
+            s.span(),
+            key,
+            format!(
+                "{:?} is not an \"ip:port\" address (IPv6 in brackets: \"[::1]:8080\")",
+                s.get_ref()
+            ),
+        )
+    })
+}
+
+/// RFC 8941 §3.3.4 token syntax.
+fn is_sf_token(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '*' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~:/".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("."))
+    }
+
+    const MINIMAL: &str = r#"
+[[listener]]
+name = "plain"
+listen = "127.0.0.1:0"
+protocols = ["http1"]
+"#;
+
+    #[test]
+    fn minimal_config_defaults_to_deny() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.policy.default_verdict(), Verdict::Deny);
+        assert!(c.admin.is_none());
+        assert_eq!(&*c.proxy_name, "bauta");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let text =
+            "[[listener]]\nname = \"plain\"\nlisten = \"nonsense\"\nprotocols = [\"http1\"]\n";
+        let e = parse(text).expect_err("invalid");
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key, "listener.listen");
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("test.toml:3: listener.listen:"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn unknown_protocol_is_rejected_with_its_line() {
+        let text = "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\nprotocols = [\n  \"http1\",\n  \"spdy\"]\n";
+        let e = parse(text).expect_err("invalid");
+        assert_eq!(e.line, Some(6));
+        assert!(e.message.contains("spdy"));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let text = format!("{MINIMAL}\n[dns]\nserverz = []\n");
+        let e = parse(&text).expect_err("invalid");
+        assert_eq!(e.line, Some(8));
+        assert!(e.message.contains("serverz"), "{e}");
+    }
+
+    #[test]
+    fn bad_policy_rule_points_at_the_rule() {
+        let text = format!(
+            "{MINIMAL}\n[policy]\ndefault = \"deny\"\n[[policy.rule]]\nname = \"x\"\naction = \"allow\"\nports = [\"9-1\"]\n"
+        );
+        let e = parse(&text).expect_err("invalid");
+        assert_eq!(e.key, "policy.rule");
+        assert!(e.line.is_some());
+    }
+
+    #[test]
+    fn tls_key_without_cert_is_rejected() {
+        let text = format!("{MINIMAL}tls_key = \"k.pem\"\n");
+        let e = parse(&text).expect_err("invalid");
+        assert_eq!(e.key, "listener.tls_cert");
+    }
+
+    #[test]
+    fn zero_timeout_is_rejected() {
+        let text = format!("{MINIMAL}\n[limits]\nconnect_timeout_ms = 0\n");
+        let e = parse(&text).expect_err("invalid");
+        assert_eq!(e.key, "limits.connect_timeout_ms");
+    }
+
+    #[test]
+    fn duplicate_listener_names_are_rejected() {
+        let text = format!("{MINIMAL}{MINIMAL}");
+        let e = parse(&text).expect_err("invalid");
+        assert!(e.message.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn token_check() {
+        assert!(is_sf_token("bauta"));
+        assert!(is_sf_token("proxy.example.net"));
+        assert!(!is_sf_token("1proxy"));
+        assert!(!is_sf_token("a b"));
+        assert!(!is_sf_token(""));
+    }
+}

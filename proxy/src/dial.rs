@@ -1,0 +1,378 @@
+//! From a target to a connected, policy-checked TCP stream:
+//! policy precheck → resolve (hickory, cached) → policy on every resolved
+//! address → Happy Eyeballs v2 (RFC 8305) over exactly those addresses.
+//!
+//! The addresses that passed the policy are the only ones ever dialled; there
+//! is no second lookup between check and connect (DNS-rebinding safe).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bauta_policy::{Decision, Host, Policy, Precheck, Protocol, Request, Verdict};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::TokioResolver;
+use tokio::net::TcpStream;
+
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::target::Target;
+
+/// RFC 8305 §5: the recommended Connection Attempt Delay.
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Why a dial did not produce a connection. Says what happened; `respond.rs`
+/// decides how to answer.
+#[derive(Debug)]
+pub enum DialError {
+    /// The policy said no (by rule, by default, or because of an address).
+    Denied(Decision),
+    /// The lookup failed; `rcode` is the DNS response code when there was one.
+    Dns { rcode: Option<String> },
+    /// The lookup did not finish in time.
+    DnsTimeout,
+    /// Every address refused the connection.
+    Refused,
+    /// No attempt connected before the connect timeout.
+    Timeout,
+    /// No route to any address.
+    Unreachable,
+    /// Anything else from the socket layer.
+    Io(io::Error),
+}
+
+/// The addresses the policy allowed for one request, and the decision.
+#[derive(Debug)]
+pub struct Authorized {
+    pub addrs: Vec<IpAddr>,
+    pub decision: Decision,
+}
+
+pub struct Dialed {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub decision: Decision,
+}
+
+pub struct Dialer {
+    resolver: TokioResolver,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+// === impl Dialer ===
+
+impl Dialer {
+    /// A resolver over `servers` ("ip:port"), or the system configuration when empty.
+    pub fn new(
+        servers: &[SocketAddr],
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Dialer> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if servers.is_empty() {
+            match TokioResolver::builder_tokio() {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the system DNS configuration; every name lookup will fail until [dns] servers is set");
+                    TokioResolver::builder_with_config(ResolverConfig::default(), provider)
+                }
+            }
+        } else {
+            let name_servers = servers
+                .iter()
+                .map(|s| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = s.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = s.port();
+                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(name_servers),
+                provider,
+            )
+        };
+        let opts = builder.options_mut();
+        opts.timeout = limits.dns_timeout;
+        opts.attempts = 1;
+        opts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+        let resolver = builder
+            .build()
+            .map_err(|e| io::Error::other(format!("DNS resolver: {e}")))?;
+        Ok(Dialer {
+            resolver,
+            metrics,
+            limits,
+        })
+    }
+
+    /// Decide and connect. Every step is counted; the final decision comes back
+    /// with the stream so the access log can name the rule.
+    pub async fn dial(
+        &self,
+        policy: &Policy,
+        protocol: Protocol,
+        target: &Target,
+    ) -> Result<Dialed, DialError> {
+        let auth = self.authorize(policy, protocol, target).await?;
+        let (stream, peer) = self.connect(&auth, target.port).await?;
+        Ok(Dialed {
+            stream,
+            peer,
+            decision: auth.decision,
+        })
+    }
+
+    /// Policy before DNS, the lookup, then policy over every resolved address.
+    pub async fn authorize(
+        &self,
+        policy: &Policy,
+        protocol: Protocol,
+        target: &Target,
+    ) -> Result<Authorized, DialError> {
+        if let Precheck::Deny(d) = policy.precheck(protocol, &target.host, target.port) {
+            self.count_decision(&d);
+            return Err(DialError::Denied(d));
+        }
+        let addrs = match &target.host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(name) => self.resolve(name).await?,
+        };
+        let decision = self.decide(policy, protocol, target, &addrs)?;
+        Ok(Authorized { addrs, decision })
+    }
+
+    /// Connect to one of the addresses that passed (Happy Eyeballs).
+    pub async fn connect(
+        &self,
+        auth: &Authorized,
+        port: u16,
+    ) -> Result<(TcpStream, SocketAddr), DialError> {
+        let sockets: Vec<SocketAddr> = auth
+            .addrs
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
+        let started = Instant::now();
+        let (stream, peer) = happy_eyeballs(&sockets, self.limits.connect_timeout).await?;
+        self.metrics
+            .upstream_connect_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+
+    fn decide(
+        &self,
+        policy: &Policy,
+        protocol: Protocol,
+        target: &Target,
+        addrs: &[IpAddr],
+    ) -> Result<Decision, DialError> {
+        let decision = policy.evaluate(&Request {
+            protocol,
+            host: &target.host,
+            port: target.port,
+            addrs,
+        });
+        self.count_decision(&decision);
+        match decision.verdict {
+            Verdict::Allow => Ok(decision),
+            Verdict::Deny => Err(DialError::Denied(decision)),
+        }
+    }
+
+    fn count_decision(&self, d: &Decision) {
+        self.metrics
+            .policy_decisions
+            .with_label_values(&[d.verdict.as_str(), d.rule_name()])
+            .inc();
+    }
+
+    async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, DialError> {
+        // A fully qualified name: never walk the search list for a proxy target.
+        let fqdn = format!("{name}.");
+        let result =
+            tokio::time::timeout(self.limits.dns_timeout, self.resolver.lookup_ip(fqdn)).await;
+        let outcome = match result {
+            Err(_) => Err(DialError::DnsTimeout),
+            Ok(Err(e)) => Err(classify_dns_error(&e)),
+            Ok(Ok(lookup)) => {
+                let addrs: Vec<IpAddr> = lookup.iter().collect();
+                if addrs.is_empty() {
+                    Err(DialError::Dns {
+                        rcode: Some("NOERROR".into()),
+                    })
+                } else {
+                    Ok(addrs)
+                }
+            }
+        };
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(DialError::DnsTimeout) => "timeout",
+            Err(DialError::Dns { rcode: Some(r) }) if r == "NXDOMAIN" => "nxdomain",
+            Err(DialError::Dns { rcode: Some(r) }) if r == "NOERROR" => "nodata",
+            Err(_) => "error",
+        };
+        self.metrics.dns_lookups.with_label_values(&[label]).inc();
+        outcome
+    }
+}
+
+fn classify_dns_error(e: &NetError) -> DialError {
+    match e {
+        NetError::Timeout => DialError::DnsTimeout,
+        NetError::Dns(DnsError::NoRecordsFound(nr)) => DialError::Dns {
+            rcode: Some(nr.response_code.to_str().to_ascii_uppercase()),
+        },
+        NetError::Dns(DnsError::ResponseCode(code)) => DialError::Dns {
+            rcode: Some(code.to_str().to_ascii_uppercase()),
+        },
+        _ => DialError::Dns { rcode: None },
+    }
+}
+
+/// RFC 8305 §4: alternate address families, IPv6 first.
+fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let (v6, v4): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| a.is_ipv6());
+    let mut out = Vec::with_capacity(addrs.len());
+    let (mut a, mut b) = (v6.into_iter(), v4.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => break,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+    out
+}
+
+/// Start one attempt, and another every ATTEMPT_DELAY or as soon as one fails;
+/// the first to connect wins, the rest are dropped (RFC 8305 §5).
+async fn happy_eyeballs(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), DialError> {
+    let ordered = interleave(addrs);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pending = FuturesUnordered::new();
+    let mut next = 0;
+    let mut errors: Vec<io::Error> = Vec::new();
+    loop {
+        if let Some(addr) = ordered.get(next) {
+            let addr = *addr;
+            pending.push(async move { (addr, TcpStream::connect(addr).await) });
+            next += 1;
+        }
+        if pending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some((addr, res)) = pending.next() => match res {
+                Ok(stream) => return Ok((stream, addr)),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "connect attempt failed");
+                    errors.push(e);
+                    if pending.is_empty() && next >= ordered.len() {
+                        break;
+                    }
+                }
+            },
+            _ = tokio::time::sleep(ATTEMPT_DELAY), if next < ordered.len() => {}
+            _ = tokio::time::sleep_until(deadline) => return Err(DialError::Timeout),
+        }
+    }
+    Err(summarise(errors))
+}
+
+fn summarise(errors: Vec<io::Error>) -> DialError {
+    use io::ErrorKind::*;
+    if errors.iter().any(|e| e.kind() == ConnectionRefused) {
+        return DialError::Refused;
+    }
+    if errors.iter().any(|e| e.kind() == TimedOut) {
+        return DialError::Timeout;
+    }
+    if errors.iter().any(|e| {
+        matches!(
+            e.kind(),
+            HostUnreachable | NetworkUnreachable | AddrNotAvailable
+        )
+    }) {
+        return DialError::Unreachable;
+    }
+    match errors.into_iter().next() {
+        Some(e) => DialError::Io(e),
+        None => DialError::Unreachable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("socket addr")
+    }
+
+    #[test]
+    fn interleave_starts_with_v6_and_alternates() {
+        let got = interleave(&[
+            sa("1.1.1.1:1"),
+            sa("2.2.2.2:1"),
+            sa("[::1]:1"),
+            sa("[::2]:1"),
+            sa("[::3]:1"),
+        ]);
+        let want = vec![
+            sa("[::1]:1"),
+            sa("1.1.1.1:1"),
+            sa("[::2]:1"),
+            sa("2.2.2.2:1"),
+            sa("[::3]:1"),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn refused_everywhere_is_refused() {
+        // Bind then drop to find a port with no listener.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        drop(l);
+        let r = happy_eyeballs(&[addr], Duration::from_secs(2)).await;
+        assert!(matches!(r, Err(DialError::Refused)), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn second_address_wins_when_first_refuses() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let live_addr = live.local_addr().expect("addr");
+        let (_, peer) = happy_eyeballs(&[dead, live_addr], Duration::from_secs(2))
+            .await
+            .expect("connects");
+        assert_eq!(peer, live_addr);
+    }
+
+    #[test]
+    fn summary_prefers_refused() {
+        let e = summarise(vec![
+            io::Error::from(io::ErrorKind::TimedOut),
+            io::Error::from(io::ErrorKind::ConnectionRefused),
+        ]);
+        assert!(matches!(e, DialError::Refused));
+        assert!(matches!(summarise(vec![]), DialError::Unreachable));
+    }
+}

@@ -1,0 +1,28 @@
+//! Bauta: a MASQUE forward proxy.
+//!
+//! The data path: accept (`listen`) → speak HTTP/1.1 or HTTP/2 (hyper) →
+//! `serve::handle` → policy and dial (`dial`, over `bauta_policy`) → tunnel
+//! (`tunnel`) or forward (`forward`) → count (`metrics`) and log
+//! (`access_log`). Errors map to answers in one place (`respond`).
+
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod default_config;
+pub mod dial;
+pub mod forward;
+pub mod listen;
+pub mod logging;
+pub mod metrics;
+pub mod respond;
+pub mod serve;
+pub mod server;
+pub mod shared;
+pub mod shutdown;
+pub mod target;
+pub mod tls;
+pub mod tunnel;
+
+pub use config::Config;
+pub use server::{start, Running};

@@ -1,0 +1,3 @@
+//! Sockets: accepting connections and handing them to the fronts.
+
+pub mod tcp;

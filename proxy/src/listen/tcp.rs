@@ -1,0 +1,147 @@
+//! TCP listeners: accept, optional TLS with ALPN, then HTTP/1.1 or HTTP/2
+//! (hyper) with every request going to `serve::handle`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::config::ListenerSpec;
+use crate::serve::{self, ConnInfo, Front};
+use crate::shared::Shared;
+
+/// A TLS handshake that takes longer than this is abandoned.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slowloris guard: the request header section must arrive within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accept until `shutdown` flips to true; each connection is watched by `graceful`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    spec: ListenerSpec,
+    shared: Arc<Shared>,
+    graceful: crate::shutdown::Tracker,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let spec = Arc::new(spec);
+    loop {
+        let (stream, client) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = %spec.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let spec = Arc::clone(&spec);
+        let shared = Arc::clone(&shared);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            serve_connection(stream, client, spec, shared, watcher).await;
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    spec: Arc<ListenerSpec>,
+    shared: Arc<Shared>,
+    watcher: Watcher,
+) {
+    match &spec.tls {
+        None => {
+            let front = if spec.http1 { None } else { Some(Front::Http2) };
+            serve_http(stream, client, &spec, shared, watcher, front).await
+        }
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+            let tls_stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%client, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%client, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let front = match tls_stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Front::Http2,
+                _ => Front::Http1,
+            };
+            serve_http(tls_stream, client, &spec, shared, watcher, Some(front)).await
+        }
+    }
+}
+
+/// `front = None`: plaintext with both protocols enabled; sniff the preface.
+async fn serve_http<IO>(
+    io: IO,
+    client: SocketAddr,
+    spec: &ListenerSpec,
+    shared: Arc<Shared>,
+    watcher: Watcher,
+    front: Option<Front>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .preserve_header_case(false);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    let builder = match front {
+        Some(Front::Http1) => builder.http1_only(),
+        Some(Front::Http2) => builder.http2_only(),
+        None if spec.h2 => builder,
+        None => builder.http1_only(),
+    };
+    // For a sniffed plaintext connection the protocol is only known per request.
+    let conn_front = front.unwrap_or(Front::Http1);
+    shared
+        .metrics
+        .connections
+        .with_label_values(&[&spec.name, conn_front.as_str()])
+        .inc();
+    let info = Arc::new(ConnInfo {
+        listener: Arc::clone(&spec.name),
+        client,
+        front: conn_front,
+    });
+    let svc = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        let mut info = Arc::clone(&info);
+        if req.version() == http::Version::HTTP_2 && info.front != Front::Http2 {
+            info = Arc::new(ConnInfo {
+                listener: Arc::clone(&info.listener),
+                client: info.client,
+                front: Front::Http2,
+            });
+        }
+        serve::handle(shared, info, req)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%client, error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,30 @@
+//! Logging setup: the access log as JSON lines on stdout, diagnostics as text
+//! on stderr (`RUST_LOG` filters them; default `info`).
+
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+pub const ACCESS_TARGET: &str = "bauta::access";
+
+pub fn init() {
+    let access = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .with_writer(std::io::stdout)
+        .with_filter(filter_fn(|m| m.target() == ACCESS_TARGET));
+    let diag_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let diagnostics = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter_fn(|m| m.target() != ACCESS_TARGET))
+        .with_filter(diag_filter);
+    // A second init (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(access)
+        .with(diagnostics)
+        .try_init();
+}

@@ -1,0 +1,135 @@
+//! Every metric family Bauta exports, registered into a registry passed in.
+//! Label values come from closed sets (enums, configured names), never from
+//! hostnames or other client-supplied strings.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Accepted client connections by listener and negotiated protocol.
+    pub connections: IntCounterVec,
+    /// Finished requests by listener, protocol, kind and outcome.
+    pub requests: IntCounterVec,
+    /// Tunnels open now by kind.
+    pub tunnels_active: IntGaugeVec,
+    /// Bytes relayed through tunnels; direction `upstream` = client → target.
+    pub tunnel_bytes: IntCounterVec,
+    /// Policy decisions by verdict and rule name (`default` when no rule matched).
+    pub policy_decisions: IntCounterVec,
+    /// DNS lookups by outcome.
+    pub dns_lookups: IntCounterVec,
+    /// Time to open a TCP connection to the next hop (after DNS).
+    pub upstream_connect_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new(registry: Registry) -> Result<Metrics, prometheus::Error> {
+        let connections = IntCounterVec::new(
+            Opts::new("bauta_connections_total", "Client connections accepted."),
+            &["listener", "protocol"],
+        )?;
+        let requests = IntCounterVec::new(
+            Opts::new("bauta_requests_total", "Requests handled, by outcome."),
+            &["listener", "protocol", "kind", "outcome"],
+        )?;
+        let tunnels_active = IntGaugeVec::new(
+            Opts::new("bauta_tunnels_active", "Tunnels currently open."),
+            &["kind"],
+        )?;
+        let tunnel_bytes = IntCounterVec::new(
+            Opts::new(
+                "bauta_tunnel_bytes_total",
+                "Bytes relayed through tunnels; upstream is client to target.",
+            ),
+            &["kind", "direction"],
+        )?;
+        let policy_decisions = IntCounterVec::new(
+            Opts::new("bauta_policy_decisions_total", "Policy decisions."),
+            &["verdict", "rule"],
+        )?;
+        let dns_lookups = IntCounterVec::new(
+            Opts::new("bauta_dns_lookups_total", "DNS lookups, by outcome."),
+            &["outcome"],
+        )?;
+        let upstream_connect_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "bauta_upstream_connect_seconds",
+                "Time to establish a TCP connection to the next hop, after DNS.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(tunnels_active.clone()))?;
+        registry.register(Box::new(tunnel_bytes.clone()))?;
+        registry.register(Box::new(policy_decisions.clone()))?;
+        registry.register(Box::new(dns_lookups.clone()))?;
+        registry.register(Box::new(upstream_connect_seconds.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Metrics {
+            registry,
+            connections,
+            requests,
+            tunnels_active,
+            tunnel_bytes,
+            policy_decisions,
+            dns_lookups,
+            upstream_connect_seconds,
+        })
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> Result<(String, String), prometheus::Error> {
+        let encoder = TextEncoder::new();
+        let mut buf = Vec::with_capacity(8 * 1024);
+        encoder.encode(&self.registry.gather(), &mut buf)?;
+        Ok((
+            encoder.format_type().to_string(),
+            String::from_utf8_lossy(&buf).into_owned(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_all_families_once_used() {
+        let m = Metrics::new(Registry::new()).expect("metrics");
+        m.connections.with_label_values(&["plain", "http1"]).inc();
+        m.requests
+            .with_label_values(&["plain", "http1", "connect", "ok"])
+            .inc();
+        m.tunnels_active.with_label_values(&["connect"]).inc();
+        m.tunnel_bytes
+            .with_label_values(&["connect", "upstream"])
+            .inc_by(3);
+        m.policy_decisions
+            .with_label_values(&["allow", "default"])
+            .inc();
+        m.dns_lookups.with_label_values(&["ok"]).inc();
+        m.upstream_connect_seconds.observe(0.01);
+        let (ty, text) = m.render().expect("render");
+        assert!(ty.starts_with("text/plain"));
+        for name in [
+            "bauta_connections_total",
+            "bauta_requests_total",
+            "bauta_tunnels_active",
+            "bauta_tunnel_bytes_total",
+            "bauta_policy_decisions_total",
+            "bauta_dns_lookups_total",
+            "bauta_upstream_connect_seconds_bucket",
+        ] {
+            assert!(text.contains(name), "missing {name}");
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The one map from "what went wrong" to "how we answer": HTTP status,
+//! `Proxy-Status` (RFC 9209) error type and parameters, and the metric outcome
+//! label. Mirrors the situation table of `spec/masque.md` §2.4.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{self, Body};
+use crate::dial::DialError;
+
+/// Everything that ends an exchange without the service it asked for.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The request itself is malformed (400).
+    BadRequest(&'static str),
+    /// Understood but not something this proxy does (501).
+    NotImplemented(&'static str),
+    /// A request that is not addressed to a proxy (e.g. origin-form to us).
+    NotProxyRequest,
+    /// Policy, DNS or TCP connect to the next hop failed.
+    Dial(DialError),
+    /// The next hop misbehaved after we connected.
+    Upstream(UpstreamError),
+}
+
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// The connection closed before a complete response header arrived.
+    Terminated,
+    /// The next hop's response was not valid HTTP.
+    Protocol,
+}
+
+/// How one error is answered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// RFC 9209 error type token.
+    pub error: &'static str,
+    /// Extra Proxy-Status parameters, already serialised (`rcode="NXDOMAIN"`).
+    pub params: Option<String>,
+    /// Free text for `details` and the body. Never internal topology.
+    pub details: String,
+    /// Metric outcome label.
+    pub outcome: &'static str,
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    pub fn answer(&self) -> Answer {
+        use DialError as D;
+        let a = |status, error, outcome, details: String| Answer {
+            status,
+            error,
+            params: None,
+            details,
+            outcome,
+        };
+        match self {
+            ProxyError::BadRequest(why) => a(
+                StatusCode::BAD_REQUEST,
+                "proxy_internal_response",
+                "bad_request",
+                (*why).to_string(),
+            ),
+            ProxyError::NotImplemented(why) => a(
+                StatusCode::NOT_IMPLEMENTED,
+                "proxy_internal_response",
+                "not_implemented",
+                (*why).to_string(),
+            ),
+            ProxyError::NotProxyRequest => a(
+                StatusCode::BAD_REQUEST,
+                "proxy_internal_response",
+                "bad_request",
+                "this is a proxy: send CONNECT or an absolute-form http:// request".into(),
+            ),
+            ProxyError::Dial(D::Denied(d)) if d.reason.is_address_prohibited() => a(
+                StatusCode::BAD_GATEWAY,
+                "destination_ip_prohibited",
+                "address_prohibited",
+                d.reason.as_str().to_string(),
+            ),
+            ProxyError::Dial(D::Denied(d)) => a(
+                StatusCode::FORBIDDEN,
+                "http_request_denied",
+                "denied",
+                d.reason.as_str().to_string(),
+            ),
+            ProxyError::Dial(D::Dns { rcode }) => Answer {
+                params: rcode.as_ref().map(|r| format!("rcode={}", sf_string(r))),
+                ..a(
+                    StatusCode::BAD_GATEWAY,
+                    "dns_error",
+                    "dns_error",
+                    "DNS lookup of the destination failed".into(),
+                )
+            },
+            ProxyError::Dial(D::DnsTimeout) => a(
+                StatusCode::GATEWAY_TIMEOUT,
+                "dns_timeout",
+                "dns_timeout",
+                "DNS lookup of the destination timed out".into(),
+            ),
+            ProxyError::Dial(D::Refused) => a(
+                StatusCode::BAD_GATEWAY,
+                "connection_refused",
+                "connection_refused",
+                "the destination refused the connection".into(),
+            ),
+            ProxyError::Dial(D::Timeout) => a(
+                StatusCode::GATEWAY_TIMEOUT,
+                "connection_timeout",
+                "connection_timeout",
+                "connecting to the destination timed out".into(),
+            ),
+            ProxyError::Dial(D::Unreachable) => a(
+                StatusCode::BAD_GATEWAY,
+                "destination_ip_unroutable",
+                "unreachable",
+                "no route to the destination".into(),
+            ),
+            ProxyError::Dial(D::Io(_)) => a(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "proxy_internal_error",
+                "internal_error",
+                "could not open a connection".into(),
+            ),
+            ProxyError::Upstream(UpstreamError::Terminated) => a(
+                StatusCode::BAD_GATEWAY,
+                "connection_terminated",
+                "upstream_error",
+                "the destination closed the connection before responding".into(),
+            ),
+            ProxyError::Upstream(UpstreamError::Protocol) => a(
+                StatusCode::BAD_GATEWAY,
+                "http_protocol_error",
+                "upstream_error",
+                "the destination sent an invalid HTTP response".into(),
+            ),
+        }
+    }
+
+    /// The complete error response.
+    pub fn response(&self, proxy_name: &str) -> Response<Body> {
+        let ans = self.answer();
+        let mut value = format!("{proxy_name}; error={}", ans.error);
+        if let Some(p) = &ans.params {
+            value.push_str("; ");
+            value.push_str(p);
+        }
+        value.push_str("; details=");
+        value.push_str(&sf_string(&ans.details));
+        let mut resp = Response::new(body::full(Bytes::from(format!("{}\n", ans.details))));
+        *resp.status_mut() = ans.status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert("proxy-status", v);
+        }
+        resp
+    }
+}
+
+impl From<DialError> for ProxyError {
+    fn from(e: DialError) -> Self {
+        ProxyError::Dial(e)
+    }
+}
+
+/// RFC 8941 §3.3.3 sf-string: printable ASCII, `"` and `\` escaped; anything
+/// else is replaced so the field always parses.
+pub fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bauta_policy::{AddrClass, Decision, Reason, Verdict};
+
+    fn denied(reason: Reason) -> ProxyError {
+        ProxyError::Dial(DialError::Denied(Decision {
+            verdict: Verdict::Deny,
+            rule: None,
+            reason,
+        }))
+    }
+
+    /// One row per situation in spec/masque.md §2.4.
+    #[test]
+    fn situation_table() {
+        let rows: Vec<(ProxyError, u16, &str)> = vec![
+            (ProxyError::BadRequest("x"), 400, "proxy_internal_response"),
+            (denied(Reason::DefaultDeny), 403, "http_request_denied"),
+            (denied(Reason::RuleDeny), 403, "http_request_denied"),
+            (
+                denied(Reason::AddressProhibited(AddrClass::Loopback)),
+                502,
+                "destination_ip_prohibited",
+            ),
+            (
+                ProxyError::Dial(DialError::Dns {
+                    rcode: Some("NXDOMAIN".into()),
+                }),
+                502,
+                "dns_error",
+            ),
+            (ProxyError::Dial(DialError::DnsTimeout), 504, "dns_timeout"),
+            (
+                ProxyError::Dial(DialError::Refused),
+                502,
+                "connection_refused",
+            ),
+            (
+                ProxyError::Dial(DialError::Timeout),
+                504,
+                "connection_timeout",
+            ),
+            (
+                ProxyError::Dial(DialError::Unreachable),
+                502,
+                "destination_ip_unroutable",
+            ),
+            (
+                ProxyError::Dial(DialError::Io(std::io::Error::other("x"))),
+                500,
+                "proxy_internal_error",
+            ),
+            (
+                ProxyError::Upstream(UpstreamError::Terminated),
+                502,
+                "connection_terminated",
+            ),
+        ];
+        for (err, status, token) in rows {
+            let ans = err.answer();
+            assert_eq!(ans.status.as_u16(), status, "{err:?}");
+            assert_eq!(ans.error, token, "{err:?}");
+            let resp = err.response("bauta");
+            let ps = resp.headers()["proxy-status"].to_str().expect("ascii");
+            assert!(ps.starts_with(&format!("bauta; error={token}")), "{ps}");
+        }
+    }
+
+    #[test]
+    fn dns_error_carries_rcode() {
+        let resp = ProxyError::Dial(DialError::Dns {
+            rcode: Some("NXDOMAIN".into()),
+        })
+        .response("bauta");
+        let ps = resp.headers()["proxy-status"].to_str().expect("ascii");
+        assert!(ps.contains("; rcode=\"NXDOMAIN\""), "{ps}");
+    }
+
+    #[test]
+    fn sf_string_escapes() {
+        assert_eq!(sf_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(sf_string("é\n"), "\"??\"");
+    }
+}

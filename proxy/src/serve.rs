@@ -1,0 +1,334 @@
+//! The data path, front-agnostic: a request in → validate → policy and dial →
+//! tunnel or forward → count and log. HTTP/1.1 and HTTP/2 fronts both hand
+//! their requests to [`handle`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bauta_policy::{Decision, Protocol};
+use http::{header, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::access_log::{self, Entry};
+use crate::body::{self, Body};
+use crate::forward;
+use crate::respond::ProxyError;
+use crate::shared::Shared;
+use crate::target::Target;
+use crate::tunnel::tcp::{self as tcp_tunnel, End};
+
+/// The protocol a client spoke to us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    Http1,
+    Http2,
+}
+
+impl Front {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Front::Http1 => "http1",
+            Front::Http2 => "h2",
+        }
+    }
+}
+
+/// What we know about the client connection a request arrived on.
+pub struct ConnInfo {
+    pub listener: Arc<str>,
+    pub client: SocketAddr,
+    pub front: Front,
+}
+
+/// What kind of service a request asks for (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Connect,
+    Forward,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Connect => "connect",
+            Kind::Forward => "forward",
+        }
+    }
+}
+
+/// One request's bookkeeping, carried from arrival to the log line.
+struct Exchange {
+    conn: Arc<ConnInfo>,
+    method: Method,
+    kind: Kind,
+    target: String,
+    started: Instant,
+}
+
+/// Serve one request. Never fails: every error becomes a response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let kind = if req.method() == Method::CONNECT {
+        Kind::Connect
+    } else {
+        Kind::Forward
+    };
+    let ex = Exchange {
+        conn,
+        method: req.method().clone(),
+        kind,
+        target: req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
+        started: Instant::now(),
+    };
+    let result = match validate_host_header(&req) {
+        Err(e) => Err((e, None)),
+        Ok(()) => match kind {
+            Kind::Connect => connect(&shared, &ex, req).await,
+            Kind::Forward => forward(&shared, &ex, req).await,
+        },
+    };
+    Ok(match result {
+        Ok(resp) => resp,
+        Err((err, decision)) => {
+            let resp = err.response(&shared.config().proxy_name);
+            let outcome = err.answer().outcome;
+            record(
+                &shared,
+                &ex,
+                decision.as_ref(),
+                resp.status(),
+                outcome,
+                0,
+                0,
+            );
+            resp
+        }
+    })
+}
+
+type Failure = (ProxyError, Option<Decision>);
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host field.
+fn validate_host_header(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    if req.version() == Version::HTTP_11 {
+        let hosts = req.headers().get_all(header::HOST).iter().count();
+        if hosts != 1 {
+            return Err(ProxyError::BadRequest(
+                "an HTTP/1.1 request needs exactly one Host header",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// CONNECT: dial, answer 2xx, then relay bytes on the upgraded stream.
+async fn connect(
+    shared: &Arc<Shared>,
+    ex: &Exchange,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Failure> {
+    if req.extensions().get::<hyper::ext::Protocol>().is_some() {
+        return Err((
+            ProxyError::NotImplemented("extended CONNECT protocol is not supported"),
+            None,
+        ));
+    }
+    let uri = req.uri();
+    if uri.scheme().is_some() || uri.path_and_query().is_some() {
+        return Err((
+            ProxyError::BadRequest("CONNECT needs an authority-form target (host:port)"),
+            None,
+        ));
+    }
+    let authority = uri
+        .authority()
+        .ok_or((ProxyError::BadRequest("CONNECT needs host:port"), None))?;
+    let target = Target::parse_authority(authority.as_str(), None).map_err(|_| {
+        (
+            ProxyError::BadRequest("CONNECT target must be host:port with a valid host and port"),
+            None,
+        )
+    })?;
+
+    let config = shared.config();
+    let dialed = shared
+        .dialer
+        .dial(&config.policy, Protocol::Connect, &target)
+        .await
+        .map_err(|e| {
+            let decision = match &e {
+                crate::dial::DialError::Denied(d) => Some(d.clone()),
+                _ => None,
+            };
+            (ProxyError::Dial(e), decision)
+        })?;
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let shared2 = Arc::clone(shared);
+    let exchange = Exchange {
+        conn: Arc::clone(&ex.conn),
+        method: ex.method.clone(),
+        kind: ex.kind,
+        target: target.to_string(),
+        started: ex.started,
+    };
+    let kind = ex.kind.as_str();
+    shared
+        .metrics
+        .requests
+        .with_label_values(&[&ex.conn.listener, ex.conn.front.as_str(), kind, "ok"])
+        .inc();
+    tokio::spawn(async move {
+        let shared = shared2;
+        let ex = exchange;
+        let decision = dialed.decision;
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "client went away before the tunnel started");
+                log(&ex, Some(&decision), 200, "client_gone", 0, 0);
+                return;
+            }
+        };
+        let gauge = shared.metrics.tunnels_active.with_label_values(&[kind]);
+        gauge.inc();
+        let up = shared
+            .metrics
+            .tunnel_bytes
+            .with_label_values(&[kind, "upstream"]);
+        let down = shared
+            .metrics
+            .tunnel_bytes
+            .with_label_values(&[kind, "downstream"]);
+        let idle = shared.config().limits.idle_timeout;
+        let (moved, end) =
+            tcp_tunnel::relay(TokioIo::new(upgraded), dialed.stream, idle, up, down).await;
+        gauge.dec();
+        let outcome = match end {
+            End::Closed => "closed",
+            End::Idle => "idle_timeout",
+            End::Error(_) => "reset",
+        };
+        log(
+            &ex,
+            Some(&decision),
+            200,
+            outcome,
+            moved.upstream,
+            moved.downstream,
+        );
+    });
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::OK;
+    Ok(resp)
+}
+
+/// Absolute-form `http://` (HTTP/1.1) or `:scheme http` (HTTP/2): forward.
+async fn forward(
+    shared: &Arc<Shared>,
+    ex: &Exchange,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Failure> {
+    let uri = req.uri();
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err((
+                ProxyError::BadRequest("https:// targets must be reached with CONNECT"),
+                None,
+            ))
+        }
+        Some(_) => {
+            return Err((
+                ProxyError::BadRequest("only http:// targets can be forwarded"),
+                None,
+            ))
+        }
+        None => return Err((ProxyError::NotProxyRequest, None)),
+    }
+    let authority = uri.authority().ok_or((
+        ProxyError::BadRequest("absolute-form target needs an authority"),
+        None,
+    ))?;
+    let target = Target::parse_authority(authority.as_str(), Some(80)).map_err(|_| {
+        (
+            ProxyError::BadRequest("request target has an invalid host or port"),
+            None,
+        )
+    })?;
+
+    let config = shared.config();
+    let auth = shared
+        .dialer
+        .authorize(&config.policy, Protocol::Http, &target)
+        .await
+        .map_err(|e| {
+            let decision = match &e {
+                crate::dial::DialError::Denied(d) => Some(d.clone()),
+                _ => None,
+            };
+            (ProxyError::Dial(e), decision)
+        })?;
+    let resp = forward::forward(
+        &shared.pool,
+        &shared.dialer,
+        &auth,
+        &target,
+        &config.proxy_name,
+        req,
+    )
+    .await
+    .map_err(|e| (e, Some(auth.decision.clone())))?;
+    record(shared, ex, Some(&auth.decision), resp.status(), "ok", 0, 0);
+    Ok(resp)
+}
+
+/// Count the request and write its access-log line.
+fn record(
+    shared: &Shared,
+    ex: &Exchange,
+    decision: Option<&Decision>,
+    status: StatusCode,
+    outcome: &str,
+    up: u64,
+    down: u64,
+) {
+    shared
+        .metrics
+        .requests
+        .with_label_values(&[
+            &ex.conn.listener,
+            ex.conn.front.as_str(),
+            ex.kind.as_str(),
+            outcome,
+        ])
+        .inc();
+    log(ex, decision, status.as_u16(), outcome, up, down);
+}
+
+fn log(ex: &Exchange, decision: Option<&Decision>, status: u16, outcome: &str, up: u64, down: u64) {
+    access_log::write(&Entry {
+        listener: &ex.conn.listener,
+        client: ex.conn.client,
+        protocol: ex.conn.front.as_str(),
+        method: ex.method.as_str(),
+        kind: ex.kind.as_str(),
+        target: &ex.target,
+        decision,
+        status,
+        outcome,
+        bytes_up: up,
+        bytes_down: down,
+        duration: ex.started.elapsed(),
+    });
+}

@@ -1,0 +1,47 @@
+//! State shared by every connection: the current configuration snapshot,
+//! metrics, the dialer and the upstream pool.
+
+use std::sync::{Arc, RwLock};
+
+use crate::config::Config;
+use crate::dial::Dialer;
+use crate::forward::UpstreamPool;
+use crate::metrics::Metrics;
+
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    pub metrics: Arc<Metrics>,
+    pub dialer: Dialer,
+    pub pool: UpstreamPool,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> std::io::Result<Shared> {
+        let dialer = Dialer::new(
+            &config.dns_servers,
+            config.limits.clone(),
+            Arc::clone(&metrics),
+        )?;
+        let pool = UpstreamPool::new(
+            config.limits.max_upstream_idle_per_host,
+            config.limits.upstream_idle_timeout,
+        );
+        Ok(Shared {
+            config: RwLock::new(config),
+            metrics,
+            dialer,
+            pool,
+        })
+    }
+
+    /// The configuration in force now. Requests hold their snapshot to the end.
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => Arc::clone(&c),
+            // A writer panicked mid-swap; the stored Arc is still whole.
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+}

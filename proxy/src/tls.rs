@@ -1,0 +1,158 @@
+//! TLS material: PEM loading, server configs, and the self-signed certificate
+//! of the embedded default configuration.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+/// The one crypto provider of the process (aws-lc-rs). Installed once at
+/// start so that no library falls back to a different default.
+pub fn install_crypto_provider() {
+    // Err means one is already installed, which is the state we want.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Read a PEM certificate chain (leaf first).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut data.as_slice()).collect();
+    let certs = certs.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no CERTIFICATE block found", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Read a PEM private key: PKCS#8, SEC1 (EC) or PKCS#1 (RSA).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    rustls_pemfile::private_key(&mut data.as_slice())
+        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?
+        .ok_or_else(|| {
+            format!(
+                "{}: no PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY block found",
+                path.display()
+            )
+        })
+}
+
+/// A server config with the given ALPN list, TLS 1.2 and 1.3.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: Vec<Vec<u8>>,
+) -> Result<rustls::ServerConfig, String> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))?;
+    cfg.alpn_protocols = alpn;
+    Ok(cfg)
+}
+
+/// SHA-256 fingerprint as colon-separated upper-case hex (as `openssl x509 -fingerprint` prints).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = Sha256::digest(cert.as_ref());
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Where the embedded default keeps its generated certificate.
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BAUTA_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("bauta");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".local/state/bauta");
+    }
+    PathBuf::from(".bauta")
+}
+
+/// Paths of the default self-signed certificate, generating it on first use.
+/// Returns (cert path, key path, created now?).
+pub fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf, bool), String> {
+    let cert_path = dir.join("proxy.pem");
+    let key_path = dir.join("proxy.key");
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path, false));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let certified = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(&cert_path, certified.cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    Ok((cert_path, key_path, true))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(data)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_is_generated_once_and_loads() {
+        install_crypto_provider();
+        let dir = std::env::temp_dir().join(format!("bauta-tls-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (c, k, created) = ensure_self_signed(&dir).expect("generate");
+        assert!(created);
+        let (_, _, again) = ensure_self_signed(&dir).expect("reuse");
+        assert!(!again);
+        let chain = load_certs(&c).expect("certs");
+        let key = load_key(&k).expect("key");
+        let fp = fingerprint(&chain[0]);
+        assert_eq!(fp.len(), 32 * 3 - 1);
+        server_config(chain, key, vec![b"h2".to_vec()]).expect("config");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_key_block_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("bauta-tls-test2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("empty.pem");
+        std::fs::write(&p, "not pem").expect("write");
+        assert!(load_key(&p)
+            .expect_err("error")
+            .contains("no PRIVATE KEY"));
+        assert!(load_certs(&p)
+            .expect_err("error")
+            .contains("no CERTIFICATE"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

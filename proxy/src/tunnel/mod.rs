@@ -1,0 +1,3 @@
+//! Tunnels: byte relays between a client-side stream and a target.
+
+pub mod tcp;

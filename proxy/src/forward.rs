@@ -13,7 +13,6 @@ use dashmap::DashMap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
@@ -36,7 +35,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<Body>,
     peer: SocketAddr,
     since: Instant,
 }
@@ -64,7 +63,7 @@ impl UpstreamPool {
         &self,
         target: &Target,
         allowed: &Authorized,
-    ) -> Option<(SendRequest<Incoming>, SocketAddr)> {
+    ) -> Option<(SendRequest<Body>, SocketAddr)> {
         let mut entry = self.idle.get_mut(target)?;
         let now = Instant::now();
         // Drop what is dead or stale; take the first usable one.
@@ -76,7 +75,7 @@ impl UpstreamPool {
         Some((c.sender, c.peer))
     }
 
-    fn checkin(&self, target: Target, sender: SendRequest<Incoming>, peer: SocketAddr) {
+    fn checkin(&self, target: Target, sender: SendRequest<Body>, peer: SocketAddr) {
         if sender.is_closed() || self.max_idle_per_target == 0 {
             return;
         }
@@ -104,7 +103,7 @@ pub async fn forward(
     auth: &Authorized,
     target: &Target,
     proxy_name: &str,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> Result<Response<Body>, ProxyError> {
     let via = via_value(req.version(), proxy_name);
     let upstream_req = build_upstream_request(req, target, &via)?;
@@ -150,10 +149,10 @@ fn classify_upstream(e: &hyper::Error) -> UpstreamError {
 
 /// Origin-form, HTTP/1.1, hop-by-hop headers removed, `Host` from the target URI.
 fn build_upstream_request(
-    req: Request<Incoming>,
+    req: Request<Body>,
     target: &Target,
     via: &HeaderValue,
-) -> Result<Request<Incoming>, ProxyError> {
+) -> Result<Request<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri

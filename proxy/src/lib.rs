@@ -14,6 +14,7 @@ pub mod dial;
 pub mod forward;
 pub mod listen;
 pub mod logging;
+pub mod metered_body;
 pub mod metrics;
 pub mod respond;
 pub mod serve;

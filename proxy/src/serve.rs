@@ -4,17 +4,20 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bauta_policy::{Decision, Protocol};
 use http::{header, Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::access_log::{self, Entry};
 use crate::body::{self, Body};
 use crate::forward;
+use crate::metered_body::MeteredBody;
 use crate::respond::ProxyError;
 use crate::shared::Shared;
 use crate::target::Target;
@@ -60,6 +63,7 @@ impl Kind {
 }
 
 /// One request's bookkeeping, carried from arrival to the log line.
+#[derive(Clone)]
 struct Exchange {
     conn: Arc<ConnInfo>,
     method: Method,
@@ -102,11 +106,11 @@ pub async fn handle(
         Err((err, decision)) => {
             let resp = err.response(&shared.config().proxy_name);
             let outcome = err.answer().outcome;
-            record(
-                &shared,
+            count(&shared, &ex, outcome);
+            log(
                 &ex,
                 decision.as_ref(),
-                resp.status(),
+                resp.status().as_u16(),
                 outcome,
                 0,
                 0,
@@ -183,11 +187,7 @@ async fn connect(
         started: ex.started,
     };
     let kind = ex.kind.as_str();
-    shared
-        .metrics
-        .requests
-        .with_label_values(&[&ex.conn.listener, ex.conn.front.as_str(), kind, "ok"])
-        .inc();
+    count(shared, ex, "ok");
     tokio::spawn(async move {
         let shared = shared2;
         let ex = exchange;
@@ -279,6 +279,9 @@ async fn forward(
             };
             (ProxyError::Dial(e), decision)
         })?;
+    // Count bytes both ways; the log line is written when the response body ends.
+    let up = Arc::new(AtomicU64::new(0));
+    let req = req.map(|b| MeteredBody::new(b, Arc::clone(&up), None).boxed());
     let resp = forward::forward(
         &shared.pool,
         &shared.dialer,
@@ -289,20 +292,25 @@ async fn forward(
     )
     .await
     .map_err(|e| (e, Some(auth.decision.clone())))?;
-    record(shared, ex, Some(&auth.decision), resp.status(), "ok", 0, 0);
-    Ok(resp)
+    count(shared, ex, "ok");
+    let status = resp.status().as_u16();
+    let (ex, decision) = (ex.clone(), auth.decision);
+    let on_end = move |down: u64| {
+        log(
+            &ex,
+            Some(&decision),
+            status,
+            "ok",
+            up.load(Ordering::Relaxed),
+            down,
+        );
+    };
+    Ok(resp
+        .map(|b| MeteredBody::new(b, Arc::new(AtomicU64::new(0)), Some(Box::new(on_end))).boxed()))
 }
 
-/// Count the request and write its access-log line.
-fn record(
-    shared: &Shared,
-    ex: &Exchange,
-    decision: Option<&Decision>,
-    status: StatusCode,
-    outcome: &str,
-    up: u64,
-    down: u64,
-) {
+/// Count the request in `bauta_requests_total`.
+fn count(shared: &Shared, ex: &Exchange, outcome: &str) {
     shared
         .metrics
         .requests
@@ -313,7 +321,6 @@ fn record(
             outcome,
         ])
         .inc();
-    log(ex, decision, status.as_u16(), outcome, up, down);
 }
 
 fn log(ex: &Exchange, decision: Option<&Decision>, status: u16, outcome: &str, up: u64, down: u64) {

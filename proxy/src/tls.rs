@@ -147,9 +147,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let p = dir.join("empty.pem");
         std::fs::write(&p, "not pem").expect("write");
-        assert!(load_key(&p)
-            .expect_err("error")
-            .contains("no PRIVATE KEY"));
+        assert!(load_key(&p).expect_err("error").contains("no PRIVATE KEY"));
         assert!(load_certs(&p)
             .expect_err("error")
             .contains("no CERTIFICATE"));

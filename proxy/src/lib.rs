@@ -11,6 +11,7 @@ pub mod body;
 pub mod config;
 pub mod default_config;
 pub mod dial;
+pub mod exchange;
 pub mod forward;
 pub mod listen;
 pub mod logging;

@@ -3,74 +3,23 @@
 //! their requests to [`handle`].
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use bauta_policy::{Decision, Protocol};
+use bauta_policy::Protocol;
 use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::access_log::{self, Entry};
 use crate::body::{self, Body};
+use crate::exchange::{dial_failure, ConnInfo, Exchange, Failure, Kind};
 use crate::forward;
 use crate::metered_body::MeteredBody;
 use crate::respond::ProxyError;
 use crate::shared::Shared;
 use crate::target::Target;
 use crate::tunnel::tcp::{self as tcp_tunnel, End};
-
-/// The protocol a client spoke to us.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Front {
-    Http1,
-    Http2,
-}
-
-impl Front {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Front::Http1 => "http1",
-            Front::Http2 => "h2",
-        }
-    }
-}
-
-/// What we know about the client connection a request arrived on.
-pub struct ConnInfo {
-    pub listener: Arc<str>,
-    pub client: SocketAddr,
-    pub front: Front,
-}
-
-/// What kind of service a request asks for (a metric label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Connect,
-    Forward,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Connect => "connect",
-            Kind::Forward => "forward",
-        }
-    }
-}
-
-/// One request's bookkeeping, carried from arrival to the log line.
-#[derive(Clone)]
-struct Exchange {
-    conn: Arc<ConnInfo>,
-    method: Method,
-    kind: Kind,
-    target: String,
-    started: Instant,
-}
 
 /// Serve one request. Never fails: every error becomes a response.
 pub async fn handle(
@@ -83,44 +32,29 @@ pub async fn handle(
     } else {
         Kind::Forward
     };
-    let ex = Exchange {
-        conn,
-        method: req.method().clone(),
-        kind,
-        target: req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default(),
-        started: Instant::now(),
-    };
+    let target = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    let ex = Exchange::new(conn, req.method().clone(), kind, target);
     let result = match validate_host_header(&req) {
         Err(e) => Err((e, None)),
         Ok(()) => match kind {
             Kind::Connect => connect(&shared, &ex, req).await,
             Kind::Forward => forward(&shared, &ex, req).await,
+            Kind::ConnectUdp => Err((ProxyError::NotImplemented("connect-udp"), None)),
         },
     };
     Ok(match result {
         Ok(resp) => resp,
-        Err((err, decision)) => {
-            let resp = err.response(&shared.config().proxy_name);
-            let outcome = err.answer().outcome;
-            count(&shared, &ex, outcome);
-            log(
-                &ex,
-                decision.as_ref(),
-                resp.status().as_u16(),
-                outcome,
-                0,
-                0,
-            );
+        Err(failure) => {
+            let resp = failure.0.response(&shared.config().proxy_name);
+            ex.fail(&shared, &failure, resp.status().as_u16());
             resp
         }
     })
 }
-
-type Failure = (ProxyError, Option<Decision>);
 
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host field.
 fn validate_host_header(req: &Request<Incoming>) -> Result<(), ProxyError> {
@@ -169,25 +103,16 @@ async fn connect(
         .dialer
         .dial(&config.policy, Protocol::Connect, &target)
         .await
-        .map_err(|e| {
-            let decision = match &e {
-                crate::dial::DialError::Denied(d) => Some(d.clone()),
-                _ => None,
-            };
-            (ProxyError::Dial(e), decision)
-        })?;
+        .map_err(dial_failure)?;
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let shared2 = Arc::clone(shared);
     let exchange = Exchange {
-        conn: Arc::clone(&ex.conn),
-        method: ex.method.clone(),
-        kind: ex.kind,
         target: target.to_string(),
-        started: ex.started,
+        ..ex.clone()
     };
     let kind = ex.kind.as_str();
-    count(shared, ex, "ok");
+    ex.count(shared, "ok");
     tokio::spawn(async move {
         let shared = shared2;
         let ex = exchange;
@@ -196,7 +121,7 @@ async fn connect(
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(error = %e, "client went away before the tunnel started");
-                log(&ex, Some(&decision), 200, "client_gone", 0, 0);
+                ex.log(Some(&decision), 200, "client_gone", 0, 0);
                 return;
             }
         };
@@ -219,8 +144,7 @@ async fn connect(
             End::Idle => "idle_timeout",
             End::Error(_) => "reset",
         };
-        log(
-            &ex,
+        ex.log(
             Some(&decision),
             200,
             outcome,
@@ -272,13 +196,7 @@ async fn forward(
         .dialer
         .authorize(&config.policy, Protocol::Http, &target)
         .await
-        .map_err(|e| {
-            let decision = match &e {
-                crate::dial::DialError::Denied(d) => Some(d.clone()),
-                _ => None,
-            };
-            (ProxyError::Dial(e), decision)
-        })?;
+        .map_err(dial_failure)?;
     // Count bytes both ways; the log line is written when the response body ends.
     let up = Arc::new(AtomicU64::new(0));
     let req = req.map(|b| MeteredBody::new(b, Arc::clone(&up), None).boxed());
@@ -292,12 +210,11 @@ async fn forward(
     )
     .await
     .map_err(|e| (e, Some(auth.decision.clone())))?;
-    count(shared, ex, "ok");
+    ex.count(shared, "ok");
     let status = resp.status().as_u16();
     let (ex, decision) = (ex.clone(), auth.decision);
     let on_end = move |down: u64| {
-        log(
-            &ex,
+        ex.log(
             Some(&decision),
             status,
             "ok",
@@ -307,35 +224,4 @@ async fn forward(
     };
     Ok(resp
         .map(|b| MeteredBody::new(b, Arc::new(AtomicU64::new(0)), Some(Box::new(on_end))).boxed()))
-}
-
-/// Count the request in `bauta_requests_total`.
-fn count(shared: &Shared, ex: &Exchange, outcome: &str) {
-    shared
-        .metrics
-        .requests
-        .with_label_values(&[
-            &ex.conn.listener,
-            ex.conn.front.as_str(),
-            ex.kind.as_str(),
-            outcome,
-        ])
-        .inc();
-}
-
-fn log(ex: &Exchange, decision: Option<&Decision>, status: u16, outcome: &str, up: u64, down: u64) {
-    access_log::write(&Entry {
-        listener: &ex.conn.listener,
-        client: ex.conn.client,
-        protocol: ex.conn.front.as_str(),
-        method: ex.method.as_str(),
-        kind: ex.kind.as_str(),
-        target: &ex.target,
-        decision,
-        status,
-        outcome,
-        bytes_up: up,
-        bytes_down: down,
-        duration: ex.started.elapsed(),
-    });
 }

@@ -14,7 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::ListenerSpec;
-use crate::serve::{self, ConnInfo, Front};
+use crate::exchange::{ConnInfo, Front};
+use crate::serve;
 use crate::shared::Shared;
 
 /// A TLS handshake that takes longer than this is abandoned.
@@ -111,8 +112,8 @@ async fn serve_http<IO>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
     let builder = match front {
-        Some(Front::Http1) => builder.http1_only(),
         Some(Front::Http2) => builder.http2_only(),
+        Some(_) => builder.http1_only(),
         None if spec.h2 => builder,
         None => builder.http1_only(),
     };

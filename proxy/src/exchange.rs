@@ -1,0 +1,133 @@
+//! One request's identity and bookkeeping, whatever front it came from:
+//! which listener and protocol, what it asked for, and how it ended — counted
+//! in `bauta_requests_total` and written as one access-log line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bauta_policy::Decision;
+use http::Method;
+
+use crate::access_log::{self, Entry};
+use crate::dial::DialError;
+use crate::respond::ProxyError;
+use crate::shared::Shared;
+
+/// The protocol a client spoke to us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    Http1,
+    Http2,
+    Http3,
+}
+
+impl Front {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Front::Http1 => "http1",
+            Front::Http2 => "h2",
+            Front::Http3 => "h3",
+        }
+    }
+}
+
+/// What we know about the client connection a request arrived on.
+pub struct ConnInfo {
+    pub listener: Arc<str>,
+    pub client: SocketAddr,
+    pub front: Front,
+}
+
+/// What kind of service a request asks for (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Connect,
+    ConnectUdp,
+    Forward,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Connect => "connect",
+            Kind::ConnectUdp => "connect-udp",
+            Kind::Forward => "forward",
+        }
+    }
+}
+
+/// One request's bookkeeping, carried from arrival to the log line.
+#[derive(Clone)]
+pub struct Exchange {
+    pub conn: Arc<ConnInfo>,
+    pub method: Method,
+    pub kind: Kind,
+    pub target: String,
+    pub started: Instant,
+}
+
+/// An error together with the policy decision, when one was made.
+pub type Failure = (ProxyError, Option<Decision>);
+
+/// A dial error as a [`Failure`], keeping the decision of a denial.
+pub fn dial_failure(e: DialError) -> Failure {
+    let decision = match &e {
+        DialError::Denied(d) => Some(d.clone()),
+        _ => None,
+    };
+    (ProxyError::Dial(e), decision)
+}
+
+// === impl Exchange ===
+
+impl Exchange {
+    pub fn new(conn: Arc<ConnInfo>, method: Method, kind: Kind, target: String) -> Exchange {
+        Exchange {
+            conn,
+            method,
+            kind,
+            target,
+            started: Instant::now(),
+        }
+    }
+
+    /// Count the request in `bauta_requests_total`.
+    pub fn count(&self, shared: &Shared, outcome: &str) {
+        shared
+            .metrics
+            .requests
+            .with_label_values(&[
+                &self.conn.listener,
+                self.conn.front.as_str(),
+                self.kind.as_str(),
+                outcome,
+            ])
+            .inc();
+    }
+
+    /// Write the access-log line.
+    pub fn log(&self, decision: Option<&Decision>, status: u16, outcome: &str, up: u64, down: u64) {
+        access_log::write(&Entry {
+            listener: &self.conn.listener,
+            client: self.conn.client,
+            protocol: self.conn.front.as_str(),
+            method: self.method.as_str(),
+            kind: self.kind.as_str(),
+            target: &self.target,
+            decision,
+            status,
+            outcome,
+            bytes_up: up,
+            bytes_down: down,
+            duration: self.started.elapsed(),
+        });
+    }
+
+    /// Count and log a failed exchange.
+    pub fn fail(&self, shared: &Shared, failure: &Failure, status: u16) {
+        let outcome = failure.0.answer().outcome;
+        self.count(shared, outcome);
+        self.log(failure.1.as_ref(), status, outcome, 0, 0);
+    }
+}

@@ -1,0 +1,14 @@
+//! Pure wire codecs for MASQUE: bytes in, values out, and back.
+//!
+//! Nothing here does I/O or knows about tokio; callers pump bytes in and write
+//! the encoded bytes out themselves. Every decoder takes untrusted peer input
+//! and must never panic on it (style guide (b) 3 and 8).
+//!
+//! * [`varint`]: QUIC variable-length integers (RFC 9000 §16).
+//! * [`capsule`]: the Capsule Protocol and the DATAGRAM capsule (RFC 9297 §3).
+//! * [`datagram`]: HTTP/3 Datagrams in QUIC DATAGRAM frames (RFC 9297 §2.1)
+//!   carrying CONNECT-UDP payloads (RFC 9298 §5).
+
+pub mod capsule;
+pub mod datagram;
+pub mod varint;

@@ -63,7 +63,7 @@ impl Policy {
             .iter()
             .zip(1..)
             .map(|(rule, index)| {
-                let at = At { index, rule };
+                let numbered = NumberedRule { index, rule };
                 if rule.name.is_empty() {
                     return Err(CompileError::EmptyName { index });
                 }
@@ -75,7 +75,7 @@ impl Policy {
                     });
                 }
                 first_use.insert(&rule.name, index);
-                at.compile()
+                numbered.compile()
             })
             .collect::<Result<_, _>>()?;
         Ok(Policy {
@@ -86,14 +86,14 @@ impl Policy {
 }
 
 /// A rule being compiled, with its position for error messages.
-struct At<'a> {
+struct NumberedRule<'a> {
     index: usize,
     rule: &'a RuleConfig,
 }
 
-// === impl At ===
+// === impl NumberedRule ===
 
-impl At<'_> {
+impl NumberedRule<'_> {
     fn compile(&self) -> Result<Rule, CompileError> {
         let rule = self.rule;
         let protocols = match &rule.protocols {

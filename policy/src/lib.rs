@@ -97,7 +97,8 @@ pub enum Reason {
     DefaultAllow,
     /// "no rule matched; default deny"
     DefaultDeny,
-    /// "destination address is <class> and no matching rule's cidrs names it"
+    /// `"destination address is <class> and no matching rule's cidrs names it"`, with
+    /// [`AddrClass::as_str`] for `<class>`.
     AddressProhibited(AddrClass),
 }
 

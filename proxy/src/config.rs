@@ -16,6 +16,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::tls;
+use crate::udp_target::UdpTemplate;
 
 // === file types (mirror the TOML) ===
 
@@ -33,6 +34,16 @@ struct FileConfig {
     policy: PolicySection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    connect_udp: ConnectUdpSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectUdpSection {
+    /// URI template (path, or absolute URI whose path is used).
+    template: Option<Spanned<String>>,
+    idle_timeout_s: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +118,15 @@ pub struct Config {
     pub dns_servers: Vec<SocketAddr>,
     pub policy: Arc<Policy>,
     pub limits: Limits,
+    pub connect_udp: ConnectUdpSpec,
+}
+
+/// CONNECT-UDP settings.
+#[derive(Clone, Debug)]
+pub struct ConnectUdpSpec {
+    pub template: UdpTemplate,
+    /// A flow with no datagram either way for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -118,6 +138,8 @@ pub struct ListenerSpec {
     pub h3: bool,
     /// TLS when present; ALPN is set from the protocols.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// QUIC TLS (ALPN h3) when `h3` is enabled; UDP on the same address.
+    pub quic_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Clone, Debug)]
@@ -342,6 +364,7 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
 
     let policy = compile_policy(&file.policy, src, base)?;
     let limits = compile_limits(&file.limits, src)?;
+    let connect_udp = compile_connect_udp(&file.connect_udp, src)?;
 
     Ok(Config {
         source: None,
@@ -351,6 +374,7 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         dns_servers,
         policy: Arc::new(policy),
         limits,
+        connect_udp,
     })
 }
 
@@ -398,13 +422,21 @@ fn compile_listener(
             "must name at least one of \"http1\", \"h2\", \"h3\"",
         ));
     }
-    if h3 {
+    if h3 && (l.tls_cert.is_none() || l.tls_key.is_none()) {
         return Err(src.err(
             l.protocols.span(),
             "listener.protocols",
-            "\"h3\" is not supported by this build yet",
+            "\"h3\" needs tls_cert and tls_key (QUIC is always encrypted)",
         ));
     }
+    if h3 && !(http1 || h2) {
+        return Err(src.err(
+            l.protocols.span(),
+            "listener.protocols",
+            "\"h3\" needs \"http1\" or \"h2\" beside it on the same listener (clients discover HTTP/3 through Alt-Svc)",
+        ));
+    }
+    let mut quic_tls = None;
     let tls = match (&l.tls_cert, &l.tls_key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
@@ -420,6 +452,11 @@ fn compile_listener(
             }
             if http1 {
                 alpn.push(b"http/1.1".to_vec());
+            }
+            if h3 {
+                let q = tls::quic_server_config(chain.clone(), key_der.clone_key())
+                    .map_err(|e| src.err(key.span(), "listener.tls_key", e))?;
+                quic_tls = Some(Arc::new(q));
             }
             let cfg = tls::server_config(chain, key_der, alpn)
                 .map_err(|e| src.err(key.span(), "listener.tls_key", e))?;
@@ -447,6 +484,7 @@ fn compile_listener(
         h2,
         h3,
         tls,
+        quic_tls,
     })
 }
 
@@ -570,6 +608,40 @@ fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limits, ConfigE
     }
     Ok(out)
 }
+
+fn compile_connect_udp(
+    c: &ConnectUdpSection,
+    src: &Source<'_>,
+) -> Result<ConnectUdpSpec, ConfigError> {
+    let template = match &c.template {
+        Some(t) => UdpTemplate::parse(t.get_ref())
+            .map_err(|e| src.err(t.span(), "connect_udp.template", e.to_string()))?,
+        None => UdpTemplate::parse(DEFAULT_UDP_TEMPLATE).map_err(|e| ConfigError {
+            file: src.name.clone(),
+            line: None,
+            key: "connect_udp.template".into(),
+            message: format!("built-in default is invalid: {e}"),
+        })?,
+    };
+    let idle_timeout = match &c.idle_timeout_s {
+        Some(v) if *v.get_ref() == 0 => {
+            return Err(src.err(
+                v.span(),
+                "connect_udp.idle_timeout_s",
+                "must be greater than 0",
+            ))
+        }
+        Some(v) => Duration::from_secs(*v.get_ref()),
+        None => Duration::from_secs(60),
+    };
+    Ok(ConnectUdpSpec {
+        template,
+        idle_timeout,
+    })
+}
+
+/// RFC 9298 §2's well-known default.
+pub const DEFAULT_UDP_TEMPLATE: &str = "/.well-known/masque/udp/{target_host}/{target_port}/";
 
 fn parse_socket_addr(
     src: &Source<'_>,

@@ -253,6 +253,12 @@ fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
     out
 }
 
+/// The same order for bare addresses (UDP flows try them one by one).
+pub fn interleave_ips(addrs: &[IpAddr]) -> Vec<IpAddr> {
+    let sockets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
+    interleave(&sockets).into_iter().map(|s| s.ip()).collect()
+}
+
 /// Start one attempt, and another every ATTEMPT_DELAY or as soon as one fails;
 /// the first to connect wins, the rest are dropped (RFC 8305 §5).
 async fn happy_eyeballs(

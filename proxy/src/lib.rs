@@ -13,6 +13,7 @@ pub mod default_config;
 pub mod dial;
 pub mod exchange;
 pub mod forward;
+pub mod front;
 pub mod listen;
 pub mod logging;
 pub mod metered_body;
@@ -25,6 +26,8 @@ pub mod shutdown;
 pub mod target;
 pub mod tls;
 pub mod tunnel;
+pub mod udp_target;
+pub mod wire;
 
 pub use config::Config;
 pub use server::{start, Running};

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub dns_lookups: IntCounterVec,
     /// Time to open a TCP connection to the next hop (after DNS).
     pub upstream_connect_seconds: Histogram,
+    /// CONNECT-UDP datagrams relayed; direction `upstream` = client → target.
+    pub udp_datagrams: IntCounterVec,
+    /// CONNECT-UDP datagrams dropped, by reason.
+    pub udp_drops: IntCounterVec,
 }
 
 impl Metrics {
@@ -63,6 +67,22 @@ impl Metrics {
                 10.0,
             ]),
         )?;
+        let udp_datagrams = IntCounterVec::new(
+            Opts::new(
+                "bauta_udp_datagrams_total",
+                "CONNECT-UDP datagrams relayed; upstream is client to target.",
+            ),
+            &["direction"],
+        )?;
+        let udp_drops = IntCounterVec::new(
+            Opts::new(
+                "bauta_udp_drops_total",
+                "CONNECT-UDP datagrams dropped (unknown_context, unknown_stream, too_large, queue_full, send_failed, malformed).",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(udp_datagrams.clone()))?;
+        registry.register(Box::new(udp_drops.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(tunnels_active.clone()))?;
@@ -83,6 +103,8 @@ impl Metrics {
             policy_decisions,
             dns_lookups,
             upstream_connect_seconds,
+            udp_datagrams,
+            udp_drops,
         })
     }
 

@@ -15,6 +15,10 @@ pub enum ProxyError {
     BadRequest(&'static str),
     /// Understood but not something this proxy does (501).
     NotImplemented(&'static str),
+    /// Nothing here answers this path (404).
+    NotFound(&'static str),
+    /// A local failure unrelated to the destination (500).
+    Internal(&'static str),
     /// A request that is not addressed to a proxy (e.g. origin-form to us).
     NotProxyRequest,
     /// Policy, DNS or TCP connect to the next hop failed.
@@ -68,6 +72,18 @@ impl ProxyError {
                 StatusCode::NOT_IMPLEMENTED,
                 "proxy_internal_response",
                 "not_implemented",
+                (*why).to_string(),
+            ),
+            ProxyError::NotFound(why) => a(
+                StatusCode::NOT_FOUND,
+                "proxy_internal_response",
+                "not_found",
+                (*why).to_string(),
+            ),
+            ProxyError::Internal(why) => a(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "proxy_internal_error",
+                "internal_error",
                 (*why).to_string(),
             ),
             ProxyError::NotProxyRequest => a(
@@ -144,6 +160,13 @@ impl ProxyError {
 
     /// The complete error response.
     pub fn response(&self, proxy_name: &str) -> Response<Body> {
+        let (head, text) = self.head_and_body(proxy_name);
+        let (parts, ()) = head.into_parts();
+        Response::from_parts(parts, body::full(text))
+    }
+
+    /// The response head and body text, for fronts that send them separately.
+    pub fn head_and_body(&self, proxy_name: &str) -> (Response<()>, Bytes) {
         let ans = self.answer();
         let mut value = format!("{proxy_name}; error={}", ans.error);
         if let Some(p) = &ans.params {
@@ -152,7 +175,8 @@ impl ProxyError {
         }
         value.push_str("; details=");
         value.push_str(&sf_string(&ans.details));
-        let mut resp = Response::new(body::full(Bytes::from(format!("{}\n", ans.details))));
+        let text = Bytes::from(format!("{}\n", ans.details));
+        let mut resp = Response::new(());
         *resp.status_mut() = ans.status;
         let h = resp.headers_mut();
         h.insert(
@@ -162,7 +186,7 @@ impl ProxyError {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert("proxy-status", v);
         }
-        resp
+        (resp, text)
     }
 }
 

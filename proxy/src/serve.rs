@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bauta_policy::Protocol;
+use bauta_policy::{Decision, Protocol};
 use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -20,6 +20,7 @@ use crate::respond::ProxyError;
 use crate::shared::Shared;
 use crate::target::Target;
 use crate::tunnel::tcp::{self as tcp_tunnel, End};
+use crate::tunnel::udp;
 
 /// Serve one request. Never fails: every error becomes a response.
 pub async fn handle(
@@ -27,11 +28,7 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let kind = if req.method() == Method::CONNECT {
-        Kind::Connect
-    } else {
-        Kind::Forward
-    };
+    let kind = kind_of(&req);
     let target = req
         .uri()
         .authority()
@@ -43,7 +40,7 @@ pub async fn handle(
         Ok(()) => match kind {
             Kind::Connect => connect(&shared, &ex, req).await,
             Kind::Forward => forward(&shared, &ex, req).await,
-            Kind::ConnectUdp => Err((ProxyError::NotImplemented("connect-udp"), None)),
+            Kind::ConnectUdp => connect_udp(&shared, &ex, req).await,
         },
     };
     Ok(match result {
@@ -54,6 +51,89 @@ pub async fn handle(
             resp
         }
     })
+}
+
+/// CONNECT (with `:protocol connect-udp`: CONNECT-UDP), HTTP/1.1
+/// `Upgrade: connect-udp` (CONNECT-UDP), or anything else (forward).
+fn kind_of(req: &Request<Incoming>) -> Kind {
+    let protocol = req.extensions().get::<hyper::ext::Protocol>();
+    if req.method() == Method::CONNECT {
+        match protocol {
+            Some(p) if p.as_str().eq_ignore_ascii_case("connect-udp") => Kind::ConnectUdp,
+            _ => Kind::Connect,
+        }
+    } else if req.version() < Version::HTTP_2
+        && header_has_token(req.headers(), header::UPGRADE, "connect-udp")
+    {
+        Kind::ConnectUdp
+    } else {
+        Kind::Forward
+    }
+}
+
+fn header_has_token(headers: &http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// CONNECT-UDP over HTTP/2 (extended CONNECT, RFC 8441) or HTTP/1.1 (Upgrade,
+/// RFC 9298 §3.2): answer, then relay capsules on the upgraded stream.
+async fn connect_udp(
+    shared: &Arc<Shared>,
+    ex: &Exchange,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Failure> {
+    let extended = req.method() == Method::CONNECT;
+    if !extended && !header_has_token(req.headers(), header::CONNECTION, "upgrade") {
+        return Err((
+            ProxyError::BadRequest("Upgrade: connect-udp needs Connection: Upgrade"),
+            None,
+        ));
+    }
+    let plan = udp::validate(shared, req.method(), req.uri(), req.headers(), extended)
+        .map_err(|(e, _)| (e, None))?;
+    let flow = udp::open(shared, plan).await?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let ex = Exchange {
+        target: flow.target.to_string(),
+        ..ex.clone()
+    };
+    ex.count(shared, "ok");
+    let shared2 = Arc::clone(shared);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                udp::relay(&shared2, &ex, flow, TokioIo::new(upgraded), None).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "client went away before the flow started");
+                ex.log(Some(&flow.decision), 200, "client_gone", 0, 0);
+            }
+        }
+    });
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = if extended {
+        StatusCode::OK
+    } else {
+        StatusCode::SWITCHING_PROTOCOLS
+    };
+    let h = resp.headers_mut();
+    h.insert("capsule-protocol", http::HeaderValue::from_static("?1"));
+    if !extended {
+        h.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        h.insert(
+            header::UPGRADE,
+            http::HeaderValue::from_static("connect-udp"),
+        );
+    }
+    Ok(resp)
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host field.
@@ -111,7 +191,6 @@ async fn connect(
         target: target.to_string(),
         ..ex.clone()
     };
-    let kind = ex.kind.as_str();
     ex.count(shared, "ok");
     tokio::spawn(async move {
         let shared = shared2;
@@ -125,32 +204,14 @@ async fn connect(
                 return;
             }
         };
-        let gauge = shared.metrics.tunnels_active.with_label_values(&[kind]);
-        gauge.inc();
-        let up = shared
-            .metrics
-            .tunnel_bytes
-            .with_label_values(&[kind, "upstream"]);
-        let down = shared
-            .metrics
-            .tunnel_bytes
-            .with_label_values(&[kind, "downstream"]);
-        let idle = shared.config().limits.idle_timeout;
-        let (moved, end) =
-            tcp_tunnel::relay(TokioIo::new(upgraded), dialed.stream, idle, up, down).await;
-        gauge.dec();
-        let outcome = match end {
-            End::Closed => "closed",
-            End::Idle => "idle_timeout",
-            End::Error(_) => "reset",
-        };
-        ex.log(
-            Some(&decision),
-            200,
-            outcome,
-            moved.upstream,
-            moved.downstream,
-        );
+        run_tcp_tunnel(
+            &shared,
+            &ex,
+            &decision,
+            TokioIo::new(upgraded),
+            dialed.stream,
+        )
+        .await;
     });
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::OK;
@@ -224,4 +285,37 @@ async fn forward(
     };
     Ok(resp
         .map(|b| MeteredBody::new(b, Arc::new(AtomicU64::new(0)), Some(Box::new(on_end))).boxed()))
+}
+
+/// Relay an established tunnel and write its log line when it ends.
+pub(crate) async fn run_tcp_tunnel<C>(
+    shared: &Shared,
+    ex: &Exchange,
+    decision: &Decision,
+    client: C,
+    target: tokio::net::TcpStream,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let kind = ex.kind.as_str();
+    let m = &shared.metrics;
+    let gauge = m.tunnels_active.with_label_values(&[kind]);
+    gauge.inc();
+    let up = m.tunnel_bytes.with_label_values(&[kind, "upstream"]);
+    let down = m.tunnel_bytes.with_label_values(&[kind, "downstream"]);
+    let idle = shared.config().limits.idle_timeout;
+    let (moved, end) = tcp_tunnel::relay(client, target, idle, up, down).await;
+    gauge.dec();
+    let outcome = match end {
+        End::Closed => "closed",
+        End::Idle => "idle_timeout",
+        End::Error(_) => "reset",
+    };
+    ex.log(
+        Some(decision),
+        200,
+        outcome,
+        moved.upstream,
+        moved.downstream,
+    );
 }

@@ -62,12 +62,26 @@ pub async fn start(config: Config) -> io::Result<Running> {
         let l = bind(spec.addr, &spec.name).await?;
         let bound = l.local_addr()?;
         listeners.push((Arc::clone(&spec.name), bound));
+        // HTTP/3 on the same address and port, over UDP; advertised by Alt-Svc.
+        let alt_svc = if spec.h3 {
+            let endpoint = listen::quic::bind(spec, bound)?;
+            tasks.spawn(listen::quic::accept_loop(
+                endpoint,
+                spec.clone(),
+                Arc::clone(&shared),
+                shutdown_rx.clone(),
+            ));
+            http::HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", bound.port())).ok()
+        } else {
+            None
+        };
         tasks.spawn(listen::tcp::accept_loop(
             l,
             spec.clone(),
             Arc::clone(&shared),
             tracker.clone(),
             shutdown_rx.clone(),
+            alt_svc,
         ));
     }
     ready.store(true, Ordering::Release);

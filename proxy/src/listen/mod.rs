@@ -1,3 +1,4 @@
 //! Sockets: accepting connections and handing them to the fronts.
 
+pub mod quic;
 pub mod tcp;

@@ -30,6 +30,7 @@ pub async fn accept_loop(
     shared: Arc<Shared>,
     graceful: crate::shutdown::Tracker,
     mut shutdown: watch::Receiver<bool>,
+    alt_svc: Option<http::HeaderValue>,
 ) {
     let spec = Arc::new(spec);
     loop {
@@ -49,8 +50,9 @@ pub async fn accept_loop(
         let spec = Arc::clone(&spec);
         let shared = Arc::clone(&shared);
         let watcher = graceful.watcher();
+        let alt_svc = alt_svc.clone();
         tokio::spawn(async move {
-            serve_connection(stream, client, spec, shared, watcher).await;
+            serve_connection(stream, client, spec, shared, watcher, alt_svc).await;
         });
     }
 }
@@ -61,11 +63,12 @@ async fn serve_connection(
     spec: Arc<ListenerSpec>,
     shared: Arc<Shared>,
     watcher: Watcher,
+    alt_svc: Option<http::HeaderValue>,
 ) {
     match &spec.tls {
         None => {
             let front = if spec.http1 { None } else { Some(Front::Http2) };
-            serve_http(stream, client, &spec, shared, watcher, front).await
+            serve_http(stream, client, &spec, shared, watcher, front, None).await
         }
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
@@ -85,7 +88,16 @@ async fn serve_connection(
                 Some(b"h2") => Front::Http2,
                 _ => Front::Http1,
             };
-            serve_http(tls_stream, client, &spec, shared, watcher, Some(front)).await
+            serve_http(
+                tls_stream,
+                client,
+                &spec,
+                shared,
+                watcher,
+                Some(front),
+                alt_svc,
+            )
+            .await
         }
     }
 }
@@ -98,6 +110,7 @@ async fn serve_http<IO>(
     shared: Arc<Shared>,
     watcher: Watcher,
     front: Option<Front>,
+    alt_svc: Option<http::HeaderValue>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -110,7 +123,9 @@ async fn serve_http<IO>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // RFC 8441: lets clients use extended CONNECT (connect-udp).
+        .enable_connect_protocol();
     let builder = match front {
         Some(Front::Http2) => builder.http2_only(),
         Some(_) => builder.http1_only(),
@@ -139,7 +154,14 @@ async fn serve_http<IO>(
                 front: Front::Http2,
             });
         }
-        serve::handle(shared, info, req)
+        let alt_svc = alt_svc.clone();
+        async move {
+            let mut resp = serve::handle(shared, info, req).await?;
+            if let Some(v) = alt_svc {
+                resp.headers_mut().insert(http::header::ALT_SVC, v);
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn).await {

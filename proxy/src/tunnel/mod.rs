@@ -1,3 +1,4 @@
 //! Tunnels: byte relays between a client-side stream and a target.
 
 pub mod tcp;
+pub mod udp;

@@ -320,6 +320,7 @@ impl CapsuleDecoder {
                     let take = remaining.min(available);
                     // `take <= buf.len()`, so it fits in usize.
                     buf.advance(usize::try_from(take).unwrap_or(0));
+                    // `take <= remaining` by `min`.
                     let remaining = remaining - take;
                     if remaining > 0 {
                         self.state = State::Skip { skip, remaining };
@@ -327,9 +328,7 @@ impl CapsuleDecoder {
                     }
                     self.state = State::Header;
                     return Ok(Some(match skip {
-                        Skip::Unknown { capsule_type, len } => {
-                            Event::Skipped { capsule_type, len }
-                        }
+                        Skip::Unknown { capsule_type, len } => Event::Skipped { capsule_type, len },
                         Skip::OversizeDatagram { len } => Event::OversizeDatagram { len },
                     }));
                 }
@@ -381,6 +380,8 @@ impl CapsuleDecoder {
         let Some((context_id, _)) = peek_varint(buf, header_len) else {
             return Ok(None);
         };
+        // `peek_varint` found the whole context ID at `header_len`, so `buf`
+        // holds at least `header_len + ctx_len` bytes.
         buf.advance(header_len + ctx_len);
 
         match usize::try_from(payload_len) {
@@ -393,12 +394,10 @@ impl CapsuleDecoder {
     }
 }
 
-/// A varint at `at`, or `None` if `buf` does not hold all of it yet.
+/// A varint at `at`, or `None` if `buf` does not hold all of it yet
+/// (`Incomplete` is the only way a varint can fail to decode).
 fn peek_varint(buf: &[u8], at: usize) -> Option<(u64, usize)> {
-    match varint::decode(buf.get(at..)?) {
-        Ok(v) => Some(v),
-        Err(varint::DecodeError::Incomplete) => None,
-    }
+    varint::decode(buf.get(at..)?).ok()
 }
 
 #[cfg(test)]
@@ -517,7 +516,13 @@ mod tests {
 
     #[test]
     fn header_matches_full_encoding() {
-        for (ctx, len) in [(0u64, 0usize), (0, 5), (63, 100), (64, 16_383), (varint::MAX, 70_000)] {
+        for (ctx, len) in [
+            (0u64, 0usize),
+            (0, 5),
+            (63, 100),
+            (64, 16_383),
+            (varint::MAX, 70_000),
+        ] {
             let payload = vec![0x5a; len];
             let mut full = Vec::new();
             encode_datagram_capsule(ctx, &payload, &mut full).unwrap();
@@ -595,14 +600,20 @@ mod tests {
         assert_eq!(run(MAX, whole(&[0x40])).1, Err(CapsuleError::Truncated));
         assert_eq!(run(MAX, whole(&[0x00])).1, Err(CapsuleError::Truncated));
         // DATAGRAM header without its context ID.
-        assert_eq!(run(MAX, whole(&[0x00, 0x03])).1, Err(CapsuleError::Truncated));
+        assert_eq!(
+            run(MAX, whole(&[0x00, 0x03])).1,
+            Err(CapsuleError::Truncated)
+        );
         // DATAGRAM missing payload bytes.
         assert_eq!(
             run(MAX, whole(&[0x00, 0x03, 0x00, b'h'])).1,
             Err(CapsuleError::Truncated)
         );
         // Unknown capsule missing value bytes.
-        assert_eq!(run(MAX, whole(&[0x17, 0x02, 0xff])).1, Err(CapsuleError::Truncated));
+        assert_eq!(
+            run(MAX, whole(&[0x17, 0x02, 0xff])).1,
+            Err(CapsuleError::Truncated)
+        );
         // Empty stream is fine.
         assert_eq!(run(MAX, whole(&[])).1, Ok(()));
     }
@@ -622,7 +633,10 @@ mod tests {
         // Detected from the first context byte alone, without waiting.
         let mut dec = CapsuleDecoder::new(MAX);
         let mut buf = BytesMut::from(&[0x00, 0x03, 0xc0][..]);
-        assert!(matches!(dec.decode(&mut buf), Err(CapsuleError::Malformed(_))));
+        assert!(matches!(
+            dec.decode(&mut buf),
+            Err(CapsuleError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -727,11 +741,19 @@ mod tests {
         let mut s = vec![0x00];
         varint::encode(varint::MAX, &mut s).unwrap();
         s.push(0x00);
-        let mut dec = CapsuleDecoder::new(usize::MAX);
+        let mut dec = CapsuleDecoder::new(MAX);
         let mut buf = BytesMut::from(&s[..]);
         buf.extend_from_slice(&[0u8; 100]);
         assert_eq!(dec.decode(&mut buf), Ok(None));
         assert!(buf.is_empty());
+
+        // Even with no limit, the decoder only waits; it never reserves.
+        let mut dec = CapsuleDecoder::new(usize::MAX);
+        let mut buf = BytesMut::from(&s[..]);
+        let capacity = buf.capacity();
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert!(buf.capacity() <= capacity);
+        assert_eq!(dec.finish(&buf), Err(CapsuleError::Truncated));
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub fn encode(v: u64, out: &mut impl BufMut) -> Result<(), VarIntError> {
 pub fn decode(buf: &[u8]) -> Result<(u64, usize), DecodeError> {
     let (&first, rest) = buf.split_first().ok_or(DecodeError::Incomplete)?;
     let len = len_from_first_byte(first);
+    // `len` is 1, 2, 4 or 8, so `len - 1` cannot underflow.
     let rest = rest.get(..len - 1).ok_or(DecodeError::Incomplete)?;
     let v = rest
         .iter()
@@ -160,8 +161,14 @@ mod tests {
     #[test]
     fn too_large_is_an_error_not_a_panic() {
         let mut out = Vec::new();
-        assert_eq!(encode(MAX + 1, &mut out), Err(VarIntError::TooLarge(MAX + 1)));
-        assert_eq!(encode(u64::MAX, &mut out), Err(VarIntError::TooLarge(u64::MAX)));
+        assert_eq!(
+            encode(MAX + 1, &mut out),
+            Err(VarIntError::TooLarge(MAX + 1))
+        );
+        assert_eq!(
+            encode(u64::MAX, &mut out),
+            Err(VarIntError::TooLarge(u64::MAX))
+        );
         assert!(out.is_empty());
     }
 
@@ -181,7 +188,10 @@ mod tests {
         assert_eq!(decode(&[]), Err(DecodeError::Incomplete));
         assert_eq!(decode(&[0x40]), Err(DecodeError::Incomplete));
         assert_eq!(decode(&[0x9d, 0x7f, 0x3e]), Err(DecodeError::Incomplete));
-        assert_eq!(decode(&[0xc2, 0, 0, 0, 0, 0, 0]), Err(DecodeError::Incomplete));
+        assert_eq!(
+            decode(&[0xc2, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::Incomplete)
+        );
     }
 
     #[test]

@@ -1,0 +1,139 @@
+//! An HTTP/3 request stream as `AsyncRead + AsyncWrite`, so that the one TCP
+//! tunnel relay serves HTTP/3 CONNECT too. Reads yield DATA frame payloads;
+//! writes become DATA frames; shutdown finishes the stream (FIN).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use h3::server::RequestStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+type SendHalf = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+type RecvHalf = RequestStream<h3_quinn::RecvStream, Bytes>;
+type Pending =
+    Pin<Box<dyn Future<Output = (Box<SendHalf>, Result<(), h3::error::StreamError>)> + Send>>;
+
+pub struct H3Io {
+    recv: RecvHalf,
+    /// Unread rest of the last DATA frame.
+    leftover: Bytes,
+    recv_done: bool,
+    /// FIN has been requested.
+    finishing: bool,
+    /// The send half, or the in-flight operation that holds it.
+    send: SendState,
+}
+
+enum SendState {
+    Idle(Box<SendHalf>),
+    Busy(Pending),
+    /// Only after a send future panicked; every later write fails.
+    Gone,
+}
+
+// === impl H3Io ===
+
+impl H3Io {
+    pub fn new(stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>) -> H3Io {
+        let (send, recv) = stream.split();
+        H3Io {
+            recv,
+            leftover: Bytes::new(),
+            recv_done: false,
+            finishing: false,
+            send: SendState::Idle(Box::new(send)),
+        }
+    }
+
+    /// Drive the in-flight send (if any) to completion.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let SendState::Busy(fut) = &mut self.send {
+            let (half, res) = ready!(fut.as_mut().poll(cx));
+            self.send = SendState::Idle(half);
+            res.map_err(to_io)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start(&mut self, op: impl FnOnce(Box<SendHalf>) -> Pending) -> io::Result<()> {
+        match std::mem::replace(&mut self.send, SendState::Gone) {
+            SendState::Idle(half) => {
+                self.send = SendState::Busy(op(half));
+                Ok(())
+            }
+            other => {
+                self.send = other;
+                Err(io::Error::other("HTTP/3 stream send half unavailable"))
+            }
+        }
+    }
+}
+
+fn to_io(e: h3::error::StreamError) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, e)
+}
+
+impl AsyncRead for H3Io {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        while this.leftover.is_empty() && !this.recv_done {
+            match ready!(this.recv.poll_recv_data(cx)) {
+                Ok(Some(mut data)) => {
+                    let n = data.remaining();
+                    this.leftover = data.copy_to_bytes(n);
+                }
+                Ok(None) => this.recv_done = true,
+                Err(e) => return Poll::Ready(Err(to_io(e))),
+            }
+        }
+        let n = this.leftover.len().min(buf.remaining());
+        buf.put_slice(&this.leftover[..n]);
+        this.leftover.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for H3Io {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_idle(cx))?;
+        let data = Bytes::copy_from_slice(buf);
+        self.start(|mut half| {
+            Box::pin(async move {
+                let r = half.send_data(data).await;
+                (half, r)
+            })
+        })?;
+        // The bytes are ours now; report them written and let flush or the
+        // next write wait for the frame to be queued.
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_idle(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.finishing {
+            ready!(self.poll_idle(cx))?;
+            self.start(|mut half| {
+                Box::pin(async move {
+                    let r = half.finish().await;
+                    (half, r)
+                })
+            })?;
+            self.finishing = true;
+        }
+        self.poll_idle(cx)
+    }
+}

@@ -1,0 +1,278 @@
+//! The HTTP/3 front (RFC 9114) on quinn + h3: plain CONNECT (§4.4) into the
+//! shared TCP tunnel, and CONNECT-UDP (RFC 9298, RFC 9220) into the shared
+//! UDP tunnel over QUIC DATAGRAM frames or, when the client cannot take them,
+//! DATAGRAM capsules on the request stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bauta_policy::Protocol;
+use bytes::Bytes;
+use h3::error::Code;
+use h3::server::RequestStream;
+use h3::ConnectionState;
+use http::{Method, Request, Response, StatusCode};
+use tokio::sync::watch;
+
+use crate::config::ListenerSpec;
+use crate::exchange::{dial_failure, ConnInfo, Exchange, Failure, Front, Kind};
+use crate::front::h3_io::H3Io;
+use crate::respond::ProxyError;
+use crate::shared::Shared;
+use crate::target::Target;
+use crate::tunnel::udp;
+
+pub type H3Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve one QUIC connection until the client or shutdown ends it.
+pub async fn serve_connection(
+    incoming: quinn::Incoming,
+    spec: Arc<ListenerSpec>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    max_field_section: u64,
+) {
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "QUIC handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("QUIC handshake timed out");
+            return;
+        }
+    };
+    let client = conn.remote_address();
+    shared
+        .metrics
+        .connections
+        .with_label_values(&[&spec.name, Front::Http3.as_str()])
+        .inc();
+    let info = Arc::new(ConnInfo {
+        listener: Arc::clone(&spec.name),
+        client,
+        front: Front::Http3,
+    });
+    let mut h3c: h3::server::Connection<h3_quinn::Connection, Bytes> = match h3::server::builder()
+        .enable_extended_connect(true)
+        .enable_datagram(true)
+        .send_grease(true)
+        .max_field_section_size(max_field_section)
+        .build(h3_quinn::Connection::new(conn.clone()))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%client, error = %e, "HTTP/3 setup failed");
+            return;
+        }
+    };
+    let datagrams = udp::QuicDatagrams::spawn(conn.clone(), Arc::clone(&shared.metrics));
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = h3c.accept() => match r {
+                Ok(Some(resolver)) => {
+                    let shared = Arc::clone(&shared);
+                    let info = Arc::clone(&info);
+                    let datagrams = datagrams.clone();
+                    let conn = conn.clone();
+                    tokio::spawn(async move {
+                        match resolver.resolve_request().await {
+                            Ok((req, stream)) => handle(shared, info, conn, datagrams, req, stream).await,
+                            Err(e) => tracing::debug!(%client, error = %e, "bad HTTP/3 request"),
+                        }
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%client, error = %e, "HTTP/3 connection ended");
+                    break;
+                }
+            },
+            r = shutdown.changed(), if !draining => {
+                draining = true;
+                if r.is_ok() {
+                    // GOAWAY; requests in flight finish, accept() then ends.
+                    let _ = h3c.shutdown(0).await;
+                }
+            }
+        }
+    }
+}
+
+/// One request stream.
+async fn handle(
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    conn: quinn::Connection,
+    datagrams: udp::QuicDatagrams,
+    req: Request<()>,
+    stream: H3Stream,
+) {
+    let protocol = req.extensions().get::<h3::ext::Protocol>().copied();
+    let kind = match (req.method() == Method::CONNECT, protocol) {
+        (true, Some(p)) if p == h3::ext::Protocol::CONNECT_UDP => Kind::ConnectUdp,
+        (true, _) => Kind::Connect,
+        (false, _) => Kind::Forward,
+    };
+    let target = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    let ex = Exchange::new(info, req.method().clone(), kind, target);
+    match (kind, protocol) {
+        (Kind::Connect, Some(_)) => {
+            let f = (
+                ProxyError::NotImplemented("this :protocol is not supported"),
+                None,
+            );
+            reject(&shared, &ex, stream, f, None).await
+        }
+        (Kind::Connect, None) => connect(&shared, &ex, &req, stream).await,
+        (Kind::ConnectUdp, _) => connect_udp(&shared, &ex, &req, &conn, &datagrams, stream).await,
+        (Kind::Forward, _) => {
+            let f = (
+                ProxyError::BadRequest("this is a proxy: over HTTP/3 send CONNECT or CONNECT-UDP"),
+                None,
+            );
+            reject(&shared, &ex, stream, f, None).await
+        }
+    }
+}
+
+/// Plain CONNECT (RFC 9114 §4.4): `:authority` only; `:scheme`/`:path` make it malformed.
+async fn connect(shared: &Arc<Shared>, ex: &Exchange, req: &Request<()>, mut stream: H3Stream) {
+    let uri = req.uri();
+    if uri.scheme().is_some() || uri.path_and_query().is_some() {
+        let f = (
+            ProxyError::BadRequest("CONNECT must not carry :scheme or :path"),
+            None,
+        );
+        return reject(shared, ex, stream, f, Some(Code::H3_MESSAGE_ERROR)).await;
+    }
+    let target = match uri
+        .authority()
+        .ok_or(())
+        .and_then(|a| Target::parse_authority(a.as_str(), None).map_err(|_| ()))
+    {
+        Ok(t) => t,
+        Err(()) => {
+            let f = (
+                ProxyError::BadRequest(
+                    "CONNECT target must be host:port with a valid host and port",
+                ),
+                None,
+            );
+            return reject(shared, ex, stream, f, Some(Code::H3_MESSAGE_ERROR)).await;
+        }
+    };
+    let config = shared.config();
+    let dialed = match shared
+        .dialer
+        .dial(&config.policy, Protocol::Connect, &target)
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => return reject(shared, ex, stream, dial_failure(e), None).await,
+    };
+    let ex = Exchange {
+        target: target.to_string(),
+        ..ex.clone()
+    };
+    if let Err(e) = stream.send_response(ok_response()).await {
+        tracing::debug!(error = %e, "client went away before the tunnel started");
+        ex.log(Some(&dialed.decision), 200, "client_gone", 0, 0);
+        return;
+    }
+    ex.count(shared, "ok");
+    crate::serve::run_tcp_tunnel(
+        shared,
+        &ex,
+        &dialed.decision,
+        H3Io::new(stream),
+        dialed.stream,
+    )
+    .await;
+}
+
+/// CONNECT-UDP over HTTP/3 (RFC 9298 §3.4, RFC 9220).
+async fn connect_udp(
+    shared: &Arc<Shared>,
+    ex: &Exchange,
+    req: &Request<()>,
+    conn: &quinn::Connection,
+    datagrams: &udp::QuicDatagrams,
+    mut stream: H3Stream,
+) {
+    let plan = match udp::validate(shared, req.method(), req.uri(), req.headers(), true) {
+        Ok(p) => p,
+        Err((e, malformed)) => {
+            let code = malformed.then_some(Code::H3_MESSAGE_ERROR);
+            return reject(shared, ex, stream, (e, None), code).await;
+        }
+    };
+    let flow = match udp::open(shared, plan).await {
+        Ok(f) => f,
+        Err(f) => return reject(shared, ex, stream, f, None).await,
+    };
+    let ex = Exchange {
+        target: flow.target.to_string(),
+        ..ex.clone()
+    };
+    let stream_id = stream.id().into_inner();
+    // Register before answering so that no datagram right after the 200 is lost.
+    let rx = datagrams.register(stream_id);
+    let datagrams_ok = stream.settings().enable_datagram();
+    if stream.send_response(udp::ok_response()).await.is_err() {
+        ex.log(Some(&flow.decision), 200, "client_gone", 0, 0);
+        return;
+    }
+    ex.count(shared, "ok");
+    let side = udp::H3Side {
+        conn,
+        stream_id,
+        rx,
+        datagrams_ok,
+    };
+    udp::relay(shared, &ex, flow, H3Io::new(stream), Some(side)).await;
+}
+
+pub fn ok_response() -> Response<()> {
+    let mut r = Response::new(());
+    *r.status_mut() = StatusCode::OK;
+    r
+}
+
+/// Answer with the error's status and Proxy-Status, count and log it. With
+/// `malformed`, the stream is then reset with that code (the 400 is a MAY).
+pub async fn reject(
+    shared: &Shared,
+    ex: &Exchange,
+    mut stream: H3Stream,
+    failure: Failure,
+    malformed: Option<Code>,
+) {
+    let (head, text) = failure.0.head_and_body(&shared.config().proxy_name);
+    let status = head.status().as_u16();
+    ex.fail(shared, &failure, status);
+    if stream.send_response(head).await.is_err() {
+        return;
+    }
+    if stream.send_data(text).await.is_err() {
+        return;
+    }
+    match malformed {
+        Some(code) => {
+            stream.stop_sending(code);
+            stream.stop_stream(code);
+        }
+        None => {
+            let _ = stream.finish().await;
+        }
+    }
+}

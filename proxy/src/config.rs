@@ -527,7 +527,9 @@ fn build_policy(
     };
     Policy::compile(&cfg).map_err(|e| {
         // Point at the offending rule when the error names one.
+        // CompileError numbers rules from 1.
         let span = rule_index(&e)
+            .and_then(|i| i.checked_sub(1))
             .and_then(|i| rules.get(i))
             .map(|r| r.span())
             .or_else(|| default.map(|d| d.span()));

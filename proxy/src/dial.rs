@@ -15,6 +15,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::TokioResolver;
 use tokio::net::TcpStream;
 
@@ -230,12 +231,39 @@ fn classify_dns_error(e: &NetError) -> DialError {
     match e {
         NetError::Timeout => DialError::DnsTimeout,
         NetError::Dns(DnsError::NoRecordsFound(nr)) => DialError::Dns {
-            rcode: Some(nr.response_code.to_str().to_ascii_uppercase()),
+            rcode: Some(rcode_name(nr.response_code).into()),
         },
         NetError::Dns(DnsError::ResponseCode(code)) => DialError::Dns {
-            rcode: Some(code.to_str().to_ascii_uppercase()),
+            rcode: Some(rcode_name(*code).into()),
         },
         _ => DialError::Dns { rcode: None },
+    }
+}
+
+/// The RFC 6895 §2.3 mnemonic of a DNS response code, as RFC 9209's
+/// `rcode` parameter wants it (e.g. "NXDOMAIN").
+fn rcode_name(code: ResponseCode) -> &'static str {
+    match u16::from(code) {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        16 => "BADVERS",
+        17 => "BADKEY",
+        18 => "BADTIME",
+        19 => "BADMODE",
+        20 => "BADNAME",
+        21 => "BADALG",
+        22 => "BADTRUNC",
+        23 => "BADCOOKIE",
+        _ => "UNKNOWN",
     }
 }
 
@@ -370,6 +398,14 @@ mod tests {
             .await
             .expect("connects");
         assert_eq!(peer, live_addr);
+    }
+
+    #[test]
+    fn rcode_names_are_the_rfc_mnemonics() {
+        assert_eq!(rcode_name(ResponseCode::NXDomain), "NXDOMAIN");
+        assert_eq!(rcode_name(ResponseCode::ServFail), "SERVFAIL");
+        assert_eq!(rcode_name(ResponseCode::Refused), "REFUSED");
+        assert_eq!(rcode_name(ResponseCode::NoError), "NOERROR");
     }
 
     #[test]

@@ -304,12 +304,13 @@ pub(crate) async fn run_tcp_tunnel<C>(
     let up = m.tunnel_bytes.with_label_values(&[kind, "upstream"]);
     let down = m.tunnel_bytes.with_label_values(&[kind, "downstream"]);
     let idle = shared.config().limits.idle_timeout;
-    let (moved, end) = tcp_tunnel::relay(client, target, idle, up, down).await;
+    let (moved, end) = tcp_tunnel::relay(client, target, idle, up, down, shared.aborted()).await;
     gauge.dec();
     let outcome = match end {
         End::Closed => "closed",
         End::Idle => "idle_timeout",
         End::Error(_) => "reset",
+        End::Aborted => "shutdown",
     };
     ex.log(
         Some(decision),

@@ -125,6 +125,11 @@ impl Running {
         }
         if !drained || tunnels_open(&self.shared) > 0 {
             tracing::warn!("grace period over; closing the remaining connections");
+            self.shared.abort_tunnels();
+            let until = tokio::time::Instant::now() + Duration::from_secs(1);
+            while tunnels_open(&self.shared) > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 

@@ -13,6 +13,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub dialer: Dialer,
     pub pool: UpstreamPool,
+    /// Flipped to true when the shutdown grace period is over: open tunnels close.
+    abort: tokio::sync::watch::Sender<bool>,
 }
 
 // === impl Shared ===
@@ -33,7 +35,21 @@ impl Shared {
             metrics,
             dialer,
             pool,
+            abort: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Resolves once open tunnels must close (end of the shutdown grace period).
+    pub fn aborted(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.abort.subscribe();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    }
+
+    /// Close every open tunnel now.
+    pub fn abort_tunnels(&self) {
+        self.abort.send_replace(true);
     }
 
     /// The configuration in force now. Requests hold their snapshot to the end.

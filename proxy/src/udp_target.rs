@@ -389,7 +389,7 @@ fn check_variables(parts: &[Part]) -> Result<(), TemplateError> {
         let ambiguous = match parts.get(i + 1) {
             None => false,
             Some(Part::Var(_)) => true,
-            Some(Part::Literal(next)) => next.chars().next().map_or(true, is_value_char),
+            Some(Part::Literal(next)) => next.chars().next().is_none_or(is_value_char),
         };
         if ambiguous {
             return Err(TemplateError::AmbiguousBoundary(match var {

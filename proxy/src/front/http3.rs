@@ -10,7 +10,6 @@ use bauta_policy::Protocol;
 use bytes::Bytes;
 use h3::error::Code;
 use h3::server::RequestStream;
-use h3::ConnectionState;
 use http::{Method, Request, Response, StatusCode};
 use tokio::sync::watch;
 
@@ -71,6 +70,8 @@ pub async fn serve_connection(
         }
     };
     let datagrams = udp::QuicDatagrams::spawn(conn.clone(), Arc::clone(&shared.metrics));
+    // The client's SETTINGS as h3 records them (read when datagrams are sent).
+    let peer = Arc::clone(&h3c.inner.shared);
     let mut draining = false;
     loop {
         tokio::select! {
@@ -80,9 +81,13 @@ pub async fn serve_connection(
                     let info = Arc::clone(&info);
                     let datagrams = datagrams.clone();
                     let conn = conn.clone();
+                    let peer = Arc::clone(&peer);
                     tokio::spawn(async move {
                         match resolver.resolve_request().await {
-                            Ok((req, stream)) => handle(shared, info, conn, datagrams, req, stream).await,
+                            Ok((req, stream)) => {
+                                let h3 = H3Conn { conn, datagrams, peer };
+                                handle(shared, info, h3, req, stream).await
+                            }
                             Err(e) => tracing::debug!(%client, error = %e, "bad HTTP/3 request"),
                         }
                     });
@@ -104,12 +109,18 @@ pub async fn serve_connection(
     }
 }
 
+/// What a request handler needs of its QUIC connection.
+struct H3Conn {
+    conn: quinn::Connection,
+    datagrams: udp::QuicDatagrams,
+    peer: Arc<h3::SharedState>,
+}
+
 /// One request stream.
 async fn handle(
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
-    conn: quinn::Connection,
-    datagrams: udp::QuicDatagrams,
+    h3: H3Conn,
     req: Request<()>,
     stream: H3Stream,
 ) {
@@ -134,7 +145,7 @@ async fn handle(
             reject(&shared, &ex, stream, f, None).await
         }
         (Kind::Connect, None) => connect(&shared, &ex, &req, stream).await,
-        (Kind::ConnectUdp, _) => connect_udp(&shared, &ex, &req, &conn, &datagrams, stream).await,
+        (Kind::ConnectUdp, _) => connect_udp(&shared, &ex, &req, h3, stream).await,
         (Kind::Forward, _) => {
             let f = (
                 ProxyError::BadRequest("this is a proxy: over HTTP/3 send CONNECT or CONNECT-UDP"),
@@ -205,8 +216,7 @@ async fn connect_udp(
     shared: &Arc<Shared>,
     ex: &Exchange,
     req: &Request<()>,
-    conn: &quinn::Connection,
-    datagrams: &udp::QuicDatagrams,
+    h3: H3Conn,
     mut stream: H3Stream,
 ) {
     let plan = match udp::validate(shared, req.method(), req.uri(), req.headers(), true) {
@@ -226,18 +236,17 @@ async fn connect_udp(
     };
     let stream_id = stream.id().into_inner();
     // Register before answering so that no datagram right after the 200 is lost.
-    let rx = datagrams.register(stream_id);
-    let datagrams_ok = stream.settings().enable_datagram();
+    let rx = h3.datagrams.register(stream_id);
     if stream.send_response(udp::ok_response()).await.is_err() {
         ex.log(Some(&flow.decision), 200, "client_gone", 0, 0);
         return;
     }
     ex.count(shared, "ok");
     let side = udp::H3Side {
-        conn,
+        conn: &h3.conn,
         stream_id,
         rx,
-        datagrams_ok,
+        peer: h3.peer,
     };
     udp::relay(shared, &ex, flow, H3Io::new(stream), Some(side)).await;
 }

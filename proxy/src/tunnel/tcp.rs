@@ -33,15 +33,19 @@ pub enum End {
     Idle,
     /// A read or write failed.
     Error(io::Error),
+    /// The proxy is shutting down and the grace period is over.
+    Aborted,
 }
 
-/// Relay until both sides are done, one fails, or the tunnel idles out.
+/// Relay until both sides are done, one fails, the tunnel idles out, or
+/// `abort` resolves.
 pub async fn relay<C, T>(
     client: C,
     target: T,
     idle_timeout: Duration,
     up_counter: IntCounter,
     down_counter: IntCounter,
+    abort: impl std::future::Future<Output = ()>,
 ) -> (Transferred, End)
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -67,6 +71,7 @@ where
         let copy =
             tokio::io::copy_bidirectional_with_sizes(&mut client, &mut target, COPY_BUF, COPY_BUF);
         tokio::pin!(copy);
+        tokio::pin!(abort);
         loop {
             let idle_at = origin
                 + Duration::from_millis(last_activity.load(Ordering::Relaxed))
@@ -76,6 +81,7 @@ where
                     Ok(_) => End::Closed,
                     Err(e) => End::Error(e),
                 },
+                _ = &mut abort => break End::Aborted,
                 _ = tokio::time::sleep_until(idle_at) => {
                     let last = origin + Duration::from_millis(last_activity.load(Ordering::Relaxed));
                     if Instant::now().saturating_duration_since(last) >= idle_timeout {
@@ -182,6 +188,7 @@ mod tests {
             Duration::from_secs(10),
             up.clone(),
             down.clone(),
+            std::future::pending(),
         ));
         client.write_all(b"hello").await.expect("write");
         let mut buf = [0u8; 5];
@@ -216,6 +223,7 @@ mod tests {
             Duration::from_secs(30),
             counter(),
             counter(),
+            std::future::pending(),
         )
         .await;
         assert!(matches!(end, End::Idle), "{end:?}");

@@ -188,9 +188,18 @@ pub struct H3Side<'a> {
     pub conn: &'a quinn::Connection,
     pub stream_id: u64,
     pub rx: mpsc::Receiver<Bytes>,
-    /// The client sent SETTINGS_H3_DATAGRAM = 1 and max_datagram_frame_size > 0;
-    /// otherwise replies go as capsules on the stream.
-    pub datagrams_ok: bool,
+    /// The connection's view of the client's SETTINGS.
+    pub peer: Arc<h3::SharedState>,
+}
+
+impl H3Side<'_> {
+    /// RFC 9297 §2.1.1 / RFC 9221: QUIC DATAGRAM frames only once the client
+    /// has sent SETTINGS_H3_DATAGRAM = 1 and a non-zero max_datagram_frame_size.
+    /// Until then (or never) replies go as capsules on the stream.
+    fn datagrams_ready(&self) -> bool {
+        use h3::ConnectionState;
+        self.peer.settings().enable_datagram() && self.conn.max_datagram_size().is_some()
+    }
 }
 
 /// Per-flow counters, looked up once.
@@ -228,6 +237,8 @@ pub enum FlowEnd {
     /// A malformed capsule (or a stream error).
     Malformed,
     Reset,
+    /// The proxy is shutting down and the grace period is over.
+    Aborted,
 }
 
 impl FlowEnd {
@@ -237,17 +248,9 @@ impl FlowEnd {
             FlowEnd::Idle => "idle_timeout",
             FlowEnd::Malformed => "malformed_capsule",
             FlowEnd::Reset => "reset",
+            FlowEnd::Aborted => "shutdown",
         }
     }
-}
-
-/// Where target → client datagrams go.
-enum Downlink<'a> {
-    Quic {
-        conn: &'a quinn::Connection,
-        stream_id: u64,
-    },
-    Capsules,
 }
 
 /// Relay a flow whose client side is a capsule stream (`io`) and, for HTTP/3,
@@ -270,16 +273,13 @@ where
     gauge.inc();
     let idle = shared.config().connect_udp.idle_timeout;
     let (mut rd, mut wr) = tokio::io::split(io);
-    let (downlink, mut quic_rx) = match h3 {
-        Some(h) if h.datagrams_ok && h.conn.max_datagram_size().is_some() => (
-            Downlink::Quic {
-                conn: h.conn,
-                stream_id: h.stream_id,
-            },
-            Some(h.rx),
-        ),
-        Some(h) => (Downlink::Capsules, Some(h.rx)),
-        None => (Downlink::Capsules, None),
+    let (h3, mut quic_rx) = match h3 {
+        Some(mut h) => {
+            let (_, dummy) = mpsc::channel(1);
+            let rx = std::mem::replace(&mut h.rx, dummy);
+            (Some(h), Some(rx))
+        }
+        None => (None, None),
     };
     let socket = &flow.socket;
     let mut decoder = CapsuleDecoder::new(MAX_UDP_PAYLOAD);
@@ -289,8 +289,18 @@ where
     let mut quic_out = BytesMut::new();
     let (mut up_total, mut down_total) = (0u64, 0u64);
     let mut deadline = Instant::now() + idle;
+    let abort = shared.aborted();
+    tokio::pin!(abort);
 
     let end = loop {
+        // Decided per reply: the client's SETTINGS may arrive after its request.
+        let quic = h3
+            .as_ref()
+            .filter(|h| h.datagrams_ready())
+            .map(|h| (h.conn, h.stream_id));
+        if quic.is_none() && !quic_out.is_empty() {
+            quic_out.clear();
+        }
         tokio::select! {
             r = rd.read_buf(&mut rbuf) => match r {
                 Ok(0) => {
@@ -339,15 +349,15 @@ where
                 }
                 None => quic_rx = None,
             },
-            r = recv_reply(socket, &downlink, &mut reply, &mut quic_out) => match r {
+            r = recv_reply(socket, quic.map(|q| q.1), &mut reply, &mut quic_out) => match r {
                 Ok(n) => {
                     deadline = Instant::now() + idle;
                     fm.down_datagrams.inc();
                     fm.down_bytes.inc_by(n as u64);
                     down_total += n as u64;
-                    let sent = match &downlink {
-                        Downlink::Quic { conn, .. } => send_quic(conn, &mut quic_out, &fm),
-                        Downlink::Capsules => send_capsule(&mut wr, &mut reply, n, &fm).await,
+                    let sent = match quic {
+                        Some((conn, _)) => send_quic(conn, &mut quic_out, &fm),
+                        None => send_capsule(&mut wr, &mut reply, n, &fm).await,
                     };
                     if sent.is_err() {
                         break FlowEnd::Reset;
@@ -357,6 +367,7 @@ where
                 Err(_) => fm.drop_send_failed.inc(),
             },
             _ = tokio::time::sleep_until(deadline) => break FlowEnd::Idle,
+            _ = &mut abort => break FlowEnd::Aborted,
         }
     };
     gauge.dec();
@@ -388,19 +399,21 @@ async fn forward_up(socket: &UdpSocket, payload: &[u8], fm: &FlowMetrics) {
     }
 }
 
-/// Receive one reply from the target into the buffer its downlink needs.
+/// Receive one reply from the target into the buffer its downlink needs:
+/// `quic_out` behind an HTTP/3 datagram header when `quic_stream` is set,
+/// else `reply` behind room for a capsule header.
 async fn recv_reply(
     socket: &UdpSocket,
-    downlink: &Downlink<'_>,
+    quic_stream: Option<u64>,
     reply: &mut [u8],
     quic_out: &mut BytesMut,
 ) -> io::Result<usize> {
-    match downlink {
-        Downlink::Quic { stream_id, .. } => {
+    match quic_stream {
+        Some(stream_id) => {
             if quic_out.is_empty() {
                 // Reuses the allocation once quinn has released the last datagram.
                 quic_out.reserve(16 + MAX_UDP_PAYLOAD);
-                datagram::encode_h3_datagram_header(*stream_id, 0, quic_out)
+                datagram::encode_h3_datagram_header(stream_id, 0, quic_out)
                     .map_err(|e| io::Error::other(e.to_string()))?;
             }
             let head = quic_out.len();
@@ -408,7 +421,7 @@ async fn recv_reply(
             debug_assert_eq!(quic_out.len(), head + n);
             Ok(n)
         }
-        Downlink::Capsules => {
+        None => {
             let room = capsule::DATAGRAM_CAPSULE_HEADER_MAX;
             let buf = reply.get_mut(room..).unwrap_or_default();
             socket.recv(buf).await

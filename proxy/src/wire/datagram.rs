@@ -137,7 +137,7 @@ pub fn decode_h3_datagram(buf: &Bytes) -> Result<H3Datagram, DatagramError> {
 fn quarter_stream_id(stream_id: u64) -> Result<u64, DatagramError> {
     // RFC 9297 §2.1: the Quarter Stream ID is the ID of a client-initiated
     // bidirectional stream divided by four.
-    if stream_id % 4 != 0 {
+    if !stream_id.is_multiple_of(4) {
         return Err(DatagramError::NotRequestStream(stream_id));
     }
     let quarter = stream_id / 4;

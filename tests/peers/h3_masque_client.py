@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""An independent HTTP/3 MASQUE client on aioquic, used by the end-to-end tests.
+
+Modes (prints one JSON object on stdout, exit 0 on success):
+  udp     CONNECT-UDP (RFC 9298) over HTTP/3: send N datagrams to the target
+          through the proxy, expect them echoed back.
+  connect plain CONNECT (RFC 9114 §4.4) to a TCP echo: send bytes, read them back.
+  raw     send one request with the given headers and report the status.
+"""
+import argparse
+import asyncio
+import json
+import ssl
+import sys
+from urllib.parse import quote
+
+from aioquic.asyncio import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, DatagramReceived, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import ConnectionTerminated, StreamReset
+
+
+class DatagramH3Connection(H3Connection):
+    """aioquic sends SETTINGS_H3_DATAGRAM only together with WebTransport; a
+    MASQUE client sends it on its own (RFC 9297 §2.1.1)."""
+
+    def _get_local_settings(self):
+        settings = super()._get_local_settings()
+        if not NO_DATAGRAM_SETTING:
+            settings[0x33] = 1
+        return settings
+
+
+NO_DATAGRAM_SETTING = False
+
+
+class Client(QuicConnectionProtocol):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.h3 = DatagramH3Connection(self._quic, enable_webtransport=False)
+        self.headers = {}
+        self.data = {}
+        self.datagrams = asyncio.Queue()
+        self.waiters = {}
+        self.ended = {}
+        self.resets = {}
+        self.terminated = None
+
+    def quic_event_received(self, event):
+        if isinstance(event, ConnectionTerminated):
+            self.terminated = event.error_code
+            for w in self.waiters.values():
+                if not w.done():
+                    w.set_result(None)
+        if isinstance(event, StreamReset):
+            self.resets[event.stream_id] = event.error_code
+            w = self.waiters.get(event.stream_id)
+            if w and not w.done():
+                w.set_result(None)
+        for ev in self.h3.handle_event(event):
+            if isinstance(ev, HeadersReceived):
+                self.headers[ev.stream_id] = dict((k.decode(), v.decode()) for k, v in ev.headers)
+                w = self.waiters.get(ev.stream_id)
+                if w and not w.done():
+                    w.set_result(None)
+                if ev.stream_ended:
+                    self.ended[ev.stream_id] = True
+            elif isinstance(ev, DataReceived):
+                self.data.setdefault(ev.stream_id, bytearray()).extend(ev.data)
+                if ev.stream_ended:
+                    self.ended[ev.stream_id] = True
+            elif isinstance(ev, DatagramReceived):
+                self.datagrams.put_nowait((ev.stream_id, ev.data))
+
+    async def request(self, headers, end_stream=False):
+        sid = self._quic.get_next_available_stream_id()
+        self.waiters[sid] = asyncio.get_running_loop().create_future()
+        self.h3.send_headers(sid, headers, end_stream=end_stream)
+        self.transmit()
+        await asyncio.wait_for(self.waiters[sid], 5)
+        return sid, self.headers.get(sid, {})
+
+
+def udp_path(host, port):
+    return "/.well-known/masque/udp/%s/%d/" % (quote(host, safe=""), port)
+
+
+async def run(args):
+    cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, max_datagram_frame_size=65536)
+    cfg.load_verify_locations(args.ca)
+    cfg.server_name = "localhost"
+    async with connect(args.proxy_host, args.proxy_port, configuration=cfg, create_protocol=Client) as c:
+        authority = "localhost:%d" % args.proxy_port
+        out = {}
+        if args.mode == "udp":
+            path = args.path or udp_path(args.target_host, args.target_port)
+            sid, hdrs = await c.request([
+                (b":method", b"CONNECT"), (b":protocol", b"connect-udp"), (b":scheme", b"https"),
+                (b":authority", authority.encode()), (b":path", path.encode()),
+                (b"capsule-protocol", b"?1"),
+            ])
+            out["status"] = hdrs.get(":status")
+            out["capsule_protocol"] = hdrs.get("capsule-protocol")
+            out["proxy_status"] = hdrs.get("proxy-status")
+            out["stream_id"] = sid
+            if out["status"] != "200":
+                print(json.dumps(out)); return 1
+            echoed = 0
+            for i in range(args.count):
+                payload = b"ping-%d-" % i + b"x" * args.size
+                c.h3.send_datagram(sid, b"\x00" + payload)  # context id 0
+                c.transmit()
+                try:
+                    got_sid, data = await asyncio.wait_for(c.datagrams.get(), 5)
+                except asyncio.TimeoutError:
+                    out["stream_data"] = bytes(c.data.get(sid, b"")).hex()[:80]
+                    break
+                if got_sid == sid and data == b"\x00" + payload:
+                    echoed += 1
+            out["echoed"] = echoed
+            print(json.dumps(out))
+            return 0 if echoed == args.count else 1
+        elif args.mode == "connect":
+            sid, hdrs = await c.request([
+                (b":method", b"CONNECT"), (b":authority", ("%s:%d" % (args.target_host, args.target_port)).encode()),
+            ])
+            out["status"] = hdrs.get(":status")
+            out["proxy_status"] = hdrs.get("proxy-status")
+            if out["status"] == "200":
+                msg = b"hello over h3 connect"
+                c.h3.send_data(sid, msg, end_stream=True)
+                c.transmit()
+                for _ in range(100):
+                    if sid in c.ended or len(c.data.get(sid, b"")) >= len(msg):
+                        break
+                    await asyncio.sleep(0.05)
+                out["echo"] = bytes(c.data.get(sid, b"")).decode(errors="replace")
+            print(json.dumps(out))
+            return 0 if out.get("echo") == "hello over h3 connect" else 1
+        else:
+            headers = [tuple(h.encode().split(b"=", 1)) for h in args.header]
+            sid, hdrs = await c.request(headers)
+            out["status"] = hdrs.get(":status")
+            out["proxy_status"] = hdrs.get("proxy-status")
+            out["reset"] = c.resets.get(sid)
+            out["terminated"] = c.terminated
+            print(json.dumps(out)); return 0
+    print(json.dumps(out))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["udp", "connect", "raw"])
+    p.add_argument("--proxy-host", default="127.0.0.1")
+    p.add_argument("--proxy-port", type=int, required=True)
+    p.add_argument("--ca", required=True)
+    p.add_argument("--target-host", default="127.0.0.1")
+    p.add_argument("--target-port", type=int, default=0)
+    p.add_argument("--path")
+    p.add_argument("--count", type=int, default=5)
+    p.add_argument("--size", type=int, default=100)
+    p.add_argument("--header", action="append", default=[])
+    args = p.parse_args()
+    rc = asyncio.run(asyncio.wait_for(run(args), 20))
+    sys.exit(rc or 0)
+
+
+if __name__ == "__main__":
+    main()

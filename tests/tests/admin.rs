@@ -1,0 +1,321 @@
+//! The admin endpoint (/metrics, /healthz, /readyz) and graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use bauta_tests::*;
+use tokio::io::AsyncReadExt;
+
+/// Sum of the samples of `family` whose label set contains every `labels` pair.
+fn sample_sum(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(family) else {
+            continue;
+        };
+        let (label_part, value) = if let Some(rest) = rest.strip_prefix('{') {
+            let Some((l, v)) = rest.split_once('}') else {
+                continue;
+            };
+            (l, v)
+        } else if rest.starts_with(' ') {
+            ("", rest)
+        } else {
+            continue; // another family sharing the prefix
+        };
+        let all = labels
+            .iter()
+            .all(|(k, v)| label_part.contains(&format!("{k}=\"{v}\"")));
+        if !all {
+            continue;
+        }
+        let v: f64 = value.trim().parse().unwrap_or(0.0);
+        *found.get_or_insert(0.0) += v;
+    }
+    found
+}
+
+#[tokio::test]
+async fn metrics_cover_every_family() {
+    bounded(async {
+        let dns = FakeDns::start().await;
+        let echo = EchoServer::start().await;
+        let origin = Origin::start().await;
+        let proxy = start_proxy(&format!("{}\n{ALLOW_LOOPBACK}", dns.toml())).await;
+
+        // A tunnel by name (DNS, policy allow, upstream connect, bytes both ways).
+        let (head, mut s) = connect_h1(proxy.plain, &format!("echo.test:{}", echo.port())).await;
+        assert_eq!(head.status, 200, "{head:?}");
+        assert_echo(&mut s, b"metrics bytes").await;
+        assert_half_close(&mut s).await;
+        // A denial and a forward.
+        let (head, _) = connect_h1(proxy.plain, "10.0.0.1:80").await;
+        assert_eq!(head.status, 403, "{head:?}");
+        let (head, mut s, leftover) = raw_request(
+            proxy.plain,
+            format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+                origin.url("/m"),
+                origin.addr
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(head.status, 200);
+        let _ = read_body(&mut s, &head, leftover).await;
+
+        let text = fetch_metrics(proxy.admin).await;
+        for name in [
+            "bauta_connections_total",
+            "bauta_requests_total",
+            "bauta_policy_decisions_total",
+            "bauta_tunnel_bytes_total",
+            "bauta_dns_lookups_total",
+            "bauta_upstream_connect_seconds_bucket",
+        ] {
+            assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+        }
+        assert!(
+            text.contains("process_cpu_seconds_total")
+                || text.contains("process_resident_memory_bytes"),
+            "/metrics lacks process metrics:\n{text}"
+        );
+
+        let ok_connects = sample_sum(
+            &text,
+            "bauta_requests_total",
+            &[("kind", "connect"), ("outcome", "ok")],
+        );
+        assert!(
+            ok_connects.is_some_and(|v| v >= 1.0),
+            "bauta_requests_total{{kind=\"connect\",outcome=\"ok\"}}: {ok_connects:?}\n{text}"
+        );
+        let denied = sample_sum(
+            &text,
+            "bauta_requests_total",
+            &[("kind", "connect"), ("outcome", "denied")],
+        );
+        assert!(
+            denied.is_some_and(|v| v >= 1.0),
+            "denied CONNECT counted: {denied:?}\n{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("bauta_requests_total{") && l.contains("kind=\"forward\"")),
+            "forward requests counted:\n{text}"
+        );
+        let allow = sample_sum(
+            &text,
+            "bauta_policy_decisions_total",
+            &[("verdict", "allow"), ("rule", "lab")],
+        );
+        assert!(
+            allow.is_some_and(|v| v >= 1.0),
+            "allow decisions: {allow:?}\n{text}"
+        );
+        let deny = sample_sum(
+            &text,
+            "bauta_policy_decisions_total",
+            &[("verdict", "deny")],
+        );
+        assert!(
+            deny.is_some_and(|v| v >= 1.0),
+            "deny decisions: {deny:?}\n{text}"
+        );
+        let up = sample_sum(
+            &text,
+            "bauta_tunnel_bytes_total",
+            &[("kind", "connect"), ("direction", "upstream")],
+        );
+        assert!(
+            up.is_some_and(|v| v >= b"metrics bytes".len() as f64),
+            "upstream tunnel bytes: {up:?}\n{text}"
+        );
+        let down = sample_sum(
+            &text,
+            "bauta_tunnel_bytes_total",
+            &[("kind", "connect"), ("direction", "downstream")],
+        );
+        assert!(
+            down.is_some_and(|v| v >= (b"metrics bytes".len() + ECHO_EOF_REPLY.len()) as f64),
+            "downstream tunnel bytes: {down:?}\n{text}"
+        );
+        let lookups = sample_sum(&text, "bauta_dns_lookups_total", &[("outcome", "ok")]);
+        assert!(
+            lookups.is_some_and(|v| v >= 1.0),
+            "dns lookups: {lookups:?}\n{text}"
+        );
+        let connects = sample_sum(&text, "bauta_upstream_connect_seconds_count", &[]);
+        assert!(
+            connects.is_some_and(|v| v >= 2.0),
+            "upstream connects: {connects:?}\n{text}"
+        );
+        let conns = sample_sum(&text, "bauta_connections_total", &[("listener", "plain")]);
+        assert!(
+            conns.is_some_and(|v| v >= 3.0),
+            "client connections: {conns:?}\n{text}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn metrics_count_dns_failures() {
+    bounded(async {
+        let dns = FakeDns::start().await;
+        let proxy = start_proxy(&format!("{}\n{ALLOW_LOOPBACK}", dns.toml())).await;
+        let (head, _) = connect_h1(proxy.plain, "missing.test:443").await;
+        assert_eq!(head.status, 502);
+        let (head, _) = connect_h1(proxy.plain, "slow.test:443").await;
+        assert_eq!(head.status, 504);
+        let text = fetch_metrics(proxy.admin).await;
+        let nx = sample_sum(&text, "bauta_dns_lookups_total", &[("outcome", "nxdomain")]);
+        assert!(
+            nx.is_some_and(|v| v >= 1.0),
+            "nxdomain lookups: {nx:?}\n{text}"
+        );
+        let to = sample_sum(&text, "bauta_dns_lookups_total", &[("outcome", "timeout")]);
+        assert!(
+            to.is_some_and(|v| v >= 1.0),
+            "timed-out lookups: {to:?}\n{text}"
+        );
+        let dns_err = sample_sum(
+            &text,
+            "bauta_requests_total",
+            &[("kind", "connect"), ("outcome", "dns_error")],
+        );
+        assert!(dns_err.is_some_and(|v| v >= 1.0), "{dns_err:?}\n{text}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    bounded(async {
+        let proxy = start_proxy("").await;
+        let (status, body) = http_get(proxy.admin, "/healthz").await;
+        assert_eq!(status, 200, "/healthz: {body}");
+        let (status, body) = http_get(proxy.admin, "/readyz").await;
+        assert_eq!(status, 200, "/readyz: {body}");
+        let (status, _) = http_get(proxy.admin, "/nope").await;
+        assert_eq!(status, 404);
+        let req = format!(
+            "POST /metrics HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            proxy.admin
+        );
+        let (head, _, _) = raw_request(proxy.admin, req.as_bytes()).await;
+        assert_eq!(head.status, 405, "{head:?}");
+        let (head, _, _) = raw_request(
+            proxy.admin,
+            format!(
+                "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                proxy.admin
+            )
+            .as_bytes(),
+        )
+        .await;
+        let ct = head.header("content-type").unwrap_or_default();
+        assert!(ct.starts_with("text/plain"), "metrics content type {ct:?}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn graceful_shutdown_with_an_open_idle_tunnel() {
+    bounded(async {
+        let echo = EchoServer::start().await;
+        let proxy = start_proxy(&format!(
+            "{ALLOW_LOOPBACK}\n[limits]\nshutdown_grace_s = 1\n"
+        ))
+        .await;
+        let plain = proxy.plain;
+        let (head, mut tunnel) = connect_h1(plain, &format!("127.0.0.1:{}", echo.port())).await;
+        assert_eq!(head.status, 200, "{head:?}");
+        assert_echo(&mut tunnel, b"before shutdown").await;
+        // And an idle keep-alive HTTP/1.1 connection with no request in flight.
+        let _idle = tokio::net::TcpStream::connect(plain)
+            .await
+            .expect("idle connection");
+
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), proxy.shutdown())
+            .await
+            .expect("shutdown with shutdown_grace_s = 1 completes within 5 s");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+
+        // No new connections are served.
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(plain),
+        )
+        .await;
+        if let Ok(Ok(mut s)) = attempt {
+            // Accepted by a lingering socket at most; it must not be served.
+            tokio::io::AsyncWriteExt::write_all(
+                &mut s,
+                b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n",
+            )
+            .await
+            .ok();
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf))
+                .await
+                .map(|r| r.unwrap_or(0))
+                .unwrap_or(0);
+            assert_eq!(
+                n,
+                0,
+                "a stopped proxy answered: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    })
+    .await
+}
+
+/// After `shutdown()` returns, the grace period is over: a tunnel still open
+/// then should have been closed, not left relaying for a stopped proxy.
+#[tokio::test]
+async fn shutdown_closes_tunnels_left_after_the_grace_period() {
+    bounded(async {
+        let echo = EchoServer::start().await;
+        let proxy = start_proxy(&format!(
+            "{ALLOW_LOOPBACK}\n[limits]\nshutdown_grace_s = 1\n"
+        ))
+        .await;
+        let (head, mut tunnel) =
+            connect_h1(proxy.plain, &format!("127.0.0.1:{}", echo.port())).await;
+        assert_eq!(head.status, 200, "{head:?}");
+        assert_echo(&mut tunnel, b"before shutdown").await;
+        tokio::time::timeout(Duration::from_secs(5), proxy.shutdown())
+            .await
+            .expect("shutdown completes");
+        let mut buf = [0u8; 16];
+        match tokio::time::timeout(Duration::from_secs(2), tunnel.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!(
+                "unexpected bytes on the tunnel after shutdown: {:?}",
+                &buf[..n]
+            ),
+            Err(_) => {
+                // Show that it still relays, for the report.
+                let relays = {
+                    tokio::io::AsyncWriteExt::write_all(&mut tunnel, b"x")
+                        .await
+                        .is_ok()
+                        && tokio::time::timeout(Duration::from_secs(1), tunnel.read(&mut buf))
+                            .await
+                            .is_ok_and(|r| r.is_ok_and(|n| n > 0))
+                };
+                panic!(
+                    "the tunnel is still open 2 s after Running::shutdown() returned \
+                     (grace 1 s); still relaying bytes: {relays}"
+                );
+            }
+        }
+    })
+    .await
+}

@@ -15,6 +15,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Independent peers in Python (aioquic, h2, pyOpenSSL), pinned, in a venv
+# under target/ so that a fresh clone needs nothing installed by hand.
+venv=target/venv
+if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/peers/requirements.txt "$venv/.requirements"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/peers/requirements.txt
+  cp tests/peers/requirements.txt "$venv/.requirements"
+fi
+export BAUTA_TEST_PYTHON="$PWD/$venv/bin/python"
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --locked -p bauta --bin bauta

@@ -72,6 +72,16 @@ impl H3Io {
     }
 }
 
+impl H3Io {
+    /// Abort both directions with an HTTP/3 error code (a stream error).
+    pub fn reset(&mut self, code: h3::error::Code) {
+        self.recv.stop_sending(code);
+        if let SendState::Idle(half) = &mut self.send {
+            half.stop_stream(code);
+        }
+    }
+}
+
 fn to_io(e: h3::error::StreamError) -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionReset, e)
 }

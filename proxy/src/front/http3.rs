@@ -248,7 +248,13 @@ async fn connect_udp(
         rx,
         peer: h3.peer,
     };
-    udp::relay(shared, &ex, flow, H3Io::new(stream), Some(side)).await;
+    let mut io = H3Io::new(stream);
+    let end = udp::relay(shared, &ex, flow, &mut io, Some(side)).await;
+    // RFC 9297 §3.3: a capsule error makes the message malformed (RFC 9114
+    // §4.1.2: stream error H3_MESSAGE_ERROR).
+    if end == udp::FlowEnd::Malformed {
+        io.reset(Code::H3_MESSAGE_ERROR);
+    }
 }
 
 pub fn ok_response() -> Response<()> {

@@ -394,8 +394,13 @@ async fn recv_opt(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
 async fn forward_up(socket: &UdpSocket, payload: &[u8], fm: &FlowMetrics) {
     fm.up_datagrams.inc();
     fm.up_bytes.inc_by(payload.len() as u64);
-    if socket.send(payload).await.is_err() {
-        fm.drop_send_failed.inc();
+    if let Err(e) = socket.send(payload).await {
+        // EMSGSIZE: larger than the path to the target allows.
+        if e.raw_os_error() == Some(90) {
+            fm.drop_too_large.inc();
+        } else {
+            fm.drop_send_failed.inc();
+        }
     }
 }
 

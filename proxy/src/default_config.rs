@@ -18,7 +18,7 @@ protocols = ["http1"]
 [[listener]]
 name = "secure"
 listen = "127.0.0.1:8443"
-protocols = ["http1", "h2"]
+protocols = ["http1", "h2", "h3"]
 tls_cert = @CERT@
 tls_key = @KEY@
 

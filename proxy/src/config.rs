@@ -15,6 +15,8 @@ use bauta_policy::{CompileError, Policy, PolicyConfig, RuleConfig, Verdict};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::origin::{self, Advertise, Origin, Origins};
+use crate::secondary::Codepoints;
 use crate::tls;
 use crate::udp_target::UdpTemplate;
 
@@ -36,6 +38,31 @@ struct FileConfig {
     limits: LimitsSection,
     #[serde(default)]
     connect_udp: ConnectUdpSection,
+    #[serde(default)]
+    secondary_certs: SecondaryCertsSection,
+    #[serde(default, rename = "origin")]
+    origins: Vec<OriginSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecondaryCertsSection {
+    advertise: Option<Spanned<Advertise>>,
+    h2_frame_type: Option<Spanned<u64>>,
+    h2_setting: Option<Spanned<u64>>,
+    h3_frame_type: Option<Spanned<u64>>,
+    h3_setting: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginSection {
+    host: Spanned<String>,
+    port: Option<Spanned<u16>>,
+    cert: Spanned<String>,
+    key: Spanned<String>,
+    upstream: Spanned<String>,
+    upstream_ca: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +146,15 @@ pub struct Config {
     pub policy: Arc<Policy>,
     pub limits: Limits,
     pub connect_udp: ConnectUdpSpec,
+    pub secondary: SecondarySpec,
+    pub origins: Arc<Origins>,
+}
+
+/// `[secondary_certs]`: when to advertise, on which codepoints.
+#[derive(Clone, Copy, Debug)]
+pub struct SecondarySpec {
+    pub advertise: Advertise,
+    pub codepoints: Codepoints,
 }
 
 /// CONNECT-UDP settings.
@@ -140,6 +176,10 @@ pub struct ListenerSpec {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// QUIC TLS (ALPN h3) when `h3` is enabled; UDP on the same address.
     pub quic_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The listener certificate's leaf, to see which origins it covers.
+    pub leaf: Option<rustls::pki_types::CertificateDer<'static>>,
+    /// Origins (indices) the listener's own certificate covers.
+    pub handshake_covers: Arc<std::collections::HashSet<usize>>,
 }
 
 #[derive(Clone, Debug)]
@@ -365,6 +405,13 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
     let policy = compile_policy(&file.policy, src, base)?;
     let limits = compile_limits(&file.limits, src)?;
     let connect_udp = compile_connect_udp(&file.connect_udp, src)?;
+    let secondary = compile_secondary(&file.secondary_certs, src)?;
+    let origins = compile_origins(&file.origins, src, base)?;
+    for l in &mut listeners {
+        if let Some(leaf) = &l.leaf {
+            l.handshake_covers = Arc::new(origin::covered_by(leaf, &origins));
+        }
+    }
 
     Ok(Config {
         source: None,
@@ -375,6 +422,8 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         policy: Arc::new(policy),
         limits,
         connect_udp,
+        secondary,
+        origins: Arc::new(origins),
     })
 }
 
@@ -437,6 +486,7 @@ fn compile_listener(
         ));
     }
     let mut quic_tls = None;
+    let mut leaf = None;
     let tls = match (&l.tls_cert, &l.tls_key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
@@ -446,6 +496,7 @@ fn compile_listener(
                 .map_err(|e| src.err(cert.span(), "listener.tls_cert", e))?;
             let key_der =
                 tls::load_key(&key_path).map_err(|e| src.err(key.span(), "listener.tls_key", e))?;
+            leaf = chain.first().cloned();
             let mut alpn = Vec::new();
             if h2 {
                 alpn.push(b"h2".to_vec());
@@ -485,6 +536,8 @@ fn compile_listener(
         h3,
         tls,
         quic_tls,
+        leaf,
+        handshake_covers: Arc::default(),
     })
 }
 
@@ -640,6 +693,124 @@ fn compile_connect_udp(
         template,
         idle_timeout,
     })
+}
+
+fn compile_secondary(
+    c: &SecondaryCertsSection,
+    src: &Source<'_>,
+) -> Result<SecondarySpec, ConfigError> {
+    let mut cp = Codepoints::default();
+    if let Some(v) = &c.h2_frame_type {
+        // RFC 9113 §4.1: 8-bit type; 0x00-0x09 are the core frames.
+        cp.h2_frame_type = u8::try_from(*v.get_ref())
+            .ok()
+            .filter(|t| *t > 0x09)
+            .ok_or_else(|| {
+                src.err(
+                    v.span(),
+                    "secondary_certs.h2_frame_type",
+                    "must be 0x0a..0xff (not a core HTTP/2 frame type)",
+                )
+            })?;
+    }
+    if let Some(v) = &c.h2_setting {
+        cp.h2_setting = u16::try_from(*v.get_ref())
+            .ok()
+            .filter(|t| *t > 0x09)
+            .ok_or_else(|| {
+                src.err(
+                    v.span(),
+                    "secondary_certs.h2_setting",
+                    "must be 0x000a..0xffff (not a core HTTP/2 setting)",
+                )
+            })?;
+    }
+    let varint_max = (1u64 << 62) - 1;
+    if let Some(v) = &c.h3_frame_type {
+        if *v.get_ref() > varint_max || *v.get_ref() <= 0x0d {
+            return Err(src.err(
+                v.span(),
+                "secondary_certs.h3_frame_type",
+                "must be a varint above the core HTTP/3 frame types",
+            ));
+        }
+        cp.h3_frame_type = *v.get_ref();
+    }
+    if let Some(v) = &c.h3_setting {
+        if *v.get_ref() > varint_max || *v.get_ref() <= 0x08 {
+            return Err(src.err(
+                v.span(),
+                "secondary_certs.h3_setting",
+                "must be a varint above the core HTTP/3 settings",
+            ));
+        }
+        cp.h3_setting = *v.get_ref();
+    }
+    Ok(SecondarySpec {
+        advertise: c
+            .advertise
+            .as_ref()
+            .map(|a| *a.get_ref())
+            .unwrap_or(Advertise::OnConnect),
+        codepoints: cp,
+    })
+}
+
+fn compile_origins(
+    list: &[OriginSection],
+    src: &Source<'_>,
+    base: &Path,
+) -> Result<Origins, ConfigError> {
+    let mut out: Vec<Arc<Origin>> = Vec::new();
+    for o in list {
+        let host = o
+            .host
+            .get_ref()
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        match bauta_policy::Host::parse(&host) {
+            Ok(bauta_policy::Host::Name(_)) => {}
+            _ => {
+                return Err(src.err(
+                    o.host.span(),
+                    "origin.host",
+                    format!("{:?} is not a DNS host name", o.host.get_ref()),
+                ))
+            }
+        }
+        let port = match &o.port {
+            Some(p) if *p.get_ref() == 0 => {
+                return Err(src.err(p.span(), "origin.port", "must be 1..65535"))
+            }
+            Some(p) => *p.get_ref(),
+            None => 443,
+        };
+        if out.iter().any(|x| x.host == host && x.port == port) {
+            return Err(src.err(
+                o.host.span(),
+                "origin.host",
+                format!("{host}:{port} is configured twice"),
+            ));
+        }
+        let (chain, key) = origin::load_identity(
+            &host,
+            &base.join(o.cert.get_ref()),
+            &base.join(o.key.get_ref()),
+        )
+        .map_err(|e| src.err(o.cert.span(), "origin.cert", e))?;
+        let ca = o.upstream_ca.as_ref().map(|c| base.join(c.get_ref()));
+        let upstream = origin::parse_upstream(o.upstream.get_ref(), ca.as_deref())
+            .map_err(|e| src.err(o.upstream.span(), "origin.upstream", e))?;
+        out.push(Arc::new(Origin {
+            host,
+            port,
+            chain,
+            key,
+            upstream,
+        }));
+    }
+    Ok(Origins::new(out))
 }
 
 /// RFC 9298 §2's well-known default.

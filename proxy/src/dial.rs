@@ -176,15 +176,31 @@ impl Dialer {
         target: &Target,
         addrs: &[IpAddr],
     ) -> Result<Decision, DialError> {
+        self.decide_for(policy, protocol, &target.host, target.port, addrs)
+            .map(|a| a.decision)
+    }
+
+    /// The full decision for `host:port` reached at `addrs`, counted.
+    pub fn decide_for(
+        &self,
+        policy: &Policy,
+        protocol: Protocol,
+        host: &Host,
+        port: u16,
+        addrs: &[IpAddr],
+    ) -> Result<Authorized, DialError> {
         let decision = policy.evaluate(&Request {
             protocol,
-            host: &target.host,
-            port: target.port,
+            host,
+            port,
             addrs,
         });
         self.count_decision(&decision);
         match decision.verdict {
-            Verdict::Allow => Ok(decision),
+            Verdict::Allow => Ok(Authorized {
+                addrs: addrs.to_vec(),
+                decision,
+            }),
             Verdict::Deny => Err(DialError::Denied(decision)),
         }
     }
@@ -196,7 +212,8 @@ impl Dialer {
             .inc();
     }
 
-    async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, DialError> {
+    /// Look a name up (cached), counting the outcome.
+    pub async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, DialError> {
         // A fully qualified name: never walk the search list for a proxy target.
         let fqdn = format!("{name}.");
         let result =

@@ -12,6 +12,7 @@ use http::Method;
 use crate::access_log::{self, Entry};
 use crate::dial::DialError;
 use crate::respond::ProxyError;
+use crate::secondary::coverage::Coverage;
 use crate::shared::Shared;
 
 /// The protocol a client spoke to us.
@@ -37,6 +38,10 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     pub client: SocketAddr,
     pub front: Front,
+    /// TLS-terminated: requests without a scheme are `https` requests to us.
+    pub tls: bool,
+    /// Origins this connection may be served directly for.
+    pub coverage: Arc<Coverage>,
 }
 
 /// What kind of service a request asks for (a metric label).
@@ -45,6 +50,7 @@ pub enum Kind {
     Connect,
     ConnectUdp,
     Forward,
+    Reverse,
 }
 
 impl Kind {
@@ -53,6 +59,7 @@ impl Kind {
             Kind::Connect => "connect",
             Kind::ConnectUdp => "connect-udp",
             Kind::Forward => "forward",
+            Kind::Reverse => "reverse",
         }
     }
 }

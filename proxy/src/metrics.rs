@@ -26,6 +26,14 @@ pub struct Metrics {
     pub udp_datagrams: IntCounterVec,
     /// CONNECT-UDP datagrams dropped, by reason.
     pub udp_drops: IntCounterVec,
+    /// Reverse-proxied requests by client protocol and response status class.
+    pub reverse_requests: IntCounterVec,
+    /// Time from sending a reverse-proxied request upstream to its response head.
+    pub reverse_upstream_seconds: Histogram,
+    /// SERVER_CERTIFICATE frames sent, by protocol and advertise mode.
+    pub secondary_certs_sent: IntCounterVec,
+    /// Secondary-certificate errors by kind.
+    pub secondary_cert_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -81,6 +89,40 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let reverse_requests = IntCounterVec::new(
+            Opts::new(
+                "bauta_reverse_requests_total",
+                "Reverse-proxied requests, by response status class.",
+            ),
+            &["protocol", "status_class"],
+        )?;
+        let reverse_upstream_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "bauta_reverse_upstream_seconds",
+                "Time from sending a reverse-proxied request upstream to its response head.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )?;
+        let secondary_certs_sent = IntCounterVec::new(
+            Opts::new(
+                "bauta_secondary_certs_sent_total",
+                "SERVER_CERTIFICATE frames sent.",
+            ),
+            &["protocol", "mode"],
+        )?;
+        let secondary_cert_errors = IntCounterVec::new(
+            Opts::new(
+                "bauta_secondary_cert_errors_total",
+                "Secondary-certificate errors (client violations, unsendable authenticators).",
+            ),
+            &["protocol", "kind"],
+        )?;
+        registry.register(Box::new(reverse_requests.clone()))?;
+        registry.register(Box::new(reverse_upstream_seconds.clone()))?;
+        registry.register(Box::new(secondary_certs_sent.clone()))?;
+        registry.register(Box::new(secondary_cert_errors.clone()))?;
         registry.register(Box::new(udp_datagrams.clone()))?;
         registry.register(Box::new(udp_drops.clone()))?;
         registry.register(Box::new(connections.clone()))?;
@@ -105,6 +147,10 @@ impl Metrics {
             upstream_connect_seconds,
             udp_datagrams,
             udp_drops,
+            reverse_requests,
+            reverse_upstream_seconds,
+            secondary_certs_sent,
+            secondary_cert_errors,
         })
     }
 

@@ -19,6 +19,8 @@ pub enum ProxyError {
     NotFound(&'static str),
     /// A local failure unrelated to the destination (500).
     Internal(&'static str),
+    /// An https request for an authority this connection does not cover (421).
+    Misdirected,
     /// A request that is not addressed to a proxy (e.g. origin-form to us).
     NotProxyRequest,
     /// Policy, DNS or TCP connect to the next hop failed.
@@ -33,6 +35,10 @@ pub enum UpstreamError {
     Terminated,
     /// The next hop's response was not valid HTTP.
     Protocol,
+    /// TLS with the next hop failed.
+    TlsHandshake,
+    /// The next hop's certificate did not verify.
+    TlsCertificate,
 }
 
 /// How one error is answered.
@@ -85,6 +91,12 @@ impl ProxyError {
                 "proxy_internal_error",
                 "internal_error",
                 (*why).to_string(),
+            ),
+            ProxyError::Misdirected => a(
+                StatusCode::MISDIRECTED_REQUEST,
+                "proxy_internal_response",
+                "misdirected",
+                "this connection is not authoritative for that origin".into(),
             ),
             ProxyError::NotProxyRequest => a(
                 StatusCode::BAD_REQUEST,
@@ -148,6 +160,18 @@ impl ProxyError {
                 "connection_terminated",
                 "upstream_error",
                 "the destination closed the connection before responding".into(),
+            ),
+            ProxyError::Upstream(UpstreamError::TlsHandshake) => a(
+                StatusCode::BAD_GATEWAY,
+                "tls_protocol_error",
+                "upstream_error",
+                "TLS with the upstream failed".into(),
+            ),
+            ProxyError::Upstream(UpstreamError::TlsCertificate) => a(
+                StatusCode::BAD_GATEWAY,
+                "tls_certificate_error",
+                "upstream_error",
+                "the upstream's certificate did not verify".into(),
             ),
             ProxyError::Upstream(UpstreamError::Protocol) => a(
                 StatusCode::BAD_GATEWAY,

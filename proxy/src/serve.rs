@@ -28,7 +28,7 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let kind = kind_of(&req);
+    let kind = kind_of(&req, conn.tls);
     let target = req
         .uri()
         .authority()
@@ -40,6 +40,7 @@ pub async fn handle(
         Ok(()) => match kind {
             Kind::Connect => connect(&shared, &ex, req).await,
             Kind::Forward => forward(&shared, &ex, req).await,
+            Kind::Reverse => reverse(&shared, &ex, req).await,
             Kind::ConnectUdp => connect_udp(&shared, &ex, req).await,
         },
     };
@@ -55,7 +56,7 @@ pub async fn handle(
 
 /// CONNECT (with `:protocol connect-udp`: CONNECT-UDP), HTTP/1.1
 /// `Upgrade: connect-udp` (CONNECT-UDP), or anything else (forward).
-fn kind_of(req: &Request<Incoming>) -> Kind {
+fn kind_of(req: &Request<Incoming>, tls: bool) -> Kind {
     let protocol = req.extensions().get::<hyper::ext::Protocol>();
     if req.method() == Method::CONNECT {
         match protocol {
@@ -66,6 +67,10 @@ fn kind_of(req: &Request<Incoming>) -> Kind {
         && header_has_token(req.headers(), header::UPGRADE, "connect-udp")
     {
         Kind::ConnectUdp
+    } else if req.uri().scheme_str() == Some("https") || (tls && req.uri().scheme().is_none()) {
+        // An https request to us: served directly if this connection covers
+        // its origin, else 421.
+        Kind::Reverse
     } else {
         Kind::Forward
     }
@@ -319,4 +324,89 @@ pub(crate) async fn run_tcp_tunnel<C>(
         moved.upstream,
         moved.downstream,
     );
+}
+
+/// An https request on this connection: reverse-proxy it to the origin's
+/// upstream if the connection covers the origin, else 421 Misdirected.
+async fn reverse(
+    shared: &Arc<Shared>,
+    ex: &Exchange,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Failure> {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .ok_or((ProxyError::BadRequest("request has no authority"), None))?;
+    let target = Target::parse_authority(&authority, Some(443))
+        .map_err(|_| (ProxyError::BadRequest("request authority is invalid"), None))?;
+    let config = shared.config();
+    let host = match &target.host {
+        bauta_policy::Host::Name(n) => n.as_str(),
+        bauta_policy::Host::Ip(_) => return Err((ProxyError::Misdirected, None)),
+    };
+    let (index, origin) = config
+        .origins
+        .find(host, target.port)
+        .ok_or((ProxyError::Misdirected, None))?;
+    if !ex.conn.coverage.covers(index) {
+        return Err((ProxyError::Misdirected, None));
+    }
+    let origin = Arc::clone(origin);
+    let auth = crate::reverse::authorize(&shared.dialer, &config.policy, &origin)
+        .await
+        .map_err(dial_failure)?;
+    let up = Arc::new(AtomicU64::new(0));
+    let req = req.map(|b| MeteredBody::new(b, Arc::clone(&up), None).boxed());
+    let started = std::time::Instant::now();
+    let resp = crate::reverse::forward(
+        &shared.reverse_pool,
+        &shared.dialer,
+        &auth,
+        &origin,
+        ex.conn.client,
+        &config.proxy_name,
+        req,
+    )
+    .await
+    .map_err(|e| (e, Some(auth.decision.clone())))?;
+    shared
+        .metrics
+        .reverse_upstream_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let status = resp.status();
+    shared
+        .metrics
+        .reverse_requests
+        .with_label_values(&[ex.conn.front.as_str(), status_class(status)])
+        .inc();
+    ex.count(shared, "ok");
+    let (ex, decision) = (ex.clone(), auth.decision);
+    let on_end = move |down: u64| {
+        ex.log(
+            Some(&decision),
+            status.as_u16(),
+            "ok",
+            up.load(Ordering::Relaxed),
+            down,
+        );
+    };
+    Ok(resp
+        .map(|b| MeteredBody::new(b, Arc::new(AtomicU64::new(0)), Some(Box::new(on_end))).boxed()))
+}
+
+fn status_class(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }

@@ -7,12 +7,14 @@ use crate::config::Config;
 use crate::dial::Dialer;
 use crate::forward::UpstreamPool;
 use crate::metrics::Metrics;
+use crate::reverse::ReversePool;
 
 pub struct Shared {
     config: RwLock<Arc<Config>>,
     pub metrics: Arc<Metrics>,
     pub dialer: Dialer,
     pub pool: UpstreamPool,
+    pub reverse_pool: ReversePool,
     /// Flipped to true when the shutdown grace period is over: open tunnels close.
     abort: tokio::sync::watch::Sender<bool>,
 }
@@ -30,11 +32,16 @@ impl Shared {
             config.limits.max_upstream_idle_per_host,
             config.limits.upstream_idle_timeout,
         );
+        let reverse_pool = ReversePool::new(
+            config.limits.max_upstream_idle_per_host,
+            config.limits.upstream_idle_timeout,
+        );
         Ok(Shared {
             config: RwLock::new(config),
             metrics,
             dialer,
             pool,
+            reverse_pool,
             abort: tokio::sync::watch::channel(false).0,
         })
     }

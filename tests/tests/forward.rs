@@ -303,7 +303,7 @@ async fn origin_form_request_to_the_proxy_is_400() {
 }
 
 #[tokio::test]
-async fn forward_https_absolute_form_is_400() {
+async fn forward_https_absolute_form_not_covered_is_421() {
     bounded(async {
         let origin = Origin::start().await;
         let proxy = start_proxy(ALLOW_LOOPBACK).await;
@@ -312,7 +312,9 @@ async fn forward_https_absolute_form_is_400() {
             a = origin.addr
         );
         let (head, _s, _) = raw_request(proxy.plain, req.as_bytes()).await;
-        assert_eq!(head.status, 400, "https:// must use CONNECT: {head:?}");
+        // An https request the connection does not cover is misdirected
+        // (RFC 9110 §15.5.20); it must use CONNECT instead.
+        head.assert_error(421, "proxy_internal_response", "https:// not covered");
         assert_eq!(origin.connections(), 0);
     })
     .await

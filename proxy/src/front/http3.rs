@@ -17,6 +17,7 @@ use crate::config::ListenerSpec;
 use crate::exchange::{dial_failure, ConnInfo, Exchange, Failure, Front, Kind};
 use crate::front::h3_io::H3Io;
 use crate::respond::ProxyError;
+use crate::secondary::coverage::Coverage;
 use crate::shared::Shared;
 use crate::target::Target;
 use crate::tunnel::udp;
@@ -54,6 +55,8 @@ pub async fn serve_connection(
         listener: Arc::clone(&spec.name),
         client,
         front: Front::Http3,
+        tls: true,
+        coverage: Arc::new(Coverage::new(Arc::clone(&spec.handshake_covers))),
     });
     let mut h3c: h3::server::Connection<h3_quinn::Connection, Bytes> = match h3::server::builder()
         .enable_extended_connect(true)
@@ -146,7 +149,7 @@ async fn handle(
         }
         (Kind::Connect, None) => connect(&shared, &ex, &req, stream).await,
         (Kind::ConnectUdp, _) => connect_udp(&shared, &ex, &req, h3, stream).await,
-        (Kind::Forward, _) => {
+        (Kind::Forward | Kind::Reverse, _) => {
             let f = (
                 ProxyError::BadRequest("this is a proxy: over HTTP/3 send CONNECT or CONNECT-UDP"),
                 None,

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::ListenerSpec;
 use crate::exchange::{ConnInfo, Front};
+use crate::secondary::coverage::Coverage;
 use crate::serve;
 use crate::shared::Shared;
 
@@ -143,6 +144,8 @@ async fn serve_http<IO>(
         listener: Arc::clone(&spec.name),
         client,
         front: conn_front,
+        tls: spec.tls.is_some(),
+        coverage: Arc::new(Coverage::new(Arc::clone(&spec.handshake_covers))),
     });
     let svc = service_fn(move |req| {
         let shared = Arc::clone(&shared);
@@ -152,6 +155,8 @@ async fn serve_http<IO>(
                 listener: Arc::clone(&info.listener),
                 client: info.client,
                 front: Front::Http2,
+                tls: info.tls,
+                coverage: Arc::clone(&info.coverage),
             });
         }
         let alt_svc = alt_svc.clone();

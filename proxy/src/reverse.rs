@@ -1,0 +1,300 @@
+//! The reverse-proxy path: requests for an origin this connection covers
+//! (handshake certificate or a secondary certificate sent on it) go to the
+//! origin's upstream over a keep-alive pool — HTTP/2 when the upstream's ALPN
+//! says so, HTTP/1.1 otherwise — with `Forwarded`/`Via` added, hop-by-hop
+//! fields removed, and bodies streamed both ways.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bauta_policy::{Host, Protocol};
+use dashmap::DashMap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::body::Body;
+use crate::dial::{Authorized, DialError, Dialer};
+use crate::forward::{strip_hop_by_hop, via_value};
+use crate::origin::Origin;
+use crate::respond::{ProxyError, UpstreamError};
+
+/// How long to wait for the upstream TLS handshake.
+const UPSTREAM_TLS_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    peer: SocketAddr,
+    since: Instant,
+}
+
+/// Upstream connections by origin (index into the configured list).
+pub struct ReversePool {
+    h1: DashMap<String, Vec<Idle>>,
+    h2: DashMap<String, (http2::SendRequest<Body>, SocketAddr)>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+// === impl ReversePool ===
+
+impl ReversePool {
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> ReversePool {
+        ReversePool {
+            h1: DashMap::new(),
+            h2: DashMap::new(),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    fn checkout(&self, key: &str, auth: &Authorized) -> Option<(Sender, SocketAddr)> {
+        if let Some(entry) = self.h2.get(key) {
+            let (s, peer) = &*entry;
+            if !s.is_closed() && s.is_ready() && auth.addrs.contains(&peer.ip()) {
+                return Some((Sender::H2(s.clone()), *peer));
+            }
+        }
+        let mut entry = self.h1.get_mut(key)?;
+        let now = Instant::now();
+        entry.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout);
+        let pos = entry
+            .iter()
+            .position(|c| c.sender.is_ready() && auth.addrs.contains(&c.peer.ip()))?;
+        let c = entry.swap_remove(pos);
+        Some((Sender::H1(c.sender), c.peer))
+    }
+
+    fn checkin(&self, key: &str, sender: Sender, peer: SocketAddr) {
+        match sender {
+            Sender::H2(s) => {
+                if !s.is_closed() {
+                    self.h2.insert(key.to_string(), (s, peer));
+                }
+            }
+            Sender::H1(s) => {
+                if s.is_closed() {
+                    return;
+                }
+                let mut entry = self.h1.entry(key.to_string()).or_default();
+                if entry.len() < self.max_idle {
+                    entry.push(Idle {
+                        sender: s,
+                        peer,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Policy for the reverse path: the origin's name and port, checked against
+/// the addresses of its upstream (the addresses we actually connect to).
+pub async fn authorize(
+    dialer: &Dialer,
+    policy: &bauta_policy::Policy,
+    origin: &Origin,
+) -> Result<Authorized, DialError> {
+    let host = Host::Name(origin.host.clone());
+    let addrs = match &origin.upstream.host {
+        Host::Ip(ip) => vec![*ip],
+        Host::Name(n) => dialer.resolve(n).await?,
+    };
+    dialer.decide_for(policy, Protocol::Reverse, &host, origin.port, &addrs)
+}
+
+/// Send one request to the origin's upstream and stream the answer back.
+pub async fn forward(
+    pool: &ReversePool,
+    dialer: &Dialer,
+    auth: &Authorized,
+    origin: &Origin,
+    client: SocketAddr,
+    proxy_name: &str,
+    req: Request<Body>,
+) -> Result<Response<Body>, ProxyError> {
+    let key = format!("{}:{}", origin.host, origin.port);
+    let via = via_value(req.version(), proxy_name);
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::HOST);
+    parts.headers.append(header::VIA, via.clone());
+    // RFC 7239: who asked, over what, for which host.
+    let forwarded = format!(
+        "for={};proto=https;host={}",
+        forwarded_node(client),
+        quote_if_needed(&authority_of(origin))
+    );
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        parts.headers.append(header::FORWARDED, v);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+
+    let (mut sender, peer) = match pool.checkout(&key, auth) {
+        Some(s) => s,
+        None => connect(dialer, auth, origin).await?,
+    };
+    let result = match &mut sender {
+        Sender::H1(s) => {
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::builder()
+                .path_and_query(path.as_str())
+                .build()
+                .map_err(|_| ProxyError::BadRequest("request target has an invalid path"))?;
+            if let Ok(h) = HeaderValue::from_str(&authority_of(origin)) {
+                parts.headers.insert(header::HOST, h);
+            }
+            s.send_request(Request::from_parts(parts, body)).await
+        }
+        Sender::H2(s) => {
+            parts.version = Version::HTTP_2;
+            let scheme = if origin.upstream.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            parts.uri = Uri::builder()
+                .scheme(scheme)
+                .authority(authority_of(origin))
+                .path_and_query(path.as_str())
+                .build()
+                .map_err(|_| ProxyError::BadRequest("request target has an invalid path"))?;
+            s.send_request(Request::from_parts(parts, body)).await
+        }
+    };
+    let resp = result.map_err(|e| {
+        ProxyError::Upstream(if e.is_parse() {
+            UpstreamError::Protocol
+        } else {
+            UpstreamError::Terminated
+        })
+    })?;
+    pool.checkin(&key, sender, peer);
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.append(header::VIA, via);
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// `host` or `host:port` as the origin's clients write it.
+fn authority_of(origin: &Origin) -> String {
+    if origin.port == 443 {
+        origin.host.clone()
+    } else {
+        format!("{}:{}", origin.host, origin.port)
+    }
+}
+
+/// RFC 7239 §6: IPv6 nodes are quoted and bracketed.
+fn forwarded_node(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("\"[{}]\"", a.ip()),
+    }
+}
+
+fn quote_if_needed(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("\"{s}\"")
+    }
+}
+
+async fn connect(
+    dialer: &Dialer,
+    auth: &Authorized,
+    origin: &Origin,
+) -> Result<(Sender, SocketAddr), ProxyError> {
+    let (tcp, peer) = dialer.connect(auth, origin.upstream.port).await?;
+    match &origin.upstream.tls {
+        None => Ok((handshake_h1(tcp).await?, peer)),
+        Some((cfg, name)) => {
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(cfg));
+            let tls = tokio::time::timeout(UPSTREAM_TLS_TIMEOUT, connector.connect(name.clone(), tcp))
+                .await
+                .map_err(|_| ProxyError::Upstream(UpstreamError::TlsHandshake))?
+                .map_err(|e| {
+                    tracing::debug!(error = %e, upstream = %origin.upstream.display, "upstream TLS failed");
+                    let cert_error = matches!(
+                        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+                        Some(rustls::Error::InvalidCertificate(_))
+                    );
+                    ProxyError::Upstream(if cert_error {
+                        UpstreamError::TlsCertificate
+                    } else {
+                        UpstreamError::TlsHandshake
+                    })
+                })?;
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 {
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(|_| ProxyError::Upstream(UpstreamError::Terminated))?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream h2 connection ended");
+                    }
+                });
+                Ok((Sender::H2(sender), peer))
+            } else {
+                Ok((handshake_h1(tls).await?, peer))
+            }
+        }
+    }
+}
+
+async fn handshake_h1<IO>(io: IO) -> Result<Sender, ProxyError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|_| ProxyError::Upstream(UpstreamError::Terminated))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(Sender::H1(sender))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_nodes() {
+        assert_eq!(
+            forwarded_node("192.0.2.1:5000".parse().expect("addr")),
+            "192.0.2.1"
+        );
+        assert_eq!(
+            forwarded_node("[2001:db8::1]:5000".parse().expect("addr")),
+            "\"[2001:db8::1]\""
+        );
+        assert_eq!(quote_if_needed("api.example.com"), "api.example.com");
+        assert_eq!(
+            quote_if_needed("api.example.com:8443"),
+            "\"api.example.com:8443\""
+        );
+    }
+}

@@ -1,10 +1,12 @@
-//! The response body type shared by every front: either a locally generated
-//! body or a streamed upstream body.
+//! The body type shared by every front and upstream: locally generated,
+//! streamed from hyper, or streamed from an HTTP/3 request stream.
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub type Body = BoxBody<Bytes, BoxError>;
 
 pub fn empty() -> Body {
     Empty::<Bytes>::new()
@@ -16,4 +18,13 @@ pub fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// Any body with `Bytes` data as the shared [`Body`].
+pub fn boxed<B>(b: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    b.map_err(Into::into).boxed()
 }

@@ -136,7 +136,7 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     append_via(&mut parts.headers, &via);
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, crate::body::boxed(body)))
 }
 
 fn classify_upstream(e: &hyper::Error) -> UpstreamError {

@@ -187,7 +187,7 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.append(header::VIA, via);
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, crate::body::boxed(body)))
 }
 
 /// `host` or `host:port` as the origin's clients write it.

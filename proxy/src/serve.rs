@@ -265,7 +265,7 @@ async fn forward(
         .map_err(dial_failure)?;
     // Count bytes both ways; the log line is written when the response body ends.
     let up = Arc::new(AtomicU64::new(0));
-    let req = req.map(|b| MeteredBody::new(b, Arc::clone(&up), None).boxed());
+    let req = req.map(|b| crate::body::boxed(MeteredBody::new(b, Arc::clone(&up), None)));
     let resp = forward::forward(
         &shared.pool,
         &shared.dialer,
@@ -288,8 +288,13 @@ async fn forward(
             down,
         );
     };
-    Ok(resp
-        .map(|b| MeteredBody::new(b, Arc::new(AtomicU64::new(0)), Some(Box::new(on_end))).boxed()))
+    Ok(resp.map(|b| {
+        crate::body::boxed(MeteredBody::new(
+            b,
+            Arc::new(AtomicU64::new(0)),
+            Some(Box::new(on_end)),
+        ))
+    }))
 }
 
 /// Relay an established tunnel and write its log line when it ends.
@@ -344,7 +349,19 @@ async fn reverse(
                 .map(str::to_string)
         })
         .ok_or((ProxyError::BadRequest("request has no authority"), None))?;
-    let target = Target::parse_authority(&authority, Some(443))
+    let (origin, auth) = reverse_route(shared, ex, &authority).await?;
+    let req = req.map(crate::body::boxed);
+    reverse_send(shared, ex, &origin, auth, req).await
+}
+
+/// Which origin an https request is for, if this connection covers it, and
+/// the policy's word on reaching its upstream.
+pub(crate) async fn reverse_route(
+    shared: &Shared,
+    ex: &Exchange,
+    authority: &str,
+) -> Result<(Arc<crate::origin::Origin>, crate::dial::Authorized), Failure> {
+    let target = Target::parse_authority(authority, Some(443))
         .map_err(|_| (ProxyError::BadRequest("request authority is invalid"), None))?;
     let config = shared.config();
     let host = match &target.host {
@@ -362,14 +379,26 @@ async fn reverse(
     let auth = crate::reverse::authorize(&shared.dialer, &config.policy, &origin)
         .await
         .map_err(dial_failure)?;
+    Ok((origin, auth))
+}
+
+/// Forward to the upstream, count, and log when the response body ends.
+pub(crate) async fn reverse_send(
+    shared: &Shared,
+    ex: &Exchange,
+    origin: &crate::origin::Origin,
+    auth: crate::dial::Authorized,
+    req: Request<Body>,
+) -> Result<Response<Body>, Failure> {
+    let config = shared.config();
     let up = Arc::new(AtomicU64::new(0));
-    let req = req.map(|b| MeteredBody::new(b, Arc::clone(&up), None).boxed());
+    let req = req.map(|b| crate::body::boxed(MeteredBody::new(b, Arc::clone(&up), None)));
     let started = std::time::Instant::now();
     let resp = crate::reverse::forward(
         &shared.reverse_pool,
         &shared.dialer,
         &auth,
-        &origin,
+        origin,
         ex.conn.client,
         &config.proxy_name,
         req,
@@ -397,8 +426,13 @@ async fn reverse(
             down,
         );
     };
-    Ok(resp
-        .map(|b| MeteredBody::new(b, Arc::new(AtomicU64::new(0)), Some(Box::new(on_end))).boxed()))
+    Ok(resp.map(|b| {
+        crate::body::boxed(MeteredBody::new(
+            b,
+            Arc::new(AtomicU64::new(0)),
+            Some(Box::new(on_end)),
+        ))
+    }))
 }
 
 fn status_class(s: StatusCode) -> &'static str {

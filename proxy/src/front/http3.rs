@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::ListenerSpec;
 use crate::exchange::{dial_failure, ConnInfo, Exchange, Failure, Front, Kind};
+use crate::front::h3_body;
 use crate::front::h3_io::H3Io;
 use crate::respond::ProxyError;
 use crate::secondary::coverage::Coverage;
@@ -131,7 +132,8 @@ async fn handle(
     let kind = match (req.method() == Method::CONNECT, protocol) {
         (true, Some(p)) if p == h3::ext::Protocol::CONNECT_UDP => Kind::ConnectUdp,
         (true, _) => Kind::Connect,
-        (false, _) => Kind::Forward,
+        (false, _) if req.uri().scheme_str() == Some("http") => Kind::Forward,
+        (false, _) => Kind::Reverse,
     };
     let target = req
         .uri()
@@ -149,7 +151,8 @@ async fn handle(
         }
         (Kind::Connect, None) => connect(&shared, &ex, &req, stream).await,
         (Kind::ConnectUdp, _) => connect_udp(&shared, &ex, &req, h3, stream).await,
-        (Kind::Forward | Kind::Reverse, _) => {
+        (Kind::Reverse, _) => reverse(&shared, &ex, req, stream).await,
+        (Kind::Forward, _) => {
             let f = (
                 ProxyError::BadRequest("this is a proxy: over HTTP/3 send CONNECT or CONNECT-UDP"),
                 None,
@@ -212,6 +215,35 @@ async fn connect(shared: &Arc<Shared>, ex: &Exchange, req: &Request<()>, mut str
         dialed.stream,
     )
     .await;
+}
+
+/// An https request: served from the origin's upstream when this connection
+/// covers it (secondary certificate sent), else 421.
+async fn reverse(shared: &Arc<Shared>, ex: &Exchange, req: Request<()>, stream: H3Stream) {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    let (origin, auth) = match crate::serve::reverse_route(shared, ex, &authority).await {
+        Ok(x) => x,
+        Err(f) => return reject(shared, ex, stream, f, None).await,
+    };
+    let (mut send, recv) = stream.split();
+    let (parts, ()) = req.into_parts();
+    let body = crate::body::boxed(h3_body::H3RequestBody::new(recv));
+    let req = Request::from_parts(parts, body);
+    let resp = match crate::serve::reverse_send(shared, ex, &origin, auth, req).await {
+        Ok(r) => r,
+        Err(failure) => {
+            let resp = failure.0.response(&shared.config().proxy_name);
+            ex.fail(shared, &failure, resp.status().as_u16());
+            resp
+        }
+    };
+    if let Err(e) = h3_body::send_response(&mut send, resp).await {
+        tracing::debug!(error = %e, "HTTP/3 response not delivered");
+    }
 }
 
 /// CONNECT-UDP over HTTP/3 (RFC 9298 §3.4, RFC 9220).

@@ -217,10 +217,11 @@ impl H2Control {
         let mut rx = self.shared.negotiation.subscribe();
         // The sender lives in `shared`, which `self` keeps alive; the shim
         // publishes `Closed` when it is dropped.
-        match rx.wait_for(|n| *n != Negotiation::Pending).await {
+        let outcome = match rx.wait_for(|n| *n != Negotiation::Pending).await {
             Ok(n) => *n,
             Err(_) => Negotiation::Closed,
-        }
+        };
+        outcome
     }
 
     /// The client's `SETTINGS_MAX_FRAME_SIZE` (16,384 until it says otherwise).
@@ -725,12 +726,17 @@ impl Inspector {
     }
 
     /// Follows `bytes`, the next bytes the client sent; reports findings in
-    /// order. After a violation nothing more is reported.
+    /// order. After a violation nothing more is reported, but stream ids are
+    /// still followed to the end of `bytes` (h2 gets all of them, and the
+    /// GOAWAY's last stream id must cover what it may have processed).
     fn handle(&mut self, mut bytes: &[u8], mut on: impl FnMut(Finding)) {
-        while !self.stopped {
-            let Some(event) = self.scanner.next_event(&mut bytes) else {
-                return;
-            };
+        while let Some(event) = self.scanner.next_event(&mut bytes) {
+            if self.stopped {
+                if let ScanEvent::Frame(header) = event {
+                    self.follow_streams(&header);
+                }
+                continue;
+            }
             match event {
                 ScanEvent::PrefaceMismatch => {}
                 ScanEvent::Frame(header) => self.on_frame(&header, &mut on),
@@ -754,10 +760,14 @@ impl Inspector {
         }
     }
 
-    fn on_frame(&mut self, header: &FrameHeader, on: &mut impl FnMut(Finding)) {
+    fn follow_streams(&mut self, header: &FrameHeader) {
         if header.kind == FrameType::HEADERS && header.stream_id % 2 == 1 {
             self.highest_stream = self.highest_stream.max(header.stream_id);
         }
+    }
+
+    fn on_frame(&mut self, header: &FrameHeader, on: &mut impl FnMut(Finding)) {
+        self.follow_streams(header);
         if self.enforce && header.kind.0 == self.codepoints.h2_frame_type {
             // Spec §3.2: "A server that receives a SERVER_CERTIFICATE frame
             // from a client MUST close the connection"; §4.1: on a stream
@@ -1165,9 +1175,9 @@ mod tests {
         want.extend(cont1);
         want.extend(cont2);
         want.extend(cert_frame(b"A"));
-        want.extend(cert_frame(b"B"));
         want.extend(push);
         want.extend(push_end);
+        want.extend(cert_frame(b"B"));
         want.extend(data);
         assert_eq!(shim.get_ref().written, want);
     }
@@ -1744,6 +1754,496 @@ mod tests {
                 (found, insp.highest_stream)
             };
             prop_assert_eq!(run(input.chunks(chunk).collect()), run(vec![&input[..]]));
+        }
+    }
+
+    // --- with real h2 (hyper's HTTP/2 server behind the shim) ---
+
+    mod real_h2 {
+        use super::*;
+
+        use std::convert::Infallible;
+        use std::time::Duration;
+
+        use http_body_util::Full;
+        use hyper::service::service_fn;
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+
+        const BODY: usize = 160 * 1024;
+        const BIG_HEADER: usize = 40 * 1024;
+        const WAIT: Duration = Duration::from_secs(20);
+
+        /// A duplex end that reports and implements vectored writes, as TLS
+        /// streams do (a plain duplex has none): h2 then chains DATA payloads.
+        struct Vectored<IO>(IO);
+
+        impl<IO: AsyncRead + Unpin> AsyncRead for Vectored<IO> {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                Pin::new(&mut self.0).poll_read(cx, buf)
+            }
+        }
+
+        impl<IO: AsyncWrite + Unpin> AsyncWrite for Vectored<IO> {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                Pin::new(&mut self.0).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                let mut total = 0;
+                for buf in bufs.iter().filter(|b| !b.is_empty()) {
+                    match Pin::new(&mut self.0).poll_write(cx, buf) {
+                        Poll::Ready(Ok(n)) => {
+                            total += n;
+                            if n < buf.len() {
+                                break;
+                            }
+                        }
+                        Poll::Ready(Err(e)) if total == 0 => return Poll::Ready(Err(e)),
+                        Poll::Pending if total == 0 => return Poll::Pending,
+                        _ => break,
+                    }
+                }
+                Poll::Ready(Ok(total))
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+
+            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Pin::new(&mut self.0).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                Pin::new(&mut self.0).poll_shutdown(cx)
+            }
+        }
+
+        /// The client's side: records every byte read from the server, and
+        /// adds `SETTINGS_HTTP_SERVER_CERT_AUTH = 1` to the h2 client's first
+        /// SETTINGS frame (h2 cannot send it).
+        struct ClientTap {
+            io: DuplexStream,
+            seen: Arc<Mutex<Vec<u8>>>,
+            /// Preface and first SETTINGS, until complete.
+            held: Option<Vec<u8>>,
+            out: Bytes,
+        }
+
+        impl ClientTap {
+            fn new(io: DuplexStream) -> (ClientTap, Arc<Mutex<Vec<u8>>>) {
+                let seen = Arc::new(Mutex::new(Vec::new()));
+                let tap = ClientTap {
+                    io,
+                    seen: Arc::clone(&seen),
+                    held: Some(Vec::new()),
+                    out: Bytes::new(),
+                };
+                (tap, seen)
+            }
+
+            fn poll_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                while !self.out.is_empty() {
+                    let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out))?;
+                    self.out.advance(n);
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        impl AsyncRead for ClientTap {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                let before = buf.filled().len();
+                ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+                self.seen
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        impl AsyncWrite for ClientTap {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                let this = &mut *self;
+                if let Some(held) = this.held.as_mut() {
+                    held.extend_from_slice(buf);
+                    if let Some(head) = held.get(24..33) {
+                        let len = FrameHeader::decode(head.try_into().unwrap()).payload_len();
+                        if held.len() >= 33 + len {
+                            let mut out = held[..24].to_vec();
+                            let first = &held[24..33 + len];
+                            out.extend(
+                                h2_frame::append_setting(first, SettingId(OURS), 1).unwrap(),
+                            );
+                            out.extend_from_slice(&held[33 + len..]);
+                            this.out = Bytes::from(out);
+                            this.held = None;
+                        }
+                    }
+                    return Poll::Ready(Ok(buf.len()));
+                }
+                ready!(this.poll_out(cx))?;
+                Pin::new(&mut this.io).poll_write(cx, buf)
+            }
+
+            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                ready!(self.poll_out(cx))?;
+                Pin::new(&mut self.io).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                ready!(self.poll_out(cx))?;
+                Pin::new(&mut self.io).poll_shutdown(cx)
+            }
+        }
+
+        fn body_byte(i: usize, j: usize) -> u8 {
+            ((j % 251) ^ i) as u8
+        }
+
+        fn cert_payload(tag: u16, len: usize) -> Bytes {
+            let mut p = tag.to_be_bytes().to_vec();
+            p.resize(len.max(2), (tag % 200) as u8);
+            Bytes::from(p)
+        }
+
+        /// hyper's HTTP/2 server over the shim. `/big/i`: a large body;
+        /// `/hdr/i`: a response header block larger than one frame (HEADERS +
+        /// CONTINUATION); `/cert/i`: queues a SERVER_CERTIFICATE first.
+        async fn serve<IO>(shim: H2Shim<IO>, control: H2Control) -> Result<(), hyper::Error>
+        where
+            IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        {
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let control = control.clone();
+                async move {
+                    let path = req.uri().path().to_owned();
+                    let mut parts = path.trim_start_matches('/').split('/');
+                    let kind = parts.next().unwrap_or_default().to_owned();
+                    let i: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let mut resp = http::Response::builder().status(200);
+                    let body = match kind.as_str() {
+                        "big" => (0..BODY).map(|j| body_byte(i, j)).collect(),
+                        "hdr" => {
+                            resp = resp.header("x-big", "h".repeat(BIG_HEADER));
+                            b"small".to_vec()
+                        }
+                        "cert" => {
+                            let tag = 10_000 + i as u16;
+                            control
+                                .send_server_certificate(cert_payload(tag, 500 + i))
+                                .unwrap();
+                            b"sent".to_vec()
+                        }
+                        _ => b"hello".to_vec(),
+                    };
+                    Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(body))).unwrap())
+                }
+            });
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(shim), svc)
+                .await
+        }
+
+        async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Option<(FrameHeader, Vec<u8>)> {
+            let mut head = [0u8; 9];
+            r.read_exact(&mut head).await.ok()?;
+            let h = FrameHeader::decode(&head);
+            let mut payload = vec![0; h.payload_len()];
+            r.read_exact(&mut payload).await.ok()?;
+            Some((h, payload))
+        }
+
+        /// The server's first SETTINGS frame carries `5e cc 00 00 00 01`
+        /// after h2's own entries.
+        #[tokio::test]
+        async fn real_h2_advertises_the_setting() {
+            let (mut client, server) = tokio::io::duplex(16 * 1024);
+            let (shim, control) = wrap(server, cfg(true));
+            let server = tokio::spawn(serve(shim, control.clone()));
+            client.write_all(&client_hello(&[])).await.unwrap();
+            let (h, payload) = read_frame(&mut client).await.unwrap();
+            assert_eq!(h.kind, FrameType::SETTINGS);
+            assert!(!h.has_flag(FrameHeader::FLAG_ACK));
+            assert!(payload.len() > 6, "h2's own entries are kept");
+            assert_eq!(&payload[payload.len() - 6..], &[0x5e, 0xcc, 0, 0, 0, 1]);
+            assert_eq!(
+                payload.chunks(6).filter(|e| e[..2] == [0x5e, 0xcc]).count(),
+                1
+            );
+            assert_eq!(control.negotiated().await, Negotiation::Disabled);
+            drop(client);
+            let _ = tokio::time::timeout(WAIT, server).await.unwrap();
+        }
+
+        /// A raw client: negotiates, makes a request, receives an injected
+        /// certificate with the exact bytes, then sends one itself and gets
+        /// GOAWAY(PROTOCOL_ERROR) and the end of the connection.
+        #[tokio::test]
+        async fn real_h2_raw_client_certificate_then_goaway() {
+            let (mut client, server) = tokio::io::duplex(16 * 1024);
+            let (shim, control) = wrap(server, cfg(true));
+            let server = tokio::spawn(serve(shim, control.clone()));
+            client
+                .write_all(&client_hello(&[(OURS, 1), (5, 32_768)]))
+                .await
+                .unwrap();
+            let (h, _) = read_frame(&mut client).await.unwrap();
+            assert_eq!(h.kind, FrameType::SETTINGS);
+            client.write_all(&frame(4, 1, 0, &[])).await.unwrap();
+            client.write_all(&get_headers(1)).await.unwrap();
+            assert_eq!(control.negotiated().await, Negotiation::Enabled);
+            assert_eq!(control.peer_max_frame_size(), 32_768);
+            loop {
+                let (h, _) = read_frame(&mut client).await.unwrap();
+                if h.kind == FrameType::HEADERS && h.stream_id == 1 {
+                    break;
+                }
+            }
+            let auth = cert_payload(7, 20_000);
+            control.send_server_certificate(auth.clone()).unwrap();
+            let (h, payload) = loop {
+                let (h, payload) = read_frame(&mut client).await.unwrap();
+                if h.kind.0 == CERT {
+                    break (h, payload);
+                }
+            };
+            assert_eq!(h.encode(), [0x00, 0x4e, 0x20, 0xce, 0, 0, 0, 0, 0]);
+            assert_eq!(payload, auth);
+
+            client.write_all(&cert_frame(b"nope")).await.unwrap();
+            let mut last = None;
+            while let Some(f) = tokio::time::timeout(WAIT, read_frame(&mut client))
+                .await
+                .unwrap()
+            {
+                last = Some(f);
+            }
+            let (h, payload) = last.unwrap();
+            assert_eq!(h.kind, FrameType::GOAWAY);
+            assert_eq!(&payload[..8], &[0, 0, 0, 1, 0, 0, 0, 1]);
+            assert_eq!(control.violation(), Some(Violation::ClientSentCertificate));
+            // hyper's connection ends (h2 saw EOF / a failed write).
+            let _ = tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+        }
+
+        /// Feature off: a client SERVER_CERTIFICATE is an unknown frame and
+        /// the connection goes on.
+        #[tokio::test]
+        async fn real_h2_disabled_ignores_client_certificate() {
+            let (mut client, server) = tokio::io::duplex(16 * 1024);
+            let (shim, control) = wrap(server, cfg(false));
+            let server = tokio::spawn(serve(shim, control.clone()));
+            let mut hello = client_hello(&[(OURS, 1)]);
+            hello.extend(cert_frame(b"from client"));
+            hello.extend(frame(CERT, 0, 9, b"x"));
+            hello.extend(get_headers(1));
+            client.write_all(&hello).await.unwrap();
+            let (h, payload) = read_frame(&mut client).await.unwrap();
+            assert_eq!(h.kind, FrameType::SETTINGS);
+            assert!(payload.chunks(6).all(|e| e[..2] != [0x5e, 0xcc]));
+            client.write_all(&frame(4, 1, 0, &[])).await.unwrap();
+            loop {
+                let (h, _) = read_frame(&mut client).await.unwrap();
+                assert_ne!(h.kind, FrameType::GOAWAY);
+                if h.kind == FrameType::DATA && h.stream_id == 1 && h.has_flag(1) {
+                    break;
+                }
+            }
+            assert_eq!(control.violation(), None);
+            assert_eq!(
+                control.send_server_certificate(Bytes::from_static(b"x")),
+                Err(SendError::NotNegotiated)
+            );
+            drop(client);
+            let _ = tokio::time::timeout(WAIT, server).await.unwrap();
+        }
+
+        /// h2's client over a small duplex (many partial writes), many
+        /// concurrent streams with large bodies and multi-frame header
+        /// blocks, while certificates are queued from handlers and from
+        /// another task: every request succeeds, and on the wire each
+        /// certificate is a whole frame at a boundary outside any header
+        /// block (the h2 client would fail the connection otherwise).
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn real_h2_keeps_working_with_injected_certificates() {
+            let (client_io, server_io) = tokio::io::duplex(3000);
+            let (shim, control) = wrap(Vectored(server_io), cfg(true));
+            let server = tokio::spawn(serve(shim, control.clone()));
+            let (tap, seen) = ClientTap::new(client_io);
+            let (send, conn) = h2::client::Builder::new()
+                .max_frame_size(20_000)
+                .handshake::<_, Bytes>(tap)
+                .await
+                .unwrap();
+            let client_conn = tokio::spawn(conn);
+            assert_eq!(
+                tokio::time::timeout(WAIT, control.negotiated()).await.unwrap(),
+                Negotiation::Enabled
+            );
+
+            let injector = tokio::spawn({
+                let control = control.clone();
+                async move {
+                    let mut sent = Vec::new();
+                    for tag in 0..60u16 {
+                        let payload = cert_payload(tag, 100 + 331 * tag as usize);
+                        control.send_server_certificate(payload.clone()).unwrap();
+                        sent.push(payload);
+                        if tag % 3 == 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        } else {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    sent
+                }
+            });
+
+            let mut tasks = Vec::new();
+            for i in 0..48usize {
+                let send = send.clone();
+                tasks.push(tokio::spawn(async move {
+                    let kind = ["big", "big", "hdr", "cert"][i % 4];
+                    let req = http::Request::get(format!("https://localhost/{kind}/{i}"))
+                        .body(())
+                        .unwrap();
+                    let mut send = send.ready().await.unwrap();
+                    let (resp, _) = send.send_request(req, true).unwrap();
+                    let stream_id = u32::from(resp.stream_id());
+                    let resp = resp.await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    if kind == "hdr" {
+                        assert_eq!(resp.headers()["x-big"].len(), BIG_HEADER);
+                    }
+                    let mut body = resp.into_body();
+                    let mut got = Vec::new();
+                    while let Some(chunk) = body.data().await {
+                        let chunk = chunk.unwrap();
+                        body.flow_control().release_capacity(chunk.len()).unwrap();
+                        got.extend_from_slice(&chunk);
+                    }
+                    if kind == "big" {
+                        assert_eq!(got.len(), BODY);
+                        assert!(got.iter().enumerate().all(|(j, &b)| b == body_byte(i, j)));
+                    }
+                    (kind, i, stream_id)
+                }));
+            }
+            let mut cert_streams = Vec::new();
+            for t in tasks {
+                let (kind, i, stream_id) = tokio::time::timeout(WAIT, t).await.unwrap().unwrap();
+                if kind == "cert" {
+                    cert_streams.push((10_000 + i as u16, stream_id));
+                }
+            }
+            let injected = injector.await.unwrap();
+            let want_certs = injected.len() + cert_streams.len();
+
+            // Wait until every queued certificate reached the client.
+            let frames = tokio::time::timeout(WAIT, async {
+                loop {
+                    let bytes = seen.lock().unwrap().clone();
+                    let (frames, _) = parse_frames(&bytes);
+                    let certs = frames.iter().filter(|(h, _)| h.kind.0 == CERT).count();
+                    if certs >= want_certs {
+                        break frames;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("all certificates arrive");
+
+            let (first, payload) = &frames[0];
+            assert_eq!(first.kind, FrameType::SETTINGS);
+            assert_eq!(&payload[payload.len() - 6..], &[0x5e, 0xcc, 0, 0, 0, 1]);
+            let mut tracker = FrameTracker::new();
+            let mut certs = Vec::new();
+            let mut continuations = 0;
+            let mut first_headers = std::collections::HashMap::new();
+            for (pos, (h, payload)) in frames.iter().enumerate() {
+                if h.kind.0 == CERT {
+                    assert!(tracker.can_insert(), "certificate inside a header block");
+                    assert_eq!(h.flags, 0);
+                    assert_eq!(h.stream_id, 0);
+                    certs.push((pos, payload.clone()));
+                    continue;
+                }
+                if h.kind == FrameType::CONTINUATION {
+                    continuations += 1;
+                }
+                if h.kind == FrameType::HEADERS {
+                    first_headers.entry(h.stream_id).or_insert(pos);
+                }
+                let mut bytes = h.encode().to_vec();
+                bytes.extend_from_slice(payload);
+                tracker.advance(&bytes);
+            }
+            assert!(continuations >= 12, "header blocks spanned frames");
+            assert_eq!(certs.len(), want_certs);
+            // The injector's frames in queue order.
+            let from_injector: Vec<Bytes> = certs
+                .iter()
+                .map(|(_, p)| Bytes::from(p.clone()))
+                .filter(|p| u16::from_be_bytes([p[0], p[1]]) < 10_000)
+                .collect();
+            assert_eq!(from_injector, injected);
+            // A handler's certificate precedes its response's HEADERS.
+            for (tag, stream_id) in cert_streams {
+                let cert_pos = certs
+                    .iter()
+                    .find(|(_, p)| u16::from_be_bytes([p[0], p[1]]) == tag)
+                    .map(|(pos, _)| *pos)
+                    .unwrap();
+                assert!(cert_pos < first_headers[&stream_id]);
+            }
+
+            // Still serving, then a clean end.
+            let mut s = send.clone().ready().await.unwrap();
+            let req = http::Request::get("https://localhost/").body(()).unwrap();
+            let (resp, _) = s.send_request(req, true).unwrap();
+            assert_eq!(resp.await.unwrap().status(), 200);
+            assert_eq!(control.violation(), None);
+            drop((s, send));
+            tokio::time::timeout(WAIT, client_conn)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            tokio::time::timeout(WAIT, server)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(control.negotiation(), Negotiation::Closed);
         }
     }
 }

@@ -53,8 +53,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use h3::quic::{
-    self, ConnectionErrorIncoming, StreamErrorIncoming, StreamId, WriteBuf,
-    SendStreamUnframed as _,
+    self, ConnectionErrorIncoming, SendStreamUnframed as _, StreamErrorIncoming, StreamId, WriteBuf,
 };
 use quinn::VarInt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -186,7 +185,8 @@ impl Shared {
             | Violation::WrongStream
             | Violation::MalformedFrame => H3_FRAME_UNEXPECTED,
         };
-        self.conn.close(VarInt::from_u32(code), v.as_str().as_bytes());
+        self.conn
+            .close(VarInt::from_u32(code), v.as_str().as_bytes());
     }
 
     /// The client's SETTINGS frame has been parsed completely.
@@ -275,9 +275,11 @@ impl Shared {
 /// quinn's close reason in h3's terms (as h3-quinn maps it).
 fn connection_error(e: quinn::ConnectionError) -> ConnectionErrorIncoming {
     match e {
-        quinn::ConnectionError::ApplicationClosed(close) => ConnectionErrorIncoming::ApplicationClose {
-            error_code: close.error_code.into_inner(),
-        },
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            ConnectionErrorIncoming::ApplicationClose {
+                error_code: close.error_code.into_inner(),
+            }
+        }
         quinn::ConnectionError::TimedOut => ConnectionErrorIncoming::Timeout,
         other => ConnectionErrorIncoming::Undefined(Arc::new(other)),
     }
@@ -388,7 +390,8 @@ impl H3Shim {
         cfg: H3ShimConfig,
     ) -> (H3Shim, H3Control) {
         let cp = cfg.codepoints;
-        let enabled = cfg.enabled && cp.h3_setting <= varint::MAX && cp.h3_frame_type <= varint::MAX;
+        let enabled =
+            cfg.enabled && cp.h3_setting <= varint::MAX && cp.h3_frame_type <= varint::MAX;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             codepoints: cp,
@@ -444,7 +447,10 @@ impl quic::Connection<Bytes> for H3Shim {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::RecvStream, ConnectionErrorIncoming>> {
-        let recv = ready!(quic::Connection::<Bytes>::poll_accept_recv(&mut self.inner, cx))?;
+        let recv = ready!(quic::Connection::<Bytes>::poll_accept_recv(
+            &mut self.inner,
+            cx
+        ))?;
         Poll::Ready(Ok(ShimRecvStream {
             inner: recv,
             tap: Tap::UniType(VarintReader::default()),
@@ -456,7 +462,10 @@ impl quic::Connection<Bytes> for H3Shim {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, ConnectionErrorIncoming>> {
-        let bidi = ready!(quic::Connection::<Bytes>::poll_accept_bidi(&mut self.inner, cx))?;
+        let bidi = ready!(quic::Connection::<Bytes>::poll_accept_bidi(
+            &mut self.inner,
+            cx
+        ))?;
         Poll::Ready(Ok(self.wrap_bidi(bidi, true)))
     }
 
@@ -476,7 +485,10 @@ impl quic::OpenStreams<Bytes> for H3Shim {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let bidi = ready!(quic::OpenStreams::<Bytes>::poll_open_bidi(&mut self.inner, cx))?;
+        let bidi = ready!(quic::OpenStreams::<Bytes>::poll_open_bidi(
+            &mut self.inner,
+            cx
+        ))?;
         Poll::Ready(Ok(self.wrap_bidi(bidi, false)))
     }
 
@@ -484,7 +496,10 @@ impl quic::OpenStreams<Bytes> for H3Shim {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        let send = ready!(quic::OpenStreams::<Bytes>::poll_open_send(&mut self.inner, cx))?;
+        let send = ready!(quic::OpenStreams::<Bytes>::poll_open_send(
+            &mut self.inner,
+            cx
+        ))?;
         Poll::Ready(Ok(ShimSendStream::new(send, &self.shared)))
     }
 
@@ -507,7 +522,10 @@ impl quic::OpenStreams<Bytes> for ShimOpener {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let bidi = ready!(quic::OpenStreams::<Bytes>::poll_open_bidi(&mut self.inner, cx))?;
+        let bidi = ready!(quic::OpenStreams::<Bytes>::poll_open_bidi(
+            &mut self.inner,
+            cx
+        ))?;
         Poll::Ready(Ok(wrap_bidi(&self.shared, bidi, false)))
     }
 
@@ -515,7 +533,10 @@ impl quic::OpenStreams<Bytes> for ShimOpener {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        let send = ready!(quic::OpenStreams::<Bytes>::poll_open_send(&mut self.inner, cx))?;
+        let send = ready!(quic::OpenStreams::<Bytes>::poll_open_send(
+            &mut self.inner,
+            cx
+        ))?;
         Poll::Ready(Ok(ShimSendStream::new(send, &self.shared)))
     }
 
@@ -628,7 +649,10 @@ impl quic::SendStream<Bytes> for ShimSendStream {
                 let is_control = wb.chunk().first() == Some(&(STREAM_TYPE_CONTROL as u8));
                 if is_control
                     && self.shared.enabled
-                    && !self.shared.send_control_claimed.swap(true, Ordering::AcqRel)
+                    && !self
+                        .shared
+                        .send_control_claimed
+                        .swap(true, Ordering::AcqRel)
                 {
                     return self.take_over(s, wb);
                 }
@@ -712,7 +736,8 @@ async fn control_writer(
             None => break,
             Some(Cmd::Frame { head, body, done }) => {
                 let mut buf = head.chain(body);
-                let r = futures_util::future::poll_fn(|cx| write_all(&mut stream, cx, &mut buf)).await;
+                let r =
+                    futures_util::future::poll_fn(|cx| write_all(&mut stream, cx, &mut buf)).await;
                 let failed = r.is_err();
                 if let Some(done) = done {
                     let _ = done.send(r);
@@ -722,7 +747,10 @@ async fn control_writer(
                 }
             }
             Some(Cmd::Finish) => {
-                let _ = futures_util::future::poll_fn(|cx| quic::SendStream::<Bytes>::poll_finish(&mut stream, cx)).await;
+                let _ = futures_util::future::poll_fn(|cx| {
+                    quic::SendStream::<Bytes>::poll_finish(&mut stream, cx)
+                })
+                .await;
                 break;
             }
             Some(Cmd::Reset(code)) => {
@@ -821,9 +849,7 @@ impl ShimRecvStream {
                     self.tap = if ty == STREAM_TYPE_CONTROL
                         && !shared.recv_control_claimed.swap(true, Ordering::AcqRel)
                     {
-                        Tap::Control(Box::new(ControlParser::new(
-                            shared.codepoints.h3_setting,
-                        )))
+                        Tap::Control(Box::new(ControlParser::new(shared.codepoints.h3_setting)))
                     } else {
                         Tap::Off
                     };
@@ -1203,7 +1229,9 @@ impl ControlParser {
                 }
                 (FrameEvent::Payload(p), ControlPhase::InSettings(s)) => s.feed(p),
                 (FrameEvent::End, ControlPhase::InSettings(_)) => {
-                    if let ControlPhase::InSettings(s) = std::mem::replace(phase, ControlPhase::After) {
+                    if let ControlPhase::InSettings(s) =
+                        std::mem::replace(phase, ControlPhase::After)
+                    {
                         if !s.is_clean() {
                             *phase = ControlPhase::Dead;
                             out(ControlEvent::Malformed);
@@ -1260,7 +1288,10 @@ mod tests {
     }
 
     fn settings_payload(pairs: &[(u64, u64)]) -> Vec<u8> {
-        pairs.iter().flat_map(|&(k, v)| [enc(k), enc(v)].concat()).collect()
+        pairs
+            .iter()
+            .flat_map(|&(k, v)| [enc(k), enc(v)].concat())
+            .collect()
     }
 
     // ----- pure parsers -------------------------------------------------
@@ -1296,7 +1327,10 @@ mod tests {
     #[test]
     fn add_setting_appends_one_entry() {
         let mut header = vec![0x00];
-        header.extend(frame(FRAME_SETTINGS, &settings_payload(&[(0x06, 16384), (0x33, 1)])));
+        header.extend(frame(
+            FRAME_SETTINGS,
+            &settings_payload(&[(0x06, 16384), (0x33, 1)]),
+        ));
         let out = add_setting(&header, OUR_SETTING, 1).unwrap();
         let mut want = vec![0x00];
         want.extend(frame(
@@ -1332,7 +1366,10 @@ mod tests {
 
     #[test]
     fn control_parser_reports_settings_then_frame_types() {
-        let mut bytes = frame(FRAME_SETTINGS, &settings_payload(&[(0x01, 0), (OUR_SETTING, 1)]));
+        let mut bytes = frame(
+            FRAME_SETTINGS,
+            &settings_payload(&[(0x01, 0), (OUR_SETTING, 1)]),
+        );
         bytes.extend(frame(0x07, &[0x00]));
         bytes.extend(frame(OUR_FRAME, b"abc"));
         for cut in 0..bytes.len() {
@@ -1352,11 +1389,20 @@ mod tests {
 
     #[test]
     fn control_parser_bad_first_frame_and_truncated_settings() {
-        assert_eq!(control_events(&frame(0x07, &[0]), &[]), vec![ControlEvent::Malformed]);
+        assert_eq!(
+            control_events(&frame(0x07, &[0]), &[]),
+            vec![ControlEvent::Malformed]
+        );
         // Length 1, one byte: an id without a value.
-        assert_eq!(control_events(&[0x04, 0x01, 0x01], &[]), vec![ControlEvent::Malformed]);
+        assert_eq!(
+            control_events(&[0x04, 0x01, 0x01], &[]),
+            vec![ControlEvent::Malformed]
+        );
         // A bad value sticks even if repeated with 1 afterwards.
-        let bytes = frame(FRAME_SETTINGS, &settings_payload(&[(OUR_SETTING, 7), (OUR_SETTING, 1)]));
+        let bytes = frame(
+            FRAME_SETTINGS,
+            &settings_payload(&[(OUR_SETTING, 7), (OUR_SETTING, 1)]),
+        );
         assert!(matches!(
             control_events(&bytes, &[]).as_slice(),
             [ControlEvent::Settings { ours: Some(7), .. }]
@@ -1381,9 +1427,13 @@ mod tests {
     fn reference_headers(mut b: &[u8]) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
         loop {
-            let Ok((ty, n)) = varint::decode(b) else { break };
+            let Ok((ty, n)) = varint::decode(b) else {
+                break;
+            };
             b = &b[n..];
-            let Ok((len, n)) = varint::decode(b) else { break };
+            let Ok((len, n)) = varint::decode(b) else {
+                break;
+            };
             b = &b[n..];
             out.push((ty, len));
             match usize::try_from(len) {
@@ -1549,7 +1599,8 @@ mod tests {
                         codepoints: Codepoints::default(),
                         enabled,
                     };
-                    let (shim, ctl) = H3Shim::new(h3_quinn::Connection::new(conn.clone()), conn.clone(), cfg);
+                    let (shim, ctl) =
+                        H3Shim::new(h3_quinn::Connection::new(conn.clone()), conn.clone(), cfg);
                     let mut h3c: h3::server::Connection<H3Shim, Bytes> = h3::server::builder()
                         .enable_extended_connect(true)
                         .enable_datagram(true)
@@ -1626,7 +1677,10 @@ mod tests {
 
     /// Accepts the server's uni streams until its control stream (type 0);
     /// the others are kept open in `keep`.
-    async fn server_control_stream(conn: &quinn::Connection, keep: &mut Vec<quinn::RecvStream>) -> quinn::RecvStream {
+    async fn server_control_stream(
+        conn: &quinn::Connection,
+        keep: &mut Vec<quinn::RecvStream>,
+    ) -> quinn::RecvStream {
         loop {
             let mut s = conn.accept_uni().await.unwrap();
             if read_varint(&mut s).await == STREAM_TYPE_CONTROL {
@@ -1637,7 +1691,10 @@ mod tests {
     }
 
     /// Opens the client's control stream with this SETTINGS payload.
-    async fn open_client_control(conn: &quinn::Connection, pairs: &[(u64, u64)]) -> quinn::SendStream {
+    async fn open_client_control(
+        conn: &quinn::Connection,
+        pairs: &[(u64, u64)],
+    ) -> quinn::SendStream {
         let mut s = conn.open_uni().await.unwrap();
         let mut bytes = vec![0x00];
         bytes.extend(frame(FRAME_SETTINGS, &settings_payload(pairs)));
@@ -1646,7 +1703,9 @@ mod tests {
     }
 
     async fn closed_with(conn: &quinn::Connection) -> u64 {
-        let e = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("connection not closed");
+        let e = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .expect("connection not closed");
         match e {
             quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
             other => panic!("closed with {other:?}"),
@@ -1654,13 +1713,19 @@ mod tests {
     }
 
     async fn next_served(rx: &mut mpsc::UnboundedReceiver<Served>) -> Served {
-        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap()
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     async fn goaway(served: &Served) {
         let (tx, rx) = oneshot::channel();
         served.goaway.send(tx).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), rx).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]
@@ -1677,19 +1742,27 @@ mod tests {
         let settings = parse_settings(&payload);
         assert!(settings.contains(&(OUR_SETTING, 1)), "{settings:x?}");
         // h3's own settings are still there.
-        assert!(settings.contains(&(0x08, 1)) && settings.contains(&(0x33, 1)), "{settings:x?}");
+        assert!(
+            settings.contains(&(0x08, 1)) && settings.contains(&(0x33, 1)),
+            "{settings:x?}"
+        );
 
         let ctl = &served.ctl;
         assert_eq!(
-            tokio::time::timeout(Duration::from_secs(5), ctl.negotiated()).await.unwrap(),
+            tokio::time::timeout(Duration::from_secs(5), ctl.negotiated())
+                .await
+                .unwrap(),
             Negotiation::Enabled
         );
         assert_eq!(ctl.peer_settings(), vec![(OUR_SETTING, 1)]);
-        ctl.send_server_certificate(Bytes::from_static(b"authenticator-1")).unwrap();
-        ctl.send_server_certificate(Bytes::from(vec![0xab; 3000])).unwrap();
+        ctl.send_server_certificate(Bytes::from_static(b"authenticator-1"))
+            .unwrap();
+        ctl.send_server_certificate(Bytes::from(vec![0xab; 3000]))
+            .unwrap();
         // h3's GOAWAY goes through the same queue, whole, between ours.
         goaway(&served).await;
-        ctl.send_server_certificate(Bytes::from_static(b"authenticator-3")).unwrap();
+        ctl.send_server_certificate(Bytes::from_static(b"authenticator-3"))
+            .unwrap();
 
         let raw = {
             let mut head = vec![0x80, 0x5e, 0xcc, 0x01, 0x0f];
@@ -1701,7 +1774,10 @@ mod tests {
         assert_eq!(got, raw, "exact wire bytes of the first frame");
         assert_eq!(read_frame(&mut ctrl).await, (OUR_FRAME, vec![0xab; 3000]));
         assert_eq!(read_frame(&mut ctrl).await, (0x07, vec![0x00]));
-        assert_eq!(read_frame(&mut ctrl).await, (OUR_FRAME, b"authenticator-3".to_vec()));
+        assert_eq!(
+            read_frame(&mut ctrl).await,
+            (OUR_FRAME, b"authenticator-3".to_vec())
+        );
         assert_eq!(ctl.violation(), None);
         assert!(conn.close_reason().is_none());
     }
@@ -1714,7 +1790,10 @@ mod tests {
         let served = next_served(&mut served_rx).await;
         ctrl.write_all(&frame(OUR_FRAME, b"no")).await.unwrap();
         assert_eq!(closed_with(&conn).await, 0x0105);
-        assert_eq!(served.ctl.violation(), Some(Violation::ClientSentCertificate));
+        assert_eq!(
+            served.ctl.violation(),
+            Some(Violation::ClientSentCertificate)
+        );
         assert_eq!(served.ctl.negotiation(), Negotiation::Closed);
         assert_eq!(
             served.ctl.send_server_certificate(Bytes::from_static(b"x")),
@@ -1741,7 +1820,9 @@ mod tests {
         let served = next_served(&mut served_rx).await;
         assert_eq!(served.ctl.negotiated().await, Negotiation::Enabled);
         let (mut send, _recv) = conn.open_bi().await.unwrap();
-        send.write_all(&[0x80, 0x5e, 0xcc, 0x01, 0x00]).await.unwrap();
+        send.write_all(&[0x80, 0x5e, 0xcc, 0x01, 0x00])
+            .await
+            .unwrap();
         assert_eq!(closed_with(&conn).await, 0x0105);
         assert_eq!(served.ctl.violation(), Some(Violation::WrongStream));
     }
@@ -1752,7 +1833,9 @@ mod tests {
         let conn = client_connect(&pki, addr).await;
         let served = next_served(&mut served_rx).await;
         let (mut send, _recv) = conn.open_bi().await.unwrap();
-        send.write_all(&[0x80, 0x5e, 0xcc, 0x01, 0x00]).await.unwrap();
+        send.write_all(&[0x80, 0x5e, 0xcc, 0x01, 0x00])
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(served.ctl.negotiation(), Negotiation::Pending);
         assert_eq!(served.ctl.violation(), None);
@@ -1770,7 +1853,9 @@ mod tests {
         assert_eq!(served.ctl.negotiated().await, Negotiation::Disabled);
         ctrl.write_all(&frame(OUR_FRAME, b"ignored")).await.unwrap();
         let (mut send, _recv) = conn.open_bi().await.unwrap();
-        send.write_all(&[0x80, 0x5e, 0xcc, 0x01, 0x00]).await.unwrap();
+        send.write_all(&[0x80, 0x5e, 0xcc, 0x01, 0x00])
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(conn.close_reason().is_none());
         assert_eq!(served.ctl.violation(), None);
@@ -1866,7 +1951,10 @@ mod tests {
     async fn h3_client_requests_work_through_the_shim() {
         let (addr, pki, mut served_rx) = serve(true).await;
         let conn = client_connect(&pki, addr).await;
-        let (mut driver, mut send_request) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await.unwrap();
+        let (mut driver, mut send_request) =
+            h3::client::new(h3_quinn::Connection::new(conn.clone()))
+                .await
+                .unwrap();
         tokio::spawn(async move {
             let _ = futures_util::future::poll_fn(|cx| driver.poll_close(cx)).await;
         });
@@ -1880,7 +1968,10 @@ mod tests {
                 .unwrap();
             let mut stream = send_request.send_request(req).await.unwrap();
             if body_len > 0 {
-                stream.send_data(Bytes::from(vec![0x5e; body_len])).await.unwrap();
+                stream
+                    .send_data(Bytes::from(vec![0x5e; body_len]))
+                    .await
+                    .unwrap();
             }
             stream.finish().await.unwrap();
             let resp = stream.recv_response().await.unwrap();

@@ -12,7 +12,6 @@ use bauta_policy::{Host, Protocol};
 use dashmap::DashMap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use bauta_policy::{Decision, Protocol};
 use http::{header, Method, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 

@@ -305,6 +305,11 @@ impl Config {
         compile(file, &src, base)
     }
 
+    /// The listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+
     /// One line for `bauta check`.
     pub fn summary(&self) -> String {
         let listeners: Vec<String> = self

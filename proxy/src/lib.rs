@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metered_body;
 pub mod metrics;
 pub mod origin;
+pub mod reload;
 pub mod respond;
 pub mod reverse;
 pub mod secondary;

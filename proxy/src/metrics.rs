@@ -34,6 +34,8 @@ pub struct Metrics {
     pub secondary_certs_sent: IntCounterVec,
     /// Secondary-certificate errors by kind.
     pub secondary_cert_errors: IntCounterVec,
+    /// Configuration reloads by outcome.
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -119,6 +121,14 @@ impl Metrics {
             ),
             &["protocol", "kind"],
         )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "bauta_config_reloads_total",
+                "Configuration reloads (SIGHUP), by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(reverse_requests.clone()))?;
         registry.register(Box::new(reverse_upstream_seconds.clone()))?;
         registry.register(Box::new(secondary_certs_sent.clone()))?;
@@ -151,6 +161,7 @@ impl Metrics {
             reverse_upstream_seconds,
             secondary_certs_sent,
             secondary_cert_errors,
+            config_reloads,
         })
     }
 

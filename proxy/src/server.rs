@@ -58,6 +58,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
     };
 
     let mut listeners = Vec::new();
+    let mut endpoints = Vec::new();
     for spec in &config.listeners {
         let l = bind(spec.addr, &spec.name).await?;
         let bound = l.local_addr()?;
@@ -65,6 +66,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
         // HTTP/3 on the same address and port, over UDP; advertised by Alt-Svc.
         let alt_svc = if spec.h3 {
             let endpoint = listen::quic::bind(spec, bound)?;
+            endpoints.push((Arc::clone(&spec.name), endpoint.clone()));
             tasks.spawn(listen::quic::accept_loop(
                 endpoint,
                 spec.clone(),
@@ -85,6 +87,9 @@ pub async fn start(config: Config) -> io::Result<Running> {
         ));
     }
     ready.store(true, Ordering::Release);
+    if let Some(path) = &config.source {
+        crate::reload::spawn_on_sighup(path.clone(), Arc::clone(&shared), endpoints);
+    }
 
     Ok(Running {
         listeners,

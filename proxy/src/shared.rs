@@ -59,6 +59,14 @@ impl Shared {
         self.abort.send_replace(true);
     }
 
+    /// Make `config` the one in force; requests already running keep theirs.
+    pub fn replace_config(&self, config: Arc<Config>) {
+        match self.config.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
+
     /// The configuration in force now. Requests hold their snapshot to the end.
     pub fn config(&self) -> Arc<Config> {
         match self.config.read() {

@@ -19,6 +19,17 @@ const DATAGRAM_RECV_BUFFER: usize = 1 << 20;
 /// Bind the endpoint. `addr` is the TCP side's bound address, so that port 0
 /// resolves to the same number on both.
 pub fn bind(spec: &ListenerSpec, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let server = server_config(spec)?;
+    quinn::Endpoint::server(server, addr).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind {} (udp) on {addr}: {e}", spec.name),
+        )
+    })
+}
+
+/// The quinn server config of a listener (also used to swap certificates on reload).
+pub fn server_config(spec: &ListenerSpec) -> std::io::Result<quinn::ServerConfig> {
     let tls = spec
         .quic_tls
         .clone()
@@ -37,12 +48,7 @@ pub fn bind(spec: &ListenerSpec, addr: SocketAddr) -> std::io::Result<quinn::End
         transport.max_idle_timeout(Some(idle));
     }
     server.transport_config(Arc::new(transport));
-    quinn::Endpoint::server(server, addr).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot bind {} (udp) on {addr}: {e}", spec.name),
-        )
-    })
+    Ok(server)
 }
 
 pub async fn accept_loop(

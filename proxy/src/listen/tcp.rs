@@ -48,7 +48,12 @@ pub async fn accept_loop(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let spec = Arc::clone(&spec);
+        // The listener as the current configuration has it (certificates
+        // reload on SIGHUP; the socket stays).
+        let spec = match shared.config().listener(&spec.name) {
+            Some(current) => Arc::new(current.clone()),
+            None => Arc::clone(&spec),
+        };
         let shared = Arc::clone(&shared);
         let watcher = graceful.watcher();
         let alt_svc = alt_svc.clone();

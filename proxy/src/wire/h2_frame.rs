@@ -115,10 +115,7 @@ enum ScanState {
     /// `matched` bytes of the preface seen.
     Preface { matched: usize },
     /// Between frames; `len` bytes of the next header seen.
-    Header {
-        head: [u8; HEADER_LEN],
-        len: usize,
-    },
+    Header { head: [u8; HEADER_LEN], len: usize },
     /// Inside a well-formed SETTINGS payload: `remaining` bytes to go, `len`
     /// bytes of the current entry held in `entry`.
     Settings {
@@ -629,7 +626,12 @@ mod tests {
 
     #[test]
     fn append_setting_to_settings() {
-        let f = frame(FrameType::SETTINGS, 0, 0, &encode_setting(SettingId(3), 100));
+        let f = frame(
+            FrameType::SETTINGS,
+            0,
+            0,
+            &encode_setting(SettingId(3), 100),
+        );
         let out = append_setting(&f, SettingId(0x5ecc), 1).unwrap();
         assert_eq!(
             out,
@@ -664,7 +666,10 @@ mod tests {
     fn goaway_layout() {
         let mut out = Vec::new();
         encode_goaway(0x8000_0005, ErrorCode::PROTOCOL_ERROR, b"x", &mut out).unwrap();
-        assert_eq!(out, [0, 0, 9, 7, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1, b'x']);
+        assert_eq!(
+            out,
+            [0, 0, 9, 7, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1, b'x']
+        );
     }
 
     #[test]
@@ -675,7 +680,12 @@ mod tests {
         assert!(t.at_boundary() && !t.can_insert());
         t.advance(&frame(FrameType::CONTINUATION, 0, 1, b"d"));
         assert!(!t.can_insert());
-        let end = frame(FrameType::CONTINUATION, FrameHeader::FLAG_END_HEADERS, 1, b"e");
+        let end = frame(
+            FrameType::CONTINUATION,
+            FrameHeader::FLAG_END_HEADERS,
+            1,
+            b"e",
+        );
         let (a, b) = end.split_at(4);
         t.advance(a);
         assert!(!t.at_boundary());
@@ -696,7 +706,12 @@ mod tests {
         let first = s.len();
         s.extend(frame(FrameType::HEADERS, 0, 3, b"ab"));
         let in_block = s.len();
-        s.extend(frame(FrameType::CONTINUATION, FrameHeader::FLAG_END_HEADERS, 3, b"c"));
+        s.extend(frame(
+            FrameType::CONTINUATION,
+            FrameHeader::FLAG_END_HEADERS,
+            3,
+            b"c",
+        ));
         let after_block = s.len();
         s.extend(frame(FrameType::DATA, 0, 1, b""));
 
@@ -704,7 +719,10 @@ mod tests {
         assert_eq!(t.insert_point(&[&s[..]]), Some(first));
         let mut t2 = t;
         t2.advance(s.get(..first + 2).unwrap());
-        assert_eq!(t2.insert_point(&[&s[first + 2..]]), Some(after_block - first - 2));
+        assert_eq!(
+            t2.insert_point(&[&s[first + 2..]]),
+            Some(after_block - first - 2)
+        );
         let mut t3 = t;
         t3.advance(s.get(..in_block).unwrap());
         assert_eq!(t3.insert_point(&[&s[in_block..in_block + 3]]), None);

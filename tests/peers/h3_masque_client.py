@@ -6,6 +6,11 @@ Modes (prints one JSON object on stdout, exit 0 on success):
           through the proxy, expect them echoed back.
   connect plain CONNECT (RFC 9114 §4.4) to a TCP echo: send bytes, read them back.
   raw     send one request with the given headers and report the status.
+
+With --no-datagram-setting the client does not send SETTINGS_H3_DATAGRAM, so
+the proxy must not send it QUIC DATAGRAM frames (RFC 9297 §2.1.1); in `udp`
+mode it then sends DATAGRAM capsules on the request stream and expects the
+replies the same way (RFC 9297 §3.5).
 """
 import argparse
 import asyncio
@@ -83,12 +88,81 @@ class Client(QuicConnectionProtocol):
         return sid, self.headers.get(sid, {})
 
 
+def varint(v):
+    if v < 0x40:
+        return bytes([v])
+    if v < 0x4000:
+        return (0x4000 | v).to_bytes(2, "big")
+    if v < 0x40000000:
+        return (0x80000000 | v).to_bytes(4, "big")
+    return (0xC000000000000000 | v).to_bytes(8, "big")
+
+
+def read_varint(buf, i):
+    """(value, next index), or None if buf[i:] holds no complete varint."""
+    if i >= len(buf):
+        return None
+    n = 1 << (buf[i] >> 6)
+    if i + n > len(buf):
+        return None
+    v = buf[i] & 0x3F
+    for b in buf[i + 1:i + n]:
+        v = (v << 8) | b
+    return v, i + n
+
+
+def datagram_capsule(context_id, payload):
+    value = varint(context_id) + payload
+    return b"\x00" + varint(len(value)) + value
+
+
+def parse_capsules(buf):
+    """Complete capsules at the front of buf: ([(type, value)], bytes consumed)."""
+    out, i = [], 0
+    while True:
+        t = read_varint(buf, i)
+        if t is None:
+            break
+        ln = read_varint(buf, t[1])
+        if ln is None or ln[1] + ln[0] > len(buf):
+            break
+        out.append((t[0], bytes(buf[ln[1]:ln[1] + ln[0]])))
+        i = ln[1] + ln[0]
+    return out, i
+
+
+async def next_capsule_datagram(c, sid, timeout):
+    """The next DATAGRAM capsule's value (context ID included) on stream sid;
+    other capsule types are skipped. None if the stream ended first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        buf = c.data.setdefault(sid, bytearray())
+        caps, _ = parse_capsules(buf)
+        if caps:
+            ctype, value = caps[0]
+            t = read_varint(buf, 0)
+            ln = read_varint(buf, t[1])
+            del buf[:ln[1] + ln[0]]
+            if ctype == 0:
+                return value
+            continue
+        if sid in c.ended or sid in c.resets or c.terminated is not None:
+            return None
+        await asyncio.sleep(0.01)
+    raise asyncio.TimeoutError
+
+
 def udp_path(host, port):
     return "/.well-known/masque/udp/%s/%d/" % (quote(host, safe=""), port)
 
 
 async def run(args):
     cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, max_datagram_frame_size=65536)
+    if args.max_udp_payload:
+        # aioquic sends UDP payloads of at most 1200 bytes by default, too small
+        # for a QUIC DATAGRAM frame carrying 1200 bytes of proxied UDP payload.
+        cfg.max_datagram_size = args.max_udp_payload
     cfg.load_verify_locations(args.ca)
     cfg.server_name = "localhost"
     async with connect(args.proxy_host, args.proxy_port, configuration=cfg, create_protocol=Client) as c:
@@ -107,19 +181,38 @@ async def run(args):
             out["stream_id"] = sid
             if out["status"] != "200":
                 print(json.dumps(out)); return 1
+            if args.pause_ms:
+                await asyncio.sleep(args.pause_ms / 1000)
             echoed = 0
             for i in range(args.count):
-                payload = b"ping-%d-" % i + b"x" * args.size
-                c.h3.send_datagram(sid, b"\x00" + payload)  # context id 0
-                c.transmit()
-                try:
-                    got_sid, data = await asyncio.wait_for(c.datagrams.get(), 5)
-                except asyncio.TimeoutError:
-                    out["stream_data"] = bytes(c.data.get(sid, b"")).hex()[:80]
-                    break
+                # Exactly --size bytes; the first byte differs from one datagram to the next.
+                payload = bytes((i + j) % 256 for j in range(args.size))
+                if NO_DATAGRAM_SETTING:
+                    # No H3_DATAGRAM setting: capsules both ways (RFC 9297 §3.5).
+                    c.h3.send_data(sid, datagram_capsule(0, payload), end_stream=False)
+                    c.transmit()
+                    try:
+                        data = await next_capsule_datagram(c, sid, 5)
+                    except asyncio.TimeoutError:
+                        break
+                    if data is None:
+                        out["stream_ended"] = True
+                        break
+                    got_sid = sid
+                else:
+                    c.h3.send_datagram(sid, b"\x00" + payload)  # context id 0
+                    c.transmit()
+                    try:
+                        got_sid, data = await asyncio.wait_for(c.datagrams.get(), 5)
+                    except asyncio.TimeoutError:
+                        out["stream_data"] = bytes(c.data.get(sid, b"")).hex()[:80]
+                        break
                 if got_sid == sid and data == b"\x00" + payload:
                     echoed += 1
             out["echoed"] = echoed
+            # How replies arrived: QUIC datagrams received (for any stream) stay
+            # queued only if unexpected; count them so a test can insist on capsules.
+            out["quic_datagrams_unread"] = c.datagrams.qsize()
             print(json.dumps(out))
             return 0 if echoed == args.count else 1
         elif args.mode == "connect":
@@ -160,9 +253,18 @@ def main():
     p.add_argument("--target-port", type=int, default=0)
     p.add_argument("--path")
     p.add_argument("--count", type=int, default=5)
-    p.add_argument("--size", type=int, default=100)
+    p.add_argument("--size", type=int, default=100, help="udp mode: UDP payload bytes per datagram")
     p.add_argument("--header", action="append", default=[])
+    p.add_argument("--max-udp-payload", type=int,
+                   help="largest UDP payload aioquic sends (its default is 1200)")
+    p.add_argument("--pause-ms", type=int, default=0,
+                   help="udp mode: wait this long after the 200 before sending, so that the "
+                        "proxy's QUIC stack can discover a path MTU above 1200 bytes")
+    p.add_argument("--no-datagram-setting", action="store_true",
+                   help="do not send SETTINGS_H3_DATAGRAM; CONNECT-UDP uses DATAGRAM capsules")
     args = p.parse_args()
+    global NO_DATAGRAM_SETTING
+    NO_DATAGRAM_SETTING = args.no_datagram_setting
     rc = asyncio.run(asyncio.wait_for(run(args), 20))
     sys.exit(rc or 0)
 

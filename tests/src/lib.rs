@@ -5,6 +5,7 @@
 //! Everything binds 127.0.0.1 port 0, so tests run in parallel without
 //! stepping on each other.
 
+pub mod masque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;

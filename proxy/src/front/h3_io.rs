@@ -73,9 +73,10 @@ impl H3Io {
 }
 
 impl H3Io {
-    /// Abort both directions with an HTTP/3 error code (a stream error).
+    /// Abort the stream with an HTTP/3 error code (a stream error): reset
+    /// our sending side. (h3-quinn panics on STOP_SENDING while a read is
+    /// pending; dropping the receive half stops the client's side anyway.)
     pub fn reset(&mut self, code: h3::error::Code) {
-        self.recv.stop_sending(code);
         if let SendState::Idle(half) = &mut self.send {
             half.stop_stream(code);
         }

@@ -352,15 +352,18 @@ where
             r = recv_reply(socket, quic.map(|q| q.1), &mut reply, &mut quic_out) => match r {
                 Ok(n) => {
                     deadline = Instant::now() + idle;
-                    fm.down_datagrams.inc();
-                    fm.down_bytes.inc_by(n as u64);
-                    down_total += n as u64;
                     let sent = match quic {
                         Some((conn, _)) => send_quic(conn, &mut quic_out, &fm),
                         None => send_capsule(&mut wr, &mut reply, n, &fm).await,
                     };
-                    if sent.is_err() {
-                        break FlowEnd::Reset;
+                    match sent {
+                        Ok(true) => {
+                            fm.down_datagrams.inc();
+                            fm.down_bytes.inc_by(n as u64);
+                            down_total += n as u64;
+                        }
+                        Ok(false) => {}
+                        Err(()) => break FlowEnd::Reset,
                     }
                 }
                 // ICMP errors on a connected socket (port unreachable…): keep going.
@@ -392,14 +395,18 @@ async fn recv_opt(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
 }
 
 async fn forward_up(socket: &UdpSocket, payload: &[u8], fm: &FlowMetrics) {
-    fm.up_datagrams.inc();
-    fm.up_bytes.inc_by(payload.len() as u64);
-    if let Err(e) = socket.send(payload).await {
-        // EMSGSIZE: larger than the path to the target allows.
-        if e.raw_os_error() == Some(90) {
-            fm.drop_too_large.inc();
-        } else {
-            fm.drop_send_failed.inc();
+    match socket.send(payload).await {
+        Ok(_) => {
+            fm.up_datagrams.inc();
+            fm.up_bytes.inc_by(payload.len() as u64);
+        }
+        Err(e) => {
+            // EMSGSIZE (Linux errno 90): larger than the path to the target allows.
+            if e.raw_os_error() == Some(90) {
+                fm.drop_too_large.inc();
+            } else {
+                fm.drop_send_failed.inc();
+            }
         }
     }
 }
@@ -434,52 +441,56 @@ async fn recv_reply(
     }
 }
 
-fn send_quic(conn: &quinn::Connection, out: &mut BytesMut, fm: &FlowMetrics) -> Result<(), ()> {
+/// Send the prepared datagram. `Ok(false)`: dropped (counted); `Err`: the
+/// connection is gone.
+fn send_quic(conn: &quinn::Connection, out: &mut BytesMut, fm: &FlowMetrics) -> Result<bool, ()> {
     let dgram = out.split().freeze();
     match conn.max_datagram_size() {
         Some(max) if dgram.len() <= max => match conn.send_datagram(dgram) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(quinn::SendDatagramError::TooLarge) => {
                 fm.drop_too_large.inc();
-                Ok(())
+                Ok(false)
             }
             Err(quinn::SendDatagramError::ConnectionLost(_)) => Err(()),
             Err(_) => {
                 fm.drop_send_failed.inc();
-                Ok(())
+                Ok(false)
             }
         },
         // RFC 9297 §3.5: too big for a QUIC DATAGRAM → drop, not re-encode.
         _ => {
             fm.drop_too_large.inc();
-            Ok(())
+            Ok(false)
         }
     }
 }
 
+/// Write one DATAGRAM capsule (header in the room before the payload).
 async fn send_capsule<W: AsyncWrite + Unpin>(
     wr: &mut W,
     reply: &mut [u8],
     n: usize,
     fm: &FlowMetrics,
-) -> Result<(), ()> {
+) -> Result<bool, ()> {
     let room = capsule::DATAGRAM_CAPSULE_HEADER_MAX;
     let header = match capsule::datagram_capsule_header(0, n) {
         Ok(h) => h,
         Err(_) => {
             fm.drop_too_large.inc();
-            return Ok(());
+            return Ok(false);
         }
     };
     let h = header.as_bytes();
     let start = room - h.len();
     let frame = match reply.get_mut(start..room + n) {
         Some(f) => f,
-        None => return Ok(()),
+        None => return Ok(false),
     };
     frame[..h.len()].copy_from_slice(h);
     wr.write_all(frame).await.map_err(|_| ())?;
-    wr.flush().await.map_err(|_| ())
+    wr.flush().await.map_err(|_| ())?;
+    Ok(true)
 }
 
 // === QUIC datagram routing ===

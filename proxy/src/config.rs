@@ -807,11 +807,15 @@ fn compile_origins(
         let ca = o.upstream_ca.as_ref().map(|c| base.join(c.get_ref()));
         let upstream = origin::parse_upstream(o.upstream.get_ref(), ca.as_deref())
             .map_err(|e| src.err(o.upstream.span(), "origin.upstream", e))?;
+        let certified = rustls::sign::CertifiedKey::new(chain.clone(), Arc::clone(&key));
+        let cert = crate::seccert::OriginCert::new(Arc::new(certified))
+            .map_err(|e| src.err(o.cert.span(), "origin.cert", e.to_string()))?;
         out.push(Arc::new(Origin {
             host,
             port,
             chain,
             key,
+            cert: Arc::new(cert),
             upstream,
         }));
     }

@@ -12,6 +12,7 @@ use http::Method;
 use crate::access_log::{self, Entry};
 use crate::dial::DialError;
 use crate::respond::ProxyError;
+use crate::secondary::advertiser::Advertiser;
 use crate::secondary::coverage::Coverage;
 use crate::shared::Shared;
 
@@ -42,6 +43,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// Origins this connection may be served directly for.
     pub coverage: Arc<Coverage>,
+    /// Sends secondary certificates on this connection (HTTP/2, HTTP/3).
+    pub advertiser: Option<Arc<Advertiser>>,
 }
 
 /// What kind of service a request asks for (a metric label).

@@ -27,6 +27,27 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Connect to a proxy and show every secondary certificate it advertises.
+    Probe {
+        /// The proxy, as https://HOST:PORT.
+        url: String,
+        /// Use HTTP/3 instead of HTTP/2.
+        #[arg(long)]
+        h3: bool,
+        /// Trust anchors (PEM) for the proxy and the advertised certificates;
+        /// default: the system's roots.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Send CONNECT HOST:PORT first (on-connect advertising reacts to it).
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for certificates, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        wait_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +56,24 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { config }) => check(&config),
         Some(Command::Run { config }) => run(config),
+        Some(Command::Probe {
+            url,
+            h3,
+            ca,
+            connect,
+            json,
+            wait_ms,
+        }) => probe(
+            bauta::probe::ProbeOptions {
+                url,
+                h3,
+                ca,
+                connect,
+                wait: std::time::Duration::from_millis(wait_ms),
+                codepoints: Default::default(),
+            },
+            json,
+        ),
         None => run(None),
     }
 }
@@ -48,6 +87,43 @@ fn check(path: &std::path::Path) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn probe(opts: bauta::probe::ProbeOptions, json: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bauta::probe::run(&opts)) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                report.print_text();
+            }
+            if report.certificates.iter().any(|c| !c.validated) {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

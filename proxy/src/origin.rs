@@ -40,6 +40,8 @@ pub struct Origin {
     pub port: u16,
     pub chain: Vec<CertificateDer<'static>>,
     pub key: Arc<dyn rustls::sign::SigningKey>,
+    /// The chain and key ready for authenticators (Certificate message cached).
+    pub cert: Arc<crate::seccert::OriginCert>,
     pub upstream: Upstream,
 }
 

@@ -182,6 +182,10 @@ async fn connect(
         )
     })?;
 
+    // on-connect: prove the origin first (HTTP/2: the frame precedes the 2xx).
+    if let Some(a) = &ex.conn.advertiser {
+        a.on_connect(&target);
+    }
     let config = shared.config();
     let dialed = shared
         .dialer

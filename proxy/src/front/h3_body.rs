@@ -7,13 +7,15 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use h3::server::RequestStream;
+
+use crate::secondary::h3_shim::ShimRecvStream;
 use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame};
 
 use crate::body::{Body, BoxError};
 
-pub type RecvHalf = RequestStream<h3_quinn::RecvStream, Bytes>;
+pub type RecvHalf = RequestStream<ShimRecvStream, Bytes>;
 pub type SendHalf = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 
 /// The client's request body, read from the stream as it arrives.

@@ -9,10 +9,12 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
 use h3::server::RequestStream;
+
+use crate::secondary::h3_shim::{ShimBidiStream, ShimRecvStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 type SendHalf = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
-type RecvHalf = RequestStream<h3_quinn::RecvStream, Bytes>;
+type RecvHalf = RequestStream<ShimRecvStream, Bytes>;
 type Pending =
     Pin<Box<dyn Future<Output = (Box<SendHalf>, Result<(), h3::error::StreamError>)> + Send>>;
 
@@ -37,7 +39,7 @@ enum SendState {
 // === impl H3Io ===
 
 impl H3Io {
-    pub fn new(stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>) -> H3Io {
+    pub fn new(stream: RequestStream<ShimBidiStream, Bytes>) -> H3Io {
         let (send, recv) = stream.split();
         H3Io {
             recv,

@@ -17,13 +17,17 @@ use crate::config::ListenerSpec;
 use crate::exchange::{dial_failure, ConnInfo, Exchange, Failure, Front, Kind};
 use crate::front::h3_body;
 use crate::front::h3_io::H3Io;
+use crate::origin::Advertise;
 use crate::respond::ProxyError;
+use crate::seccert::{CapturingResolver, ClientHelloSlot, Exporter, HashAlg, ServerAuthenticator};
+use crate::secondary::advertiser::{Advertiser, Channel};
 use crate::secondary::coverage::Coverage;
+use crate::secondary::h3_shim::{H3Shim, H3ShimConfig, ShimBidiStream};
 use crate::shared::Shared;
 use crate::target::Target;
 use crate::tunnel::udp;
 
-pub type H3Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+pub type H3Stream = RequestStream<ShimBidiStream, Bytes>;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,7 +39,17 @@ pub async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
     max_field_section: u64,
 ) {
-    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+    // A per-connection TLS config records the ClientHello's signature
+    // schemes, which authenticators must choose from (RFC 9261 §5.2.2).
+    let config = shared.config();
+    let (hello, connecting) = match accept_capturing(incoming, &spec) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, "QUIC connection refused");
+            return;
+        }
+    };
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "QUIC handshake failed");
@@ -52,19 +66,44 @@ pub async fn serve_connection(
         .connections
         .with_label_values(&[&spec.name, Front::Http3.as_str()])
         .inc();
+    let coverage = Arc::new(Coverage::new(Arc::clone(&spec.handshake_covers)));
+    let (shim, control) = H3Shim::new(
+        h3_quinn::Connection::new(conn.clone()),
+        conn.clone(),
+        H3ShimConfig {
+            codepoints: config.secondary.codepoints,
+            enabled: config.secondary.advertise != Advertise::Off && !config.origins.is_empty(),
+        },
+    );
+    // QUIC runs only SHA-256 suites here (tls::quic_server_config), and the
+    // handshake is complete once `connecting` resolved (no 0-RTT).
+    let authenticator = match (Exporter::from_quinn(&conn, HashAlg::Sha256), hello.get()) {
+        (Ok(exporter), Some(h)) => Some(ServerAuthenticator::new(exporter, &h.signature_schemes)),
+        _ => None,
+    };
+    let advertiser = Advertiser::new(
+        Channel::H3(control.clone()),
+        config.secondary.advertise,
+        authenticator,
+        Arc::clone(&config.origins),
+        Arc::clone(&coverage),
+        Arc::clone(&shared.metrics),
+    );
+    advertiser.start();
     let info = Arc::new(ConnInfo {
         listener: Arc::clone(&spec.name),
         client,
         front: Front::Http3,
         tls: true,
-        coverage: Arc::new(Coverage::new(Arc::clone(&spec.handshake_covers))),
+        coverage,
+        advertiser: Some(advertiser),
     });
-    let mut h3c: h3::server::Connection<h3_quinn::Connection, Bytes> = match h3::server::builder()
+    let mut h3c: h3::server::Connection<H3Shim, Bytes> = match h3::server::builder()
         .enable_extended_connect(true)
         .enable_datagram(true)
         .send_grease(true)
         .max_field_section_size(max_field_section)
-        .build(h3_quinn::Connection::new(conn.clone()))
+        .build(shim)
         .await
     {
         Ok(c) => c,
@@ -111,6 +150,34 @@ pub async fn serve_connection(
             }
         }
     }
+    if let Some(v) = control.violation() {
+        tracing::debug!(%client, violation = %v, "client broke the secondary-certificate rules");
+        shared
+            .metrics
+            .secondary_cert_errors
+            .with_label_values(&["h3", v.as_str()])
+            .inc();
+    }
+}
+
+/// Accept with a copy of the listener's QUIC TLS config that captures the
+/// ClientHello into the returned slot.
+fn accept_capturing(
+    incoming: quinn::Incoming,
+    spec: &ListenerSpec,
+) -> Result<(ClientHelloSlot, quinn::Connecting), String> {
+    let base = spec
+        .quic_tls
+        .as_ref()
+        .ok_or("h3 listener without QUIC TLS")?;
+    let (tls, slot) = CapturingResolver::config_for_connection(base);
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let server = crate::listen::quic::server_config_with(Arc::new(crypto));
+    let connecting = incoming
+        .accept_with(Arc::new(server))
+        .map_err(|e| e.to_string())?;
+    Ok((slot, connecting))
 }
 
 /// What a request handler needs of its QUIC connection.
@@ -188,6 +255,9 @@ async fn connect(shared: &Arc<Shared>, ex: &Exchange, req: &Request<()>, mut str
             return reject(shared, ex, stream, f, Some(Code::H3_MESSAGE_ERROR)).await;
         }
     };
+    if let Some(a) = &ex.conn.advertiser {
+        a.on_connect(&target);
+    }
     let config = shared.config();
     let dialed = match shared
         .dialer

@@ -36,7 +36,14 @@ pub fn server_config(spec: &ListenerSpec) -> std::io::Result<quinn::ServerConfig
         .ok_or_else(|| std::io::Error::other("h3 listener without QUIC TLS config"))?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| std::io::Error::other(format!("QUIC TLS: {e}")))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    Ok(server_config_with(Arc::new(crypto)))
+}
+
+/// A quinn server config with our transport settings around `crypto`.
+pub fn server_config_with(
+    crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
+) -> quinn::ServerConfig {
+    let mut server = quinn::ServerConfig::with_crypto(crypto);
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(256u32.into())
@@ -48,7 +55,7 @@ pub fn server_config(spec: &ListenerSpec) -> std::io::Result<quinn::ServerConfig
         transport.max_idle_timeout(Some(idle));
     }
     server.transport_config(Arc::new(transport));
-    Ok(server)
+    server
 }
 
 pub async fn accept_loop(

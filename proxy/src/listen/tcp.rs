@@ -15,7 +15,11 @@ use tokio::sync::watch;
 
 use crate::config::ListenerSpec;
 use crate::exchange::{ConnInfo, Front};
+use crate::origin::Advertise;
+use crate::seccert::{CapturingResolver, Exporter, ServerAuthenticator};
+use crate::secondary::advertiser::{Advertiser, Channel};
 use crate::secondary::coverage::Coverage;
+use crate::secondary::h2_shim::{self, H2ShimConfig};
 use crate::serve;
 use crate::shared::Shared;
 
@@ -71,47 +75,113 @@ async fn serve_connection(
     watcher: Watcher,
     alt_svc: Option<http::HeaderValue>,
 ) {
-    match &spec.tls {
-        None => {
-            let front = if spec.http1 { None } else { Some(Front::Http2) };
-            serve_http(stream, client, &spec, shared, watcher, front, None).await
-        }
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
-            let tls_stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%client, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%client, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let front = match tls_stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => Front::Http2,
-                _ => Front::Http1,
-            };
-            serve_http(
-                tls_stream,
-                client,
-                &spec,
-                shared,
-                watcher,
-                Some(front),
-                alt_svc,
-            )
-            .await
-        }
+    let coverage = Arc::new(Coverage::new(Arc::clone(&spec.handshake_covers)));
+    let Some(tls) = &spec.tls else {
+        let front = if spec.http1 { None } else { Some(Front::Http2) };
+        let conn = Conn {
+            client,
+            coverage,
+            advertiser: None,
+        };
+        return serve_http(stream, conn, &spec, shared, watcher, front, None).await;
+    };
+    let config = shared.config();
+    // Secondary certificates need the ClientHello's signature schemes.
+    let secondary =
+        spec.h2 && config.secondary.advertise != Advertise::Off && !config.origins.is_empty();
+    let (tls_config, hello) = if secondary {
+        let (c, slot) = CapturingResolver::config_for_connection(tls);
+        (c, Some(slot))
+    } else {
+        (Arc::clone(tls), None)
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+    let tls_stream =
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%client, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%client, "TLS handshake timed out");
+                return;
+            }
+        };
+    let session = tls_stream.get_ref().1;
+    let front = match session.alpn_protocol() {
+        Some(b"h2") => Front::Http2,
+        _ => Front::Http1,
+    };
+    // The handshake is complete here (client Finished verified); only on
+    // TLS 1.3 do we offer the extension (spec §2).
+    let tls13 = session.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+    if !(secondary && front == Front::Http2 && tls13) {
+        let conn = Conn {
+            client,
+            coverage,
+            advertiser: None,
+        };
+        return serve_http(
+            tls_stream,
+            conn,
+            &spec,
+            shared,
+            watcher,
+            Some(front),
+            alt_svc,
+        )
+        .await;
     }
+    let authenticator = match (Exporter::from_rustls(session), hello.and_then(|h| h.get())) {
+        (Ok(exporter), Some(hello)) => {
+            Some(ServerAuthenticator::new(exporter, &hello.signature_schemes))
+        }
+        _ => None,
+    };
+    let (io, control) = h2_shim::wrap(
+        tls_stream,
+        H2ShimConfig {
+            codepoints: config.secondary.codepoints,
+            enabled: authenticator.is_some(),
+        },
+    );
+    let advertiser = Advertiser::new(
+        Channel::H2(control.clone()),
+        config.secondary.advertise,
+        authenticator,
+        Arc::clone(&config.origins),
+        Arc::clone(&coverage),
+        Arc::clone(&shared.metrics),
+    );
+    advertiser.start();
+    let metrics = Arc::clone(&shared.metrics);
+    let conn = Conn {
+        client,
+        coverage,
+        advertiser: Some(advertiser),
+    };
+    serve_http(io, conn, &spec, shared, watcher, Some(front), alt_svc).await;
+    if let Some(v) = control.violation() {
+        tracing::debug!(%client, violation = %v, "client broke the secondary-certificate rules");
+        metrics
+            .secondary_cert_errors
+            .with_label_values(&["h2", v.as_str()])
+            .inc();
+    }
+}
+
+/// Per-connection state handed to the HTTP server.
+struct Conn {
+    client: SocketAddr,
+    coverage: Arc<Coverage>,
+    advertiser: Option<Arc<Advertiser>>,
 }
 
 /// `front = None`: plaintext with both protocols enabled; sniff the preface.
 async fn serve_http<IO>(
     io: IO,
-    client: SocketAddr,
+    conn: Conn,
     spec: &ListenerSpec,
     shared: Arc<Shared>,
     watcher: Watcher,
@@ -145,12 +215,14 @@ async fn serve_http<IO>(
         .connections
         .with_label_values(&[&spec.name, conn_front.as_str()])
         .inc();
+    let client = conn.client;
     let info = Arc::new(ConnInfo {
         listener: Arc::clone(&spec.name),
         client,
         front: conn_front,
         tls: spec.tls.is_some(),
-        coverage: Arc::new(Coverage::new(Arc::clone(&spec.handshake_covers))),
+        coverage: conn.coverage,
+        advertiser: conn.advertiser,
     });
     let svc = service_fn(move |req| {
         let shared = Arc::clone(&shared);
@@ -162,6 +234,7 @@ async fn serve_http<IO>(
                 front: Front::Http2,
                 tls: info.tls,
                 coverage: Arc::clone(&info.coverage),
+                advertiser: info.advertiser.clone(),
             });
         }
         let alt_svc = alt_svc.clone();

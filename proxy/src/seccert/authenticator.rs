@@ -20,8 +20,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
 use super::messages::{
-    encode_certificate_list, Certificate, CertificateVerify, EncodeError, Handshake,
-    HandshakeType,
+    encode_certificate_list, Certificate, CertificateVerify, EncodeError, Handshake, HandshakeType,
 };
 use super::{sig_schemes, signed_content, Exporter};
 
@@ -194,15 +193,14 @@ pub fn authenticate(
     // signature scheme" and, spontaneously, one the client offered. rustls's
     // RSA keys would otherwise also pick RSASSA-PKCS1-v1_5.
     let usable = sig_schemes::tls13_subset(offered);
-    let signer =
-        origin
-            .key
-            .key
-            .choose_scheme(&usable)
-            .ok_or_else(|| AuthError::NoSchemeFits {
-                offered: offered.to_vec(),
-                key: origin.key.key.algorithm(),
-            })?;
+    let signer = origin
+        .key
+        .key
+        .choose_scheme(&usable)
+        .ok_or_else(|| AuthError::NoSchemeFits {
+            offered: offered.to_vec(),
+            key: origin.key.key.algorithm(),
+        })?;
 
     let mut out = Vec::with_capacity(
         4 + 1 + context.len() + origin.certificate_list.len() + 600 + 4 + hash.output_len(),
@@ -268,7 +266,10 @@ mod tests {
         let o = origin(KeyKind::EcdsaP384, "a.example").origin;
         let err = authenticate(
             &exporter(HashAlg::Sha256),
-            &[SignatureScheme::ECDSA_NISTP256_SHA256, SignatureScheme::ED25519],
+            &[
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                SignatureScheme::ED25519,
+            ],
             &o,
             &[1; 32],
         )

@@ -228,14 +228,19 @@ mod tests {
 
     #[test]
     fn acceptor_path_sees_the_same_schemes() {
-        let (_, client_cfg) = configs(rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256);
-        let mut client = ClientConnection::new(client_cfg.clone(), "a.example".try_into().unwrap())
-            .unwrap();
+        let (_, client_cfg) =
+            configs(rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256);
+        let mut client =
+            ClientConnection::new(client_cfg.clone(), "a.example".try_into().unwrap()).unwrap();
         let mut buf = Vec::new();
         client.write_tls(&mut buf).unwrap();
         let mut acceptor = rustls::server::Acceptor::default();
         acceptor.read_tls(&mut &buf[..]).unwrap();
-        let accepted = acceptor.accept().ok().flatten().expect("a whole ClientHello");
+        let accepted = acceptor
+            .accept()
+            .ok()
+            .flatten()
+            .expect("a whole ClientHello");
         let info = ClientHelloInfo::from_client_hello(&accepted.client_hello());
         assert_eq!(
             info.signature_schemes,

@@ -522,9 +522,15 @@ mod tests {
                 count: 1
             })
         );
-        // Entry longer than the list.
+        // The list ends inside an entry: in its DER, then in its extensions.
         let mut e = entry_bytes(b"\x30\x00", b"");
         e.truncate(4);
+        assert_eq!(
+            Certificate::decode(&cert_body(b"", &e)),
+            Err(DecodeError::Truncated(Field::CertData))
+        );
+        let mut e = entry_bytes(b"\x30\x00", b"");
+        e.truncate(6);
         assert_eq!(
             Certificate::decode(&cert_body(b"", &e)),
             Err(DecodeError::Truncated(Field::Extensions))

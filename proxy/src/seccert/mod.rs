@@ -30,16 +30,19 @@ mod vectors;
 
 use std::fmt;
 
-use rustls::crypto::hash::Output;
+use rustls::crypto::hash::{HashAlgorithm, Output};
 use rustls::crypto::hmac::Tag;
 use rustls::crypto::tls13::OkmBlock;
-use rustls::crypto::{aws_lc_rs, CryptoProvider, HashAlgorithm};
+use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::{CipherSuite, ProtocolVersion, SupportedCipherSuite, Tls13CipherSuite};
 
-pub use authenticator::{authenticate, fresh_context, AuthError, OriginCert, ServerAuthenticator};
+pub use authenticator::{
+    authenticate, fresh_context, AuthError, OriginCert, ServerAuthenticator, CONTEXT_LEN,
+};
 pub use capture::{CapturingResolver, ClientHelloInfo, ClientHelloSlot};
 pub use validator::{
     webpki_verifier, AcceptedOrigin, CertificateUnacceptable, ValidateError, Validated, Validator,
+    CT_EXTENSIONS, DEFAULT_MAX_SIZE,
 };
 
 /// Exporter label for the Handshake Context of a server-sent authenticator
@@ -146,7 +149,9 @@ impl HashAlg {
 
     /// HMAC_Hash(key, msg). `key` is at most 48 bytes (an [`Exporter`] value).
     pub(crate) fn hmac(self, key: &[u8], msg: &[u8]) -> Tag {
-        self.suite().hkdf_provider.hmac_sign(&OkmBlock::new(key), msg)
+        self.suite()
+            .hkdf_provider
+            .hmac_sign(&OkmBlock::new(key), msg)
     }
 }
 
@@ -220,7 +225,8 @@ impl Exporter {
         })
     }
 
-    /// From a quinn connection after its handshake. quinn does not report
+    /// From a quinn connection once its `Connecting` future has resolved
+    /// (for a server, after the client Finished). quinn does not report
     /// the negotiated cipher suite, so the caller says which hash it is
     /// (the proxy's QUIC listener offers SHA-256 suites only:
     /// `tls::quic_server_config`).

@@ -79,8 +79,8 @@ pub fn origin(kind: KeyKind, name: &str) -> TestOrigin {
     params.is_ca = IsCa::ExplicitNoCa;
     let cert = params.signed_by(&key, &issuer).expect("sign");
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let origin = OriginCert::from_der(vec![cert.der().clone()], key_der.clone_key())
-        .expect("origin cert");
+    let origin =
+        OriginCert::from_der(vec![cert.der().clone()], key_der.clone_key()).expect("origin cert");
     TestOrigin {
         origin,
         key_der,

@@ -36,8 +36,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{RootCertStore, SignatureScheme};
 
 use super::messages::{
-    Certificate, CertificateVerify, DecodeError, Field, Handshake, HandshakeHeader,
-    HandshakeType, Reader,
+    Certificate, CertificateVerify, DecodeError, Field, Handshake, HandshakeHeader, HandshakeType,
+    Reader,
 };
 use super::{constant_time_eq, sig_schemes, signed_content, Exporter};
 
@@ -203,7 +203,8 @@ impl Validator {
         let cert_msg = Handshake::decode(&mut r).map_err(malformed(HandshakeType::CERTIFICATE))?;
 
         // 3. Certificate body.
-        let cert = Certificate::decode(cert_msg.body).map_err(malformed(HandshakeType::CERTIFICATE))?;
+        let cert =
+            Certificate::decode(cert_msg.body).map_err(malformed(HandshakeType::CERTIFICATE))?;
         let Some(end_entity) = cert.entries.first() else {
             return Err(ValidateError::EmptyCertificateList);
         };
@@ -544,7 +545,8 @@ mod tests {
     #[test]
     fn step1_size_cap() {
         let a = make(KeyKind::Ed25519, HashAlg::Sha256, &[1; 32]);
-        let mut v = Validator::new(exporter(HashAlg::Sha256), &offered()).with_max_size(a.len() - 1);
+        let mut v =
+            Validator::new(exporter(HashAlg::Sha256), &offered()).with_max_size(a.len() - 1);
         let e = v.validate(&a).unwrap_err();
         assert_eq!(e.step(), 1);
         assert!(matches!(e, ValidateError::TooLarge { .. }));
@@ -564,7 +566,10 @@ mod tests {
             &mut lone,
         )
         .unwrap();
-        assert_eq!(validate(hash, &lone).unwrap_err(), ValidateError::EmptyAuthenticator);
+        assert_eq!(
+            validate(hash, &lone).unwrap_err(),
+            ValidateError::EmptyAuthenticator
+        );
         assert_eq!(validate(hash, &lone).unwrap_err().step(), 2);
 
         let a = make(KeyKind::Ed25519, hash, &[1; 32]);
@@ -810,8 +815,13 @@ mod tests {
         fake(super::super::CLIENT_HANDSHAKE_CONTEXT_LABEL, &mut hc).unwrap();
         fake(super::super::CLIENT_FINISHED_KEY_LABEL, &mut fk).unwrap();
         let client = Exporter::new(HashAlg::Sha256, hc.to_vec(), fk.to_vec()).unwrap();
-        let a = authenticate(&client, &offered(), &shared(KeyKind::Ed25519).origin, &[1; 32])
-            .unwrap();
+        let a = authenticate(
+            &client,
+            &offered(),
+            &shared(KeyKind::Ed25519).origin,
+            &[1; 32],
+        )
+        .unwrap();
         assert_eq!(
             Validator::new(server, &offered()).validate(&a).unwrap_err(),
             ValidateError::BadSignature
@@ -870,7 +880,9 @@ mod tests {
         roots.add(t.ca.clone()).unwrap();
         let verifier = webpki_verifier(Arc::new(roots)).unwrap();
         let name = ServerName::try_from(t.name.as_str()).unwrap().to_owned();
-        let ok = v.accept_for(verifier.as_ref(), &name, UnixTime::now()).unwrap();
+        let ok = v
+            .accept_for(verifier.as_ref(), &name, UnixTime::now())
+            .unwrap();
         assert_eq!(ok.name(), &name);
         assert_eq!(ok.end_entity(), &t.origin.chain()[0]);
         let other = ServerName::try_from("other.example").unwrap();
@@ -885,7 +897,9 @@ mod tests {
             r
         }))
         .unwrap();
-        assert!(v.accept_for(empty.as_ref(), &name, UnixTime::now()).is_err());
+        assert!(v
+            .accept_for(empty.as_ref(), &name, UnixTime::now())
+            .is_err());
     }
 
     proptest! {
@@ -949,7 +963,9 @@ mod tests {
             let mut b = a.to_vec();
             b[i] ^= 0x01;
             assert!(
-                Validator::new(exporter(hash), &offered()).validate(&b).is_err(),
+                Validator::new(exporter(hash), &offered())
+                    .validate(&b)
+                    .is_err(),
                 "byte {i}"
             );
             assert!(

@@ -166,6 +166,14 @@ enum Close {
     Done,
 }
 
+/// How much more of h2's first frame [`H2Shim::hold_first`] needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    More(usize),
+    Complete,
+    GiveUp,
+}
+
 /// Wraps `io` (the TLS stream of a connection where ALPN chose `h2`). Give the
 /// [`H2Shim`] to hyper's HTTP/2 server and the [`H2Control`] to the handlers.
 pub fn wrap<IO>(io: IO, cfg: H2ShimConfig) -> (H2Shim<IO>, H2Control)
@@ -452,7 +460,7 @@ where
         'bufs: for buf in bufs {
             let mut bytes: &[u8] = buf;
             while !bytes.is_empty() {
-                match first_frame_need(held) {
+                match Need::of(held) {
                     Need::More(need) => {
                         let n = need.min(bytes.len());
                         let (head, rest) = bytes.split_at(n);
@@ -467,7 +475,7 @@ where
                 }
             }
         }
-        let verdict = verdict.unwrap_or_else(|| first_frame_need(held));
+        let verdict = verdict.unwrap_or_else(|| Need::of(held));
         match verdict {
             Need::More(_) => {}
             Need::Complete => self.finish_first(),
@@ -567,26 +575,23 @@ where
     }
 }
 
-/// How much more of h2's first frame [`H2Shim::hold_first`] needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Need {
-    More(usize),
-    Complete,
-    GiveUp,
-}
+// === impl Need ===
 
-fn first_frame_need(held: &[u8]) -> Need {
-    let Some(head) = held.first_chunk::<{ h2_frame::HEADER_LEN }>() else {
-        return Need::More(h2_frame::HEADER_LEN - held.len());
-    };
-    let header = FrameHeader::decode(head);
-    let total = h2_frame::HEADER_LEN + header.payload_len();
-    if header.kind != FrameType::SETTINGS || total > MAX_FIRST_FRAME {
-        return Need::GiveUp;
-    }
-    match total.checked_sub(held.len()) {
-        Some(0) | None => Need::Complete,
-        Some(n) => Need::More(n),
+impl Need {
+    /// What `held`, the start of h2's first frame, still lacks.
+    fn of(held: &[u8]) -> Need {
+        let Some(head) = held.first_chunk::<{ h2_frame::HEADER_LEN }>() else {
+            return Need::More(h2_frame::HEADER_LEN - held.len());
+        };
+        let header = FrameHeader::decode(head);
+        let total = h2_frame::HEADER_LEN + header.payload_len();
+        if header.kind != FrameType::SETTINGS || total > MAX_FIRST_FRAME {
+            return Need::GiveUp;
+        }
+        match total.checked_sub(held.len()) {
+            Some(0) | None => Need::Complete,
+            Some(n) => Need::More(n),
+        }
     }
 }
 
@@ -1103,6 +1108,26 @@ mod tests {
         let mut want = rewritten;
         want.extend(&ping);
         assert_eq!(shim.get_ref().written, want);
+    }
+
+    #[test]
+    fn first_frame_not_settings_turns_the_feature_off() {
+        let (mut shim, control) = mock_shim(true, false);
+        client_sends(&mut shim, &client_hello(&[(OURS, 1)]));
+        assert_eq!(control.negotiation(), Negotiation::Enabled);
+        let ping = frame(6, 0, 0, &[1; 8]);
+        let data = frame(0, 0, 1, &[2; 40]);
+        h2_write(&mut shim, &ping[..5]);
+        h2_write(&mut shim, &ping[5..]);
+        h2_write(&mut shim, &data);
+        assert!(flush(&mut shim).is_ready());
+        let mut want = ping;
+        want.extend(data);
+        assert_eq!(shim.get_ref().written, want);
+        assert_eq!(control.negotiation(), Negotiation::Disabled);
+        // Nothing is enforced any more.
+        client_sends(&mut shim, &cert_frame(b"x"));
+        assert_eq!(control.violation(), None);
     }
 
     #[test]

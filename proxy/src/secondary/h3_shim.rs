@@ -229,11 +229,11 @@ impl Shared {
 
     /// A frame of type `ty` started on the client's control stream (after
     /// its SETTINGS).
+    /// Spec §3: a client never sends certificates; while the feature is on
+    /// here, one that does loses the connection (as in the HTTP/2 shim),
+    /// whether or not it sent the setting itself.
     fn on_client_control_frame(&self, ty: u64) {
-        if self.enabled
-            && ty == self.codepoints.h3_frame_type
-            && self.negotiation() == Negotiation::Enabled
-        {
+        if self.enabled && ty == self.codepoints.h3_frame_type {
             self.violate(Violation::ClientSentCertificate);
         }
     }
@@ -243,20 +243,7 @@ impl Shared {
         if !self.enabled {
             return;
         }
-        let now = {
-            let mut st = self.lock();
-            match st.negotiation {
-                Negotiation::Enabled => true,
-                Negotiation::Pending => {
-                    st.early_wrong_stream = true;
-                    false
-                }
-                Negotiation::Disabled | Negotiation::Closed => false,
-            }
-        };
-        if now {
-            self.violate(Violation::WrongStream);
-        }
+        self.violate(Violation::WrongStream);
     }
 
     /// The error h3 sees when the control-stream writer is gone.
@@ -1832,7 +1819,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn certificate_frame_on_request_stream_before_settings_is_judged_by_them() {
+    async fn certificate_frame_on_request_stream_before_settings_closes_at_once() {
         let (addr, pki, mut served_rx) = serve(true).await;
         let conn = client_connect(&pki, addr).await;
         let served = next_served(&mut served_rx).await;
@@ -1840,32 +1827,31 @@ mod tests {
         send.write_all(&[0x80, 0x5e, 0xcc, 0x01, 0x00])
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(served.ctl.negotiation(), Negotiation::Pending);
-        assert_eq!(served.ctl.violation(), None);
-        let _ctrl = open_client_control(&conn, &[(OUR_SETTING, 1)]).await;
         assert_eq!(closed_with(&conn).await, 0x0105);
         assert_eq!(served.ctl.violation(), Some(Violation::WrongStream));
     }
 
+    /// Spec §3: while the feature is on here, a client that sends a
+    /// certificate loses the connection even without sending the setting
+    /// (the same rule as the HTTP/2 shim).
     #[tokio::test]
-    async fn without_the_clients_setting_our_frame_is_an_unknown_frame() {
+    async fn without_the_clients_setting_a_client_certificate_still_closes() {
         let (addr, pki, mut served_rx) = serve(true).await;
         let conn = client_connect(&pki, addr).await;
         let mut ctrl = open_client_control(&conn, &[(0x33, 1)]).await;
         let served = next_served(&mut served_rx).await;
         assert_eq!(served.ctl.negotiated().await, Negotiation::Disabled);
-        ctrl.write_all(&frame(OUR_FRAME, b"ignored")).await.unwrap();
-        let (mut send, _recv) = conn.open_bi().await.unwrap();
-        send.write_all(&[0x80, 0x5e, 0xcc, 0x01, 0x00])
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(conn.close_reason().is_none());
-        assert_eq!(served.ctl.violation(), None);
         assert_eq!(
             served.ctl.send_server_certificate(Bytes::from_static(b"x")),
             Err(SendError::NotNegotiated)
+        );
+        ctrl.write_all(&frame(OUR_FRAME, b"from a client"))
+            .await
+            .unwrap();
+        assert_eq!(closed_with(&conn).await, 0x0105);
+        assert_eq!(
+            served.ctl.violation(),
+            Some(Violation::ClientSentCertificate)
         );
     }
 

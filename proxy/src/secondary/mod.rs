@@ -4,8 +4,10 @@
 //! through h2 and h3 (which know neither), and enforcing the draft's
 //! connection errors. The authenticators themselves are in `seccert`.
 
+pub mod advertiser;
 pub mod coverage;
-// The shims (h2_shim.rs, h3_shim.rs) are declared here once they land.
+pub mod h2_shim;
+pub mod h3_shim;
 
 use std::fmt;
 

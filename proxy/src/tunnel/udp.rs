@@ -35,6 +35,10 @@ use crate::wire::{datagram, varint};
 pub const MAX_UDP_PAYLOAD: usize = 65527;
 /// Datagrams queued from the QUIC router to one flow before we drop.
 const FLOW_QUEUE: usize = 256;
+/// Room for an HTTP/3 datagram header (Quarter Stream ID + Context ID).
+const QUIC_HEADROOM: usize = 16;
+/// Size of the buffers QUIC replies are cut from.
+const QUIC_SLAB: usize = 256 * 1024;
 /// Capsule read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 /// H3_DATAGRAM_ERROR (RFC 9297 §5.2).
@@ -288,26 +292,33 @@ where
     let mut reply = vec![0u8; capsule::DATAGRAM_CAPSULE_HEADER_MAX + MAX_UDP_PAYLOAD];
     let mut quic_out = BytesMut::new();
     let (mut up_total, mut down_total) = (0u64, 0u64);
-    let mut deadline = Instant::now() + idle;
+    // One idle timer per flow, re-armed only when it fires early.
+    let mut last_activity = Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let mut quic_ready = false;
     let abort = shared.aborted();
     tokio::pin!(abort);
 
     let end = loop {
         // Decided per reply: the client's SETTINGS may arrive after its request.
-        let quic = h3
-            .as_ref()
-            .filter(|h| h.datagrams_ready())
-            .map(|h| (h.conn, h.stream_id));
-        if quic.is_none() && !quic_out.is_empty() {
-            quic_out.clear();
+        // Decided per reply until true: the client's SETTINGS may arrive
+        // after its request.
+        if !quic_ready {
+            quic_ready = h3.as_ref().is_some_and(|h| h.datagrams_ready());
         }
+        let quic = if quic_ready {
+            h3.as_ref().map(|h| (h.conn, h.stream_id))
+        } else {
+            None
+        };
         tokio::select! {
             r = rd.read_buf(&mut rbuf) => match r {
                 Ok(0) => {
                     break if decoder.finish(&rbuf).is_ok() { FlowEnd::Closed } else { FlowEnd::Malformed };
                 }
                 Ok(_) => {
-                    deadline = Instant::now() + idle;
+                    last_activity = Instant::now();
                     let mut failed = false;
                     loop {
                         match decoder.decode(&mut rbuf) {
@@ -336,7 +347,7 @@ where
             },
             d = recv_opt(&mut quic_rx) => match d {
                 Some(data) => {
-                    deadline = Instant::now() + idle;
+                    last_activity = Instant::now();
                     // RFC 9298 §5: Context ID 0 carries UDP payloads; others are dropped.
                     match varint::decode(&data) {
                         Ok((0, n)) => {
@@ -351,7 +362,7 @@ where
             },
             r = recv_reply(socket, quic.map(|q| q.1), &mut reply, &mut quic_out) => match r {
                 Ok(n) => {
-                    deadline = Instant::now() + idle;
+                    last_activity = Instant::now();
                     let sent = match quic {
                         Some((conn, _)) => send_quic(conn, &mut quic_out, &fm),
                         None => send_capsule(&mut wr, &mut reply, n, &fm).await,
@@ -369,7 +380,13 @@ where
                 // ICMP errors on a connected socket (port unreachable…): keep going.
                 Err(_) => fm.drop_send_failed.inc(),
             },
-            _ = tokio::time::sleep_until(deadline) => break FlowEnd::Idle,
+            _ = &mut idle_timer => {
+                let due = last_activity + idle;
+                if Instant::now() >= due {
+                    break FlowEnd::Idle;
+                }
+                idle_timer.as_mut().reset(due);
+            }
             _ = &mut abort => break FlowEnd::Aborted,
         }
     };
@@ -423,8 +440,12 @@ async fn recv_reply(
     match quic_stream {
         Some(stream_id) => {
             if quic_out.is_empty() {
-                // Reuses the allocation once quinn has released the last datagram.
-                quic_out.reserve(16 + MAX_UDP_PAYLOAD);
+                // Datagrams are carved out of a slab: one allocation per
+                // slab, not per datagram; quinn frees each slab once it has
+                // sent every datagram cut from it.
+                if quic_out.capacity() < QUIC_HEADROOM + MAX_UDP_PAYLOAD {
+                    *quic_out = BytesMut::with_capacity(QUIC_SLAB);
+                }
                 datagram::encode_h3_datagram_header(stream_id, 0, quic_out)
                     .map_err(|e| io::Error::other(e.to_string()))?;
             }
@@ -445,22 +466,16 @@ async fn recv_reply(
 /// connection is gone.
 fn send_quic(conn: &quinn::Connection, out: &mut BytesMut, fm: &FlowMetrics) -> Result<bool, ()> {
     let dgram = out.split().freeze();
-    match conn.max_datagram_size() {
-        Some(max) if dgram.len() <= max => match conn.send_datagram(dgram) {
-            Ok(()) => Ok(true),
-            Err(quinn::SendDatagramError::TooLarge) => {
-                fm.drop_too_large.inc();
-                Ok(false)
-            }
-            Err(quinn::SendDatagramError::ConnectionLost(_)) => Err(()),
-            Err(_) => {
-                fm.drop_send_failed.inc();
-                Ok(false)
-            }
-        },
+    match conn.send_datagram(dgram) {
+        Ok(()) => Ok(true),
         // RFC 9297 §3.5: too big for a QUIC DATAGRAM → drop, not re-encode.
-        _ => {
+        Err(quinn::SendDatagramError::TooLarge) => {
             fm.drop_too_large.inc();
+            Ok(false)
+        }
+        Err(quinn::SendDatagramError::ConnectionLost(_)) => Err(()),
+        Err(_) => {
+            fm.drop_send_failed.inc();
             Ok(false)
         }
     }

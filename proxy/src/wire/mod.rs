@@ -8,7 +8,10 @@
 //! * [`capsule`]: the Capsule Protocol and the DATAGRAM capsule (RFC 9297 §3).
 //! * [`datagram`]: HTTP/3 Datagrams in QUIC DATAGRAM frames (RFC 9297 §2.1)
 //!   carrying CONNECT-UDP payloads (RFC 9298 §5).
+//! * [`h2_frame`]: the HTTP/2 frame layer (RFC 9113 §4.1): frame headers,
+//!   SETTINGS entries, GOAWAY, and scanners that follow frame boundaries.
 
 pub mod capsule;
 pub mod datagram;
+pub mod h2_frame;
 pub mod varint;

@@ -116,9 +116,7 @@ pub async fn run(opts: &ProbeOptions) -> Result<Report, String> {
         .map_err(|e| format!("proxy URL: {e}"))?;
     let roots = Arc::new(roots(opts.ca.as_deref())?);
     if opts.h3 {
-        return Err(
-            "--h3: probing over HTTP/3 is not supported by this build yet; use HTTP/2".into(),
-        );
+        return probe_h3(opts, &target, roots).await;
     }
     probe_h2(opts, &target, roots).await
 }
@@ -224,6 +222,245 @@ async fn probe_h2(
             .push(describe(&mut validator, &*verifier, &bytes));
     }
     Ok(report)
+}
+
+/// HTTP/3 with raw QUIC streams: our control stream carries SETTINGS with
+/// the extension's setting, the proxy's control stream is read for its
+/// SETTINGS and SERVER_CERTIFICATE frames, and an optional CONNECT goes out
+/// on a request stream with a minimal QPACK header block.
+async fn probe_h3(
+    opts: &ProbeOptions,
+    target: &crate::target::Target,
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<Report, String> {
+    use crate::wire::varint;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    // Our proxies run SHA-256 suites on QUIC; the exporter hash must match.
+    provider.cipher_suites.retain(|s| {
+        matches!(
+            s.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        )
+    });
+    let offered: Vec<SignatureScheme> = provider
+        .signature_verification_algorithms
+        .supported_schemes();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(Arc::clone(&roots))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(|e| e.to_string())?;
+    let client_cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    let bind: std::net::SocketAddr = match &target.host {
+        bauta_policy::Host::Ip(std::net::IpAddr::V6(_)) => "[::]:0",
+        _ => "0.0.0.0:0",
+    }
+    .parse()
+    .map_err(|_| "bind address")?;
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
+    endpoint.set_default_client_config(client_cfg);
+    let addr = tokio::net::lookup_host(format!("{}:{}", target.host, target.port))
+        .await
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("the proxy's name did not resolve")?;
+    let sni = match &target.host {
+        bauta_policy::Host::Name(n) => n.clone(),
+        bauta_policy::Host::Ip(ip) => ip.to_string(),
+    };
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(addr, &sni).map_err(|e| e.to_string())?,
+    )
+    .await
+    .map_err(|_| "QUIC handshake timed out".to_string())?
+    .map_err(|e| format!("QUIC: {e}"))?;
+    let exporter = Exporter::from_quinn(&conn, seccert::HashAlg::Sha256)
+        .map_err(|e| format!("exporter: {e}"))?;
+
+    // Our control stream: type 0x00, SETTINGS { our setting = 1 }.
+    let cp = opts.codepoints;
+    let mut settings = Vec::new();
+    varint::encode(cp.h3_setting, &mut settings).map_err(|e| e.to_string())?;
+    varint::encode(1, &mut settings).map_err(|e| e.to_string())?;
+    let mut ctrl = Vec::new();
+    varint::encode(0x00, &mut ctrl).map_err(|e| e.to_string())?;
+    push_frame(&mut ctrl, 0x04, &settings)?;
+    let mut our_ctrl = conn.open_uni().await.map_err(|e| e.to_string())?;
+    our_ctrl.write_all(&ctrl).await.map_err(|e| e.to_string())?;
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let reader = {
+        let conn = conn.clone();
+        let seen = Arc::clone(&seen);
+        let cp = opts.codepoints;
+        tokio::spawn(async move {
+            while let Ok(mut stream) = conn.accept_uni().await {
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = vec![0u8; 16 * 1024];
+                    while let Ok(Some(n)) = stream.read(&mut chunk).await {
+                        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                        if buf.len() > 4 * MAX_AUTHENTICATOR {
+                            return;
+                        }
+                        scan_h3_control(&mut buf, cp, &seen);
+                    }
+                });
+            }
+        })
+    };
+    let mut report = Report {
+        proxy: opts.url.clone(),
+        protocol: "h3".into(),
+        ..Report::default()
+    };
+    if let Some(dest) = &opts.connect {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let mut block = vec![0x00, 0x00, 0xC0 | 15]; // no dynamic table; :method CONNECT (static 15)
+        block.push(0x50); // :authority (static 0), literal value follows
+        if dest.len() > 126 {
+            return Err("--connect: authority too long".into());
+        }
+        block.push(dest.len() as u8);
+        block.extend_from_slice(dest.as_bytes());
+        let mut frame = Vec::new();
+        push_frame(&mut frame, 0x01, &block)?;
+        send.write_all(&frame).await.map_err(|e| e.to_string())?;
+        let mut head = vec![0u8; 4096];
+        if let Ok(Ok(Some(n))) =
+            tokio::time::timeout(Duration::from_secs(15), recv.read(&mut head)).await
+        {
+            report.connect_status = h3_status(head.get(..n).unwrap_or_default());
+        }
+        let _ = send.finish();
+    }
+    tokio::time::sleep(opts.wait).await;
+    reader.abort();
+    let (certs, advertised) = {
+        let s = seen.lock().map_err(|_| "internal error")?;
+        (s.certificates.clone(), s.setting_advertised)
+    };
+    report.setting_advertised = advertised;
+    let mut validator = Validator::new(exporter, &offered);
+    let verifier = seccert::webpki_verifier(roots).map_err(|e| e.to_string())?;
+    for bytes in certs {
+        report
+            .certificates
+            .push(describe(&mut validator, &*verifier, &bytes));
+    }
+    conn.close(0x100u32.into(), b"probe done");
+    Ok(report)
+}
+
+fn push_frame(out: &mut Vec<u8>, ty: u64, payload: &[u8]) -> Result<(), String> {
+    use crate::wire::varint;
+    varint::encode(ty, out).map_err(|e| e.to_string())?;
+    varint::encode(payload.len() as u64, out).map_err(|e| e.to_string())?;
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Pick SETTINGS and SERVER_CERTIFICATE frames off the proxy's control stream.
+fn scan_h3_control(buf: &mut Vec<u8>, cp: Codepoints, seen: &Mutex<Seen>) {
+    use crate::wire::varint;
+    // The stream type comes first; only the control stream (0x00) matters.
+    let Ok((ty, n)) = varint::decode(buf) else {
+        return;
+    };
+    if ty != 0x00 {
+        buf.clear();
+        return;
+    }
+    let mut pos = n;
+    loop {
+        let rest = buf.get(pos..).unwrap_or_default();
+        let Ok((fty, a)) = varint::decode(rest) else {
+            break;
+        };
+        let Ok((len, b)) = varint::decode(rest.get(a..).unwrap_or_default()) else {
+            break;
+        };
+        let Ok(len) = usize::try_from(len) else { break };
+        let Some(payload) = rest.get(a + b..a + b + len) else {
+            break;
+        };
+        if let Ok(mut s) = seen.lock() {
+            if fty == 0x04 {
+                let mut p = payload;
+                while let Ok((id, x)) = varint::decode(p) {
+                    let Ok((v, y)) = varint::decode(p.get(x..).unwrap_or_default()) else {
+                        break;
+                    };
+                    if id == cp.h3_setting {
+                        s.setting_advertised = v == 1;
+                    }
+                    p = p.get(x + y..).unwrap_or_default();
+                }
+            } else if fty == cp.h3_frame_type {
+                s.certificates.push(Bytes::copy_from_slice(payload));
+            }
+        }
+        pos += a + b + len;
+    }
+    // Keep the stream type and any partial frame.
+    let mut kept = buf.get(..n).unwrap_or_default().to_vec();
+    kept.extend_from_slice(buf.get(pos..).unwrap_or_default());
+    *buf = kept;
+}
+
+/// `:status` from a HEADERS frame when the proxy used the static table or a
+/// plain literal (enough for a probe).
+fn h3_status(frame: &[u8]) -> Option<u16> {
+    use crate::wire::varint;
+    let (ty, a) = varint::decode(frame).ok()?;
+    if ty != 0x01 {
+        return None;
+    }
+    let (_len, b) = varint::decode(frame.get(a..)?).ok()?;
+    let block = frame.get(a + b..)?;
+    // Skip the two prefix bytes (Required Insert Count, Base) when small.
+    let first = *block.get(2)?;
+    const STATIC: [(u8, u16); 14] = [
+        (24, 103),
+        (25, 200),
+        (26, 304),
+        (27, 404),
+        (28, 503),
+        (63, 100),
+        (64, 204),
+        (65, 206),
+        (66, 302),
+        (67, 400),
+        (68, 403),
+        (69, 421),
+        (70, 425),
+        (71, 500),
+    ];
+    if first & 0xC0 == 0xC0 {
+        // Indexed, static; 6-bit index (continuations for >= 63).
+        let idx = if first & 0x3F == 0x3F {
+            63 + *block.get(3)?
+        } else {
+            first & 0x3F
+        };
+        return STATIC.iter().find(|(i, _)| *i == idx).map(|(_, s)| *s);
+    }
+    if first & 0xF0 == 0x50 {
+        // Literal with a static name reference (e.g. :status), then the value.
+        let len_byte = *block.get(3)?;
+        if len_byte & 0x80 != 0 {
+            return None; // Huffman-coded: not decoded here
+        }
+        let v = block.get(4..4 + usize::from(len_byte & 0x7F))?;
+        return std::str::from_utf8(v).ok()?.parse().ok();
+    }
+    None
 }
 
 fn describe(

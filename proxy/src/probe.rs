@@ -234,15 +234,8 @@ async fn probe_h3(
     roots: Arc<rustls::RootCertStore>,
 ) -> Result<Report, String> {
     use crate::wire::varint;
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     // Our proxies run SHA-256 suites on QUIC; the exporter hash must match.
-    provider.cipher_suites.retain(|s| {
-        matches!(
-            s.suite(),
-            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-                | rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
-        )
-    });
+    let provider = crate::tls::quic_provider();
     let offered: Vec<SignatureScheme> = provider
         .signature_verification_algorithms
         .supported_schemes();
@@ -616,6 +609,23 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Tap<IO> {
 
 const PREFACE_LEN: usize = 24;
 
+impl<IO: AsyncWrite + Unpin> Tap<IO> {
+    /// Write out the held (rewritten) preface and SETTINGS, if any.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some((bytes, off)) = &mut self.out_flushing {
+            while let Some(rest) = bytes.get(*off..).filter(|r| !r.is_empty()) {
+                let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *off += n;
+            }
+            self.out_flushing = None;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Tap<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -624,17 +634,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tap<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         // Drain a rewritten prefix first.
-        if let Some((bytes, off)) = &mut this.out_flushing {
-            while *off < bytes.len() {
-                let n =
-                    std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, &bytes[*off..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                *off += n;
-            }
-            this.out_flushing = None;
-        }
+        std::task::ready!(this.poll_drain(cx))?;
         if this.out_done {
             return Pin::new(&mut this.inner).poll_write(cx, data);
         }
@@ -669,17 +669,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tap<IO> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some((bytes, off)) = &mut this.out_flushing {
-            while *off < bytes.len() {
-                let n =
-                    std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, &bytes[*off..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                *off += n;
-            }
-            this.out_flushing = None;
-        }
+        std::task::ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 

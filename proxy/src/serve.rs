@@ -280,24 +280,7 @@ async fn forward(
     .await
     .map_err(|e| (e, Some(auth.decision.clone())))?;
     ex.count(shared, "ok");
-    let status = resp.status().as_u16();
-    let (ex, decision) = (ex.clone(), auth.decision);
-    let on_end = move |down: u64| {
-        ex.log(
-            Some(&decision),
-            status,
-            "ok",
-            up.load(Ordering::Relaxed),
-            down,
-        );
-    };
-    Ok(resp.map(|b| {
-        crate::body::boxed(MeteredBody::new(
-            b,
-            Arc::new(AtomicU64::new(0)),
-            Some(Box::new(on_end)),
-        ))
-    }))
+    Ok(log_when_done(ex, auth.decision, up, resp))
 }
 
 /// Relay an established tunnel and write its log line when it ends.
@@ -419,23 +402,35 @@ pub(crate) async fn reverse_send(
         .with_label_values(&[ex.conn.front.as_str(), status_class(status)])
         .inc();
     ex.count(shared, "ok");
-    let (ex, decision) = (ex.clone(), auth.decision);
+    Ok(log_when_done(ex, auth.decision, up, resp))
+}
+
+/// Count the response body's bytes and write the access-log line (with the
+/// request bytes counted in `up`) when the body ends.
+fn log_when_done(
+    ex: &Exchange,
+    decision: Decision,
+    up: Arc<AtomicU64>,
+    resp: Response<Body>,
+) -> Response<Body> {
+    let status = resp.status().as_u16();
+    let ex = ex.clone();
     let on_end = move |down: u64| {
         ex.log(
             Some(&decision),
-            status.as_u16(),
+            status,
             "ok",
             up.load(Ordering::Relaxed),
             down,
         );
     };
-    Ok(resp.map(|b| {
+    resp.map(|b| {
         crate::body::boxed(MeteredBody::new(
             b,
             Arc::new(AtomicU64::new(0)),
             Some(Box::new(on_end)),
         ))
-    }))
+    })
 }
 
 fn status_class(s: StatusCode) -> &'static str {

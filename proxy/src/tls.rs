@@ -58,13 +58,9 @@ pub fn server_config(
     Ok(cfg)
 }
 
-/// A TLS config for QUIC: TLS 1.3 only, SHA-256 cipher suites only (quinn
-/// does not report the negotiated suite, and RFC 9261 exporters need its
-/// hash), ALPN `h3`, no 0-RTT.
-pub fn quic_server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<rustls::ServerConfig, String> {
+/// The provider for QUIC: only SHA-256 TLS 1.3 suites, so that both ends
+/// know the exporter hash without asking quinn for the suite.
+pub fn quic_provider() -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites.retain(|s| {
         matches!(
@@ -73,7 +69,17 @@ pub fn quic_server_config(
                 | rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
         )
     });
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+    provider
+}
+
+/// A TLS config for QUIC: TLS 1.3 only, SHA-256 cipher suites only (quinn
+/// does not report the negotiated suite, and RFC 9261 exporters need its
+/// hash), ALPN `h3`, no 0-RTT.
+pub fn quic_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, String> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(quic_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| format!("QUIC TLS setup: {e}"))?
         .with_no_client_auth()

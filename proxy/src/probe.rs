@@ -407,8 +407,9 @@ fn scan_h3_control(buf: &mut Vec<u8>, cp: Codepoints, seen: &Mutex<Seen>) {
     *buf = kept;
 }
 
-/// `:status` from a HEADERS frame when the proxy used the static table or a
-/// plain literal (enough for a probe).
+/// `:status` from a HEADERS frame: a static-table entry, or a literal with a
+/// static name reference (plain or Huffman-coded digits). Enough for a probe;
+/// anything else reads as unknown.
 fn h3_status(frame: &[u8]) -> Option<u16> {
     use crate::wire::varint;
     let (ty, a) = varint::decode(frame).ok()?;
@@ -417,9 +418,14 @@ fn h3_status(frame: &[u8]) -> Option<u16> {
     }
     let (_len, b) = varint::decode(frame.get(a..)?).ok()?;
     let block = frame.get(a + b..)?;
-    // Skip the two prefix bytes (Required Insert Count, Base) when small.
-    let first = *block.get(2)?;
-    const STATIC: [(u8, u16); 14] = [
+    // Field section prefix: Required Insert Count (8-bit prefix) and Base
+    // (7-bit prefix); a response without the dynamic table has both 0.
+    let (_ric, n1) = prefixed_int(block, 8)?;
+    let (_base, n2) = prefixed_int(block.get(n1..)?, 7)?;
+    let line = block.get(n1 + n2..)?;
+    let first = *line.first()?;
+    // RFC 9204 Appendix A: the static table's :status entries.
+    const STATUS: [(u64, u16); 14] = [
         (24, 103),
         (25, 200),
         (26, 304),
@@ -436,24 +442,81 @@ fn h3_status(frame: &[u8]) -> Option<u16> {
         (71, 500),
     ];
     if first & 0xC0 == 0xC0 {
-        // Indexed, static; 6-bit index (continuations for >= 63).
-        let idx = if first & 0x3F == 0x3F {
-            63 + *block.get(3)?
-        } else {
-            first & 0x3F
-        };
-        return STATIC.iter().find(|(i, _)| *i == idx).map(|(_, s)| *s);
+        // Indexed field line, static table (6-bit index).
+        let (idx, _) = prefixed_int(line, 6)?;
+        return STATUS.iter().find(|(i, _)| *i == idx).map(|(_, s)| *s);
     }
     if first & 0xF0 == 0x50 {
-        // Literal with a static name reference (e.g. :status), then the value.
-        let len_byte = *block.get(3)?;
-        if len_byte & 0x80 != 0 {
-            return None; // Huffman-coded: not decoded here
-        }
-        let v = block.get(4..4 + usize::from(len_byte & 0x7F))?;
-        return std::str::from_utf8(v).ok()?.parse().ok();
+        // Literal field line with a static name reference (4-bit index).
+        let (_idx, n) = prefixed_int(line, 4)?;
+        let value = line.get(n..)?;
+        let huffman = *value.first()? & 0x80 != 0;
+        let (len, m) = prefixed_int(value, 7)?;
+        let bytes = value.get(m..m + usize::try_from(len).ok()?)?;
+        let text = if huffman {
+            huffman_digits(bytes)?
+        } else {
+            std::str::from_utf8(bytes).ok()?.to_string()
+        };
+        return text.parse().ok();
     }
     None
+}
+
+/// An RFC 7541 §5.1 prefixed integer in the low `bits` of the first byte.
+fn prefixed_int(buf: &[u8], bits: u32) -> Option<(u64, usize)> {
+    let max = (1u64 << bits) - 1;
+    let mut v = u64::from(*buf.first()?) & max;
+    if v < max {
+        return Some((v, 1));
+    }
+    let mut shift = 0;
+    for (i, b) in buf.iter().enumerate().skip(1) {
+        v = v.checked_add(u64::from(b & 0x7F).checked_shl(shift)?)?;
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+        shift += 7;
+        if shift > 56 {
+            return None;
+        }
+    }
+    None
+}
+
+/// Decode a Huffman-coded string made only of digits (RFC 7541 Appendix B:
+/// '0'-'2' are 5-bit codes 0-2, '3'-'9' are 6-bit codes 0x19-0x1f).
+fn huffman_digits(bytes: &[u8]) -> Option<String> {
+    let total = bytes.len() * 8;
+    let bit = |i: usize| -> u8 { (bytes[i / 8] >> (7 - i % 8)) & 1 };
+    let mut out = String::new();
+    let mut i = 0;
+    while i < total {
+        // What is left may be EOS padding: all ones, fewer than 8 bits.
+        if total - i < 8 && (i..total).all(|j| bit(j) == 1) {
+            return Some(out);
+        }
+        let read = |n: usize| -> Option<u8> {
+            if i + n > total {
+                return None;
+            }
+            Some((i..i + n).fold(0u8, |acc, j| acc << 1 | bit(j)))
+        };
+        let five = read(5)?;
+        if five <= 2 {
+            out.push(char::from(b'0' + five));
+            i += 5;
+            continue;
+        }
+        let six = read(6)?;
+        if (0x19..=0x1f).contains(&six) {
+            out.push(char::from(b'3' + (six - 0x19)));
+            i += 6;
+            continue;
+        }
+        return None;
+    }
+    Some(out)
 }
 
 fn describe(
@@ -675,5 +738,33 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tap<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huffman_digits_decode() {
+        // "502": '5' 011011, '0' 00000, '2' 00010: exactly 16 bits.
+        assert_eq!(huffman_digits(&[0x6C, 0x02]).as_deref(), Some("502"));
+        // "200": 00010 00000 00000 + one bit of EOS padding.
+        assert_eq!(huffman_digits(&[0x10, 0x01]).as_deref(), Some("200"));
+        // Eight bits of padding are an error (RFC 7541 §5.2).
+        assert_eq!(huffman_digits(&[0xff]), None);
+        assert_eq!(huffman_digits(&[0b1010_1010]), None);
+    }
+
+    #[test]
+    fn status_from_static_and_literal_lines() {
+        // HEADERS frame: type 1, len, prefix 00 00, indexed static 25 (:status 200).
+        assert_eq!(h3_status(&[0x01, 0x03, 0x00, 0x00, 0xC0 | 25]), Some(200));
+        // Literal with name ref 24 (:status), plain value "502".
+        assert_eq!(
+            h3_status(&[0x01, 0x08, 0x00, 0x00, 0x5F, 0x09, 0x03, b'5', b'0', b'2']),
+            Some(502)
+        );
+        assert_eq!(prefixed_int(&[0x1F, 0x9A, 0x0A], 5), Some((1337, 3)));
     }
 }

@@ -325,11 +325,20 @@ async fn probe_h3(
         let mut frame = Vec::new();
         push_frame(&mut frame, 0x01, &block)?;
         send.write_all(&frame).await.map_err(|e| e.to_string())?;
-        let mut head = vec![0u8; 4096];
-        if let Ok(Ok(Some(n))) =
-            tokio::time::timeout(Duration::from_secs(15), recv.read(&mut head)).await
-        {
-            report.connect_status = h3_status(head.get(..n).unwrap_or_default());
+        // Read until the first frame (the response HEADERS) is complete;
+        // the proxy may send its header and payload in separate chunks.
+        let mut head = Vec::new();
+        let mut chunk = vec![0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while head.len() < 16 * 1024 {
+            if h3_frame_complete(&head) {
+                report.connect_status = h3_status(&head);
+                break;
+            }
+            match tokio::time::timeout_at(deadline, recv.read(&mut chunk)).await {
+                Ok(Ok(Some(n))) => head.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                _ => break,
+            }
         }
         let _ = send.finish();
     }
@@ -461,6 +470,18 @@ fn h3_status(frame: &[u8]) -> Option<u16> {
         return text.parse().ok();
     }
     None
+}
+
+/// Whether `buf` starts with a whole HTTP/3 frame.
+fn h3_frame_complete(buf: &[u8]) -> bool {
+    use crate::wire::varint;
+    let Ok((_, a)) = varint::decode(buf) else {
+        return false;
+    };
+    let Ok((len, b)) = varint::decode(buf.get(a..).unwrap_or_default()) else {
+        return false;
+    };
+    usize::try_from(len).is_ok_and(|len| buf.len() >= a + b + len)
 }
 
 /// An RFC 7541 §5.1 prefixed integer in the low `bits` of the first byte.

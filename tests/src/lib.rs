@@ -6,6 +6,7 @@
 //! stepping on each other.
 
 pub mod masque;
+pub mod seccert_env;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;

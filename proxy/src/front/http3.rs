@@ -81,15 +81,13 @@ pub async fn serve_connection(
         (Ok(exporter), Some(h)) => Some(ServerAuthenticator::new(exporter, &h.signature_schemes)),
         _ => None,
     };
-    let advertiser = Advertiser::new(
+    let advertiser = Advertiser::for_connection(
         Channel::H3(control.clone()),
-        config.secondary.advertise,
+        &config,
         authenticator,
-        Arc::clone(&config.origins),
         Arc::clone(&coverage),
         Arc::clone(&shared.metrics),
     );
-    advertiser.start();
     let info = Arc::new(ConnInfo {
         listener: Arc::clone(&spec.name),
         client,

@@ -146,15 +146,13 @@ async fn serve_connection(
             enabled: authenticator.is_some(),
         },
     );
-    let advertiser = Advertiser::new(
+    let advertiser = Advertiser::for_connection(
         Channel::H2(control.clone()),
-        config.secondary.advertise,
+        &config,
         authenticator,
-        Arc::clone(&config.origins),
         Arc::clone(&coverage),
         Arc::clone(&shared.metrics),
     );
-    advertiser.start();
     let metrics = Arc::clone(&shared.metrics);
     let conn = Conn {
         client,

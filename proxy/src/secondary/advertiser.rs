@@ -88,6 +88,27 @@ impl Advertiser {
         })
     }
 
+    /// The advertiser of a new connection under `config`, already started
+    /// (`eager` begins as soon as the client's SETTINGS allows).
+    pub fn for_connection(
+        channel: Channel,
+        config: &crate::config::Config,
+        authenticator: Option<ServerAuthenticator>,
+        coverage: Arc<Coverage>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Advertiser> {
+        let a = Advertiser::new(
+            channel,
+            config.secondary.advertise,
+            authenticator,
+            Arc::clone(&config.origins),
+            coverage,
+            metrics,
+        );
+        a.start();
+        a
+    }
+
     pub fn channel(&self) -> &Channel {
         &self.channel
     }

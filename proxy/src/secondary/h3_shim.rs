@@ -144,9 +144,6 @@ struct State {
     negotiation: Negotiation,
     violation: Option<Violation>,
     peer_settings: Vec<(u64, u64)>,
-    /// Our frame type was seen on a request stream before the client's
-    /// SETTINGS: a violation if the SETTINGS turns out to enable the feature.
-    early_wrong_stream: bool,
 }
 
 impl Shared {
@@ -206,12 +203,7 @@ impl Shared {
                         violation = Some(Violation::BadSettingValue);
                         Negotiation::Pending
                     }
-                    Some(1) if self.advertised.load(Ordering::Acquire) => {
-                        if st.early_wrong_stream {
-                            violation = Some(Violation::WrongStream);
-                        }
-                        Negotiation::Enabled
-                    }
+                    Some(1) if self.advertised.load(Ordering::Acquire) => Negotiation::Enabled,
                     _ => Negotiation::Disabled,
                 }
             };
@@ -392,7 +384,6 @@ impl H3Shim {
                 negotiation: Negotiation::Pending,
                 violation: None,
                 peer_settings: Vec::new(),
-                early_wrong_stream: false,
             }),
             changed: watch::Sender::new(()),
             tx,

@@ -58,7 +58,7 @@ impl UpstreamPool {
     }
 
     /// A ready connection to `target` opened to one of `allowed`, if any.
-    fn checkout(
+    pub(crate) fn checkout(
         &self,
         target: &Target,
         allowed: &Authorized,
@@ -74,7 +74,7 @@ impl UpstreamPool {
         Some((c.sender, c.peer))
     }
 
-    fn checkin(&self, target: Target, sender: SendRequest<Body>, peer: SocketAddr) {
+    pub(crate) fn checkin(&self, target: Target, sender: SendRequest<Body>, peer: SocketAddr) {
         if sender.is_closed() || self.max_idle_per_target == 0 {
             return;
         }

@@ -187,11 +187,7 @@ pub fn parse_upstream(url: &str, ca: Option<&Path>) -> Result<Upstream, String> 
     let target = crate::target::Target::parse_authority(rest, Some(default_port))
         .map_err(|e| format!("{url:?}: {e}"))?;
     let tls = if scheme == "https" {
-        let server_name = match &target.host {
-            bauta_policy::Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
-            bauta_policy::Host::Name(n) => ServerName::try_from(n.clone())
-                .map_err(|_| format!("{url:?}: not a valid TLS server name"))?,
-        };
+        let server_name = tls::server_name(&target.host).map_err(|e| format!("{url:?}: {e}"))?;
         Some((upstream_client_config(ca)?, server_name))
     } else {
         if ca.is_some() {
@@ -211,26 +207,7 @@ pub fn parse_upstream(url: &str, ca: Option<&Path>) -> Result<Upstream, String> 
 
 /// TLS client config for upstreams: trust `ca` if given, else the system's roots.
 fn upstream_client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for c in tls::load_certs(path)? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("{}: not a usable trust anchor: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for c in native.certs {
-                let _ = roots.add(c);
-            }
-            if roots.is_empty() {
-                // No system store: fall back to the Mozilla roots we ship.
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            }
-        }
-    }
+    let roots = tls::root_store(ca)?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("upstream TLS setup: {e}"))?

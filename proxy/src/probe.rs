@@ -114,31 +114,11 @@ pub async fn run(opts: &ProbeOptions) -> Result<Report, String> {
         .trim_end_matches('/');
     let target = crate::target::Target::parse_authority(authority, Some(443))
         .map_err(|e| format!("proxy URL: {e}"))?;
-    let roots = Arc::new(roots(opts.ca.as_deref())?);
+    let roots = Arc::new(crate::tls::root_store(opts.ca.as_deref())?);
     if opts.h3 {
         return probe_h3(opts, &target, roots).await;
     }
     probe_h2(opts, &target, roots).await
-}
-
-fn roots(ca: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(p) => {
-            for c in crate::tls::load_certs(p)? {
-                roots.add(c).map_err(|e| format!("{}: {e}", p.display()))?;
-            }
-        }
-        None => {
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
-            if roots.is_empty() {
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            }
-        }
-    }
-    Ok(roots)
 }
 
 async fn probe_h2(
@@ -156,12 +136,7 @@ async fn probe_h2(
         .with_root_certificates(Arc::clone(&roots))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let server_name = match &target.host {
-        bauta_policy::Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
-        bauta_policy::Host::Name(n) => {
-            ServerName::try_from(n.clone()).map_err(|e| e.to_string())?
-        }
-    };
+    let server_name = crate::tls::server_name(&target.host)?;
     let addr = format!("{}:{}", target.host, target.port);
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
@@ -209,18 +184,7 @@ async fn probe_h2(
         report.connect_status = Some(resp.status().as_u16());
     }
     tokio::time::sleep(opts.wait).await;
-    let (certs, advertised) = {
-        let s = seen.lock().map_err(|_| "internal error")?;
-        (s.certificates.clone(), s.setting_advertised)
-    };
-    report.setting_advertised = advertised;
-    let mut validator = Validator::new(exporter, &offered);
-    let verifier = seccert::webpki_verifier(roots).map_err(|e| e.to_string())?;
-    for bytes in certs {
-        report
-            .certificates
-            .push(describe(&mut validator, &*verifier, &bytes));
-    }
+    judge(&mut report, &seen, exporter, &offered, roots)?;
     Ok(report)
 }
 
@@ -344,18 +308,7 @@ async fn probe_h3(
     }
     tokio::time::sleep(opts.wait).await;
     reader.abort();
-    let (certs, advertised) = {
-        let s = seen.lock().map_err(|_| "internal error")?;
-        (s.certificates.clone(), s.setting_advertised)
-    };
-    report.setting_advertised = advertised;
-    let mut validator = Validator::new(exporter, &offered);
-    let verifier = seccert::webpki_verifier(roots).map_err(|e| e.to_string())?;
-    for bytes in certs {
-        report
-            .certificates
-            .push(describe(&mut validator, &*verifier, &bytes));
-    }
+    judge(&mut report, &seen, exporter, &offered, roots)?;
     conn.close(0x100u32.into(), b"probe done");
     Ok(report)
 }
@@ -538,6 +491,29 @@ fn huffman_digits(bytes: &[u8]) -> Option<String> {
         return None;
     }
     Some(out)
+}
+
+/// Validate and describe every certificate the tap or reader collected.
+fn judge(
+    report: &mut Report,
+    seen: &Mutex<Seen>,
+    exporter: Exporter,
+    offered: &[SignatureScheme],
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<(), String> {
+    let (certs, advertised) = {
+        let s = seen.lock().map_err(|_| "internal error")?;
+        (s.certificates.clone(), s.setting_advertised)
+    };
+    report.setting_advertised = advertised;
+    let mut validator = Validator::new(exporter, offered);
+    let verifier = seccert::webpki_verifier(roots).map_err(|e| e.to_string())?;
+    for bytes in certs {
+        report
+            .certificates
+            .push(describe(&mut validator, &*verifier, &bytes));
+    }
+    Ok(())
 }
 
 fn describe(

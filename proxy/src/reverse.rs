@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bauta_policy::{Host, Protocol};
 use dashmap::DashMap;
@@ -18,9 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::Body;
 use crate::dial::{Authorized, DialError, Dialer};
-use crate::forward::{strip_hop_by_hop, via_value};
+use crate::forward::{strip_hop_by_hop, via_value, UpstreamPool};
 use crate::origin::Origin;
 use crate::respond::{ProxyError, UpstreamError};
+use crate::target::Target;
 
 /// How long to wait for the upstream TLS handshake.
 const UPSTREAM_TLS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,18 +31,11 @@ enum Sender {
     H2(http2::SendRequest<Body>),
 }
 
-struct Idle {
-    sender: http1::SendRequest<Body>,
-    peer: SocketAddr,
-    since: Instant,
-}
-
-/// Upstream connections by origin (index into the configured list).
+/// Upstream connections by origin: HTTP/1.1 ones parked in the same kind of
+/// pool the forward path uses, one multiplexed HTTP/2 connection each.
 pub struct ReversePool {
-    h1: DashMap<String, Vec<Idle>>,
-    h2: DashMap<String, (http2::SendRequest<Body>, SocketAddr)>,
-    max_idle: usize,
-    idle_timeout: Duration,
+    h1: UpstreamPool,
+    h2: DashMap<Target, (http2::SendRequest<Body>, SocketAddr)>,
 }
 
 // === impl ReversePool ===
@@ -49,50 +43,31 @@ pub struct ReversePool {
 impl ReversePool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> ReversePool {
         ReversePool {
-            h1: DashMap::new(),
+            h1: UpstreamPool::new(max_idle, idle_timeout),
             h2: DashMap::new(),
-            max_idle,
-            idle_timeout,
         }
     }
 
-    fn checkout(&self, key: &str, auth: &Authorized) -> Option<(Sender, SocketAddr)> {
+    fn checkout(&self, key: &Target, auth: &Authorized) -> Option<(Sender, SocketAddr)> {
         if let Some(entry) = self.h2.get(key) {
             let (s, peer) = &*entry;
             if !s.is_closed() && s.is_ready() && auth.addrs.contains(&peer.ip()) {
                 return Some((Sender::H2(s.clone()), *peer));
             }
         }
-        let mut entry = self.h1.get_mut(key)?;
-        let now = Instant::now();
-        entry.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout);
-        let pos = entry
-            .iter()
-            .position(|c| c.sender.is_ready() && auth.addrs.contains(&c.peer.ip()))?;
-        let c = entry.swap_remove(pos);
-        Some((Sender::H1(c.sender), c.peer))
+        self.h1
+            .checkout(key, auth)
+            .map(|(s, peer)| (Sender::H1(s), peer))
     }
 
-    fn checkin(&self, key: &str, sender: Sender, peer: SocketAddr) {
+    fn checkin(&self, key: &Target, sender: Sender, peer: SocketAddr) {
         match sender {
             Sender::H2(s) => {
                 if !s.is_closed() {
-                    self.h2.insert(key.to_string(), (s, peer));
+                    self.h2.insert(key.clone(), (s, peer));
                 }
             }
-            Sender::H1(s) => {
-                if s.is_closed() {
-                    return;
-                }
-                let mut entry = self.h1.entry(key.to_string()).or_default();
-                if entry.len() < self.max_idle {
-                    entry.push(Idle {
-                        sender: s,
-                        peer,
-                        since: Instant::now(),
-                    });
-                }
-            }
+            Sender::H1(s) => self.h1.checkin(key.clone(), s, peer),
         }
     }
 }
@@ -122,7 +97,10 @@ pub async fn forward(
     proxy_name: &str,
     req: Request<Body>,
 ) -> Result<Response<Body>, ProxyError> {
-    let key = format!("{}:{}", origin.host, origin.port);
+    let key = Target {
+        host: Host::Name(origin.host.clone()),
+        port: origin.port,
+    };
     let via = via_value(req.version(), proxy_name);
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);

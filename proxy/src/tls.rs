@@ -90,6 +90,41 @@ pub fn quic_server_config(
     Ok(cfg)
 }
 
+/// Trust anchors: the certificates in `ca` when given, else the system's
+/// roots (the Mozilla roots we ship when the system has none).
+pub fn root_store(ca: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for c in load_certs(path)? {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: not a usable trust anchor: {e}", path.display()))?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+            if roots.is_empty() {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// The TLS server name for a target host (an IP literal or a DNS name).
+pub fn server_name(
+    host: &bauta_policy::Host,
+) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    match host {
+        bauta_policy::Host::Ip(ip) => Ok(rustls::pki_types::ServerName::IpAddress((*ip).into())),
+        bauta_policy::Host::Name(n) => rustls::pki_types::ServerName::try_from(n.clone())
+            .map_err(|_| format!("{n:?} is not a valid TLS server name")),
+    }
+}
+
 /// SHA-256 fingerprint as colon-separated upper-case hex (as `openssl x509 -fingerprint` prints).
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = Sha256::digest(cert.as_ref());

@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
-use bauta::secondary::h2_shim::{self, H2ShimConfig};
-use bauta::secondary::Codepoints;
+use bauta::seccert::h2_shim::{self, H2ShimConfig};
+use bauta::seccert::negotiation::Codepoints;
 use criterion::{Criterion, Throughput};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 

@@ -1,38 +1,25 @@
-//! Bauta: a MASQUE forward proxy.
+//! Bauta: a MASQUE hybrid forward/reverse proxy.
 //!
-//! The data path: accept (`listen`) → speak HTTP/1.1 or HTTP/2 (hyper) →
-//! `serve::handle` → policy and dial (`dial`, over `bauta_policy`) → tunnel
-//! (`tunnel`) or forward (`forward`) → count (`metrics`) and log
-//! (`access_log`). Errors map to answers in one place (`respond`).
+//! The data path, one sentence: a listener accepts (`listen`) → a front
+//! speaks HTTP/1.1, HTTP/2 or HTTP/3 (`front`) and hands one request to the
+//! core → `core::serve` classifies and routes it (`core::route`), asks the
+//! policy while dialling (`upstream::dial`), and serves it as a TCP tunnel,
+//! a UDP tunnel (`tunnel`), a forwarded or a reverse-proxied request
+//! (`upstream`) → counted (`ops::metrics`) and logged (`ops::access_log`).
+//! Errors become answers in one place (`core::respond`). See ARCHITECTURE.md.
 
-pub mod access_log;
-pub mod admin;
 pub mod body;
 pub mod config;
-pub mod default_config;
-pub mod dial;
-pub mod exchange;
-pub mod forward;
+pub mod core;
 pub mod front;
 pub mod listen;
-pub mod logging;
-pub mod metered_body;
-pub mod metrics;
-pub mod origin;
+pub mod ops;
 pub mod probe;
-pub mod reload;
-pub mod respond;
-pub mod reverse;
 pub mod seccert;
-pub mod secondary;
-pub mod serve;
 pub mod server;
-pub mod shared;
-pub mod shutdown;
-pub mod target;
 pub mod tls;
 pub mod tunnel;
-pub mod udp_target;
+pub mod upstream;
 pub mod wire;
 
 pub use config::Config;

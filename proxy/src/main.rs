@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use bauta::{default_config, logging, tls, Config};
+use bauta::config::default as default_config;
+use bauta::ops::logging;
+use bauta::{tls, Config};
 
 #[derive(Parser)]
 #[command(name = "bauta", version, about = "MASQUE forward proxy")]

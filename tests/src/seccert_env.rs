@@ -301,14 +301,14 @@ impl SeccertProxy {
         metric(&self.metrics().await, name, labels)
     }
 
-    /// `bauta::reload::reload` on the file the proxy was started from.
-    pub fn reload(&self) -> Result<(), bauta::reload::ReloadError> {
+    /// `bauta::server::reload::reload` on the file the proxy was started from.
+    pub fn reload(&self) -> Result<(), bauta::server::reload::ReloadError> {
         let path = self
             .config_path
             .as_deref()
             .expect("proxy started from a file");
         let running = self.running.as_ref().expect("proxy running");
-        bauta::reload::reload(path, &running.shared, &[])
+        bauta::server::reload::reload(path, &running.shared, &[])
     }
 
     pub async fn shutdown(mut self) {

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use h3::server::RequestStream;
 
-use crate::secondary::h3_shim::ShimRecvStream;
+use crate::seccert::h3_shim::ShimRecvStream;
 use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame};

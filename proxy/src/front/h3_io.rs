@@ -10,7 +10,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use h3::server::RequestStream;
 
-use crate::secondary::h3_shim::{ShimBidiStream, ShimRecvStream};
+use crate::seccert::h3_shim::{ShimBidiStream, ShimRecvStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 type SendHalf = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;

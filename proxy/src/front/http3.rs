@@ -13,19 +13,19 @@ use h3::server::RequestStream;
 use http::{Method, Request, Response, StatusCode};
 use tokio::sync::watch;
 
+use crate::config::origin::Advertise;
 use crate::config::ListenerSpec;
-use crate::exchange::{dial_failure, ConnInfo, Exchange, Failure, Front, Kind};
+use crate::core::context::Shared;
+use crate::core::exchange::{dial_failure, ConnInfo, Exchange, Failure, Front, Kind};
+use crate::core::respond::ProxyError;
 use crate::front::h3_body;
 use crate::front::h3_io::H3Io;
-use crate::origin::Advertise;
-use crate::respond::ProxyError;
+use crate::seccert::advertiser::{Advertiser, Channel};
+use crate::seccert::coverage::Coverage;
+use crate::seccert::h3_shim::{H3Shim, H3ShimConfig, ShimBidiStream};
 use crate::seccert::{CapturingResolver, ClientHelloSlot, Exporter, HashAlg, ServerAuthenticator};
-use crate::secondary::advertiser::{Advertiser, Channel};
-use crate::secondary::coverage::Coverage;
-use crate::secondary::h3_shim::{H3Shim, H3ShimConfig, ShimBidiStream};
-use crate::shared::Shared;
-use crate::target::Target;
 use crate::tunnel::udp;
+use crate::wire::target::Target;
 
 pub type H3Stream = RequestStream<ShimBidiStream, Bytes>;
 
@@ -275,7 +275,7 @@ async fn connect(shared: &Arc<Shared>, ex: &Exchange, req: &Request<()>, mut str
         return;
     }
     ex.count(shared, "ok");
-    crate::serve::run_tcp_tunnel(
+    crate::core::serve::run_tcp_tunnel(
         shared,
         &ex,
         &dialed.decision,
@@ -293,7 +293,7 @@ async fn reverse(shared: &Arc<Shared>, ex: &Exchange, req: Request<()>, stream: 
         .authority()
         .map(|a| a.as_str().to_string())
         .unwrap_or_default();
-    let (origin, auth) = match crate::serve::reverse_route(shared, ex, &authority).await {
+    let (origin, auth) = match crate::core::serve::reverse_route(shared, ex, &authority).await {
         Ok(x) => x,
         Err(f) => return reject(shared, ex, stream, f, None).await,
     };
@@ -301,7 +301,7 @@ async fn reverse(shared: &Arc<Shared>, ex: &Exchange, req: Request<()>, stream: 
     let (parts, ()) = req.into_parts();
     let body = crate::body::boxed(h3_body::H3RequestBody::new(recv));
     let req = Request::from_parts(parts, body);
-    let resp = match crate::serve::reverse_send(shared, ex, &origin, auth, req).await {
+    let resp = match crate::core::serve::reverse_send(shared, ex, &origin, auth, req).await {
         Ok(r) => r,
         Err(failure) => {
             let resp = failure.0.response(&shared.config().proxy_name);

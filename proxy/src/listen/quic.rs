@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::ListenerSpec;
+use crate::core::context::Shared;
 use crate::front::http3;
-use crate::shared::Shared;
 
 /// Largest HTTP/3 request header section we accept.
 const MAX_FIELD_SECTION: u64 = 64 * 1024;

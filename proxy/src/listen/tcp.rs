@@ -13,15 +13,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::config::origin::Advertise;
 use crate::config::ListenerSpec;
-use crate::exchange::{ConnInfo, Front};
-use crate::origin::Advertise;
+use crate::core::context::Shared;
+use crate::core::exchange::{ConnInfo, Front};
+use crate::core::serve;
+use crate::seccert::advertiser::{Advertiser, Channel};
+use crate::seccert::coverage::Coverage;
+use crate::seccert::h2_shim::{self, H2ShimConfig};
 use crate::seccert::{CapturingResolver, Exporter, ServerAuthenticator};
-use crate::secondary::advertiser::{Advertiser, Channel};
-use crate::secondary::coverage::Coverage;
-use crate::secondary::h2_shim::{self, H2ShimConfig};
-use crate::serve;
-use crate::shared::Shared;
 
 /// A TLS handshake that takes longer than this is abandoned.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,7 +33,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     spec: ListenerSpec,
     shared: Arc<Shared>,
-    graceful: crate::shutdown::Tracker,
+    graceful: crate::server::shutdown::Tracker,
     mut shutdown: watch::Receiver<bool>,
     alt_svc: Option<http::HeaderValue>,
 ) {

@@ -23,6 +23,12 @@ pub mod messages;
 pub mod sig_schemes;
 mod validator;
 
+pub mod advertiser;
+pub mod coverage;
+pub mod h2_shim;
+pub mod h3_shim;
+pub mod negotiation;
+
 #[cfg(test)]
 mod testkeys;
 #[cfg(test)]

@@ -22,13 +22,13 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::exchange::{dial_failure, Exchange, Failure};
-use crate::metrics::Metrics;
-use crate::respond::ProxyError;
-use crate::shared::Shared;
-use crate::target::Target;
-use crate::udp_target::{self, MatchError, UdpHost};
+use crate::config::udp_template::{self, MatchError, UdpHost};
+use crate::core::context::Shared;
+use crate::core::exchange::{dial_failure, Exchange, Failure};
+use crate::core::respond::ProxyError;
+use crate::ops::metrics::Metrics;
 use crate::wire::capsule::{self, CapsuleDecoder, Event};
+use crate::wire::target::Target;
 use crate::wire::{datagram, varint};
 
 /// Largest UDP payload (IPv6 jumbograms aside): 65535 − 8.
@@ -107,10 +107,11 @@ pub fn validate(
             ),
             MatchError::BadTarget(why) => (ProxyError::BadRequest(why), false),
         })?;
-    let (host, port) = udp_target::parse_udp_target(&raw.host, &raw.port).map_err(|e| match e {
-        MatchError::NoMatch => (ProxyError::BadRequest("bad CONNECT-UDP target"), false),
-        MatchError::BadTarget(why) => (ProxyError::BadRequest(why), false),
-    })?;
+    let (host, port) =
+        udp_template::parse_udp_target(&raw.host, &raw.port).map_err(|e| match e {
+            MatchError::NoMatch => (ProxyError::BadRequest("bad CONNECT-UDP target"), false),
+            MatchError::BadTarget(why) => (ProxyError::BadRequest(why), false),
+        })?;
     let host = match host {
         UdpHost::Ip(ip) => Host::Ip(ip),
         UdpHost::Name(n) => Host::parse(&n).map_err(|_| {
@@ -134,7 +135,7 @@ pub async fn open(shared: &Shared, plan: Plan) -> Result<Flow, Failure> {
         .await
         .map_err(dial_failure)?;
     let mut last_err = None;
-    for ip in crate::dial::interleave_ips(&auth.addrs) {
+    for ip in crate::upstream::dial::interleave_ips(&auth.addrs) {
         let peer = SocketAddr::new(ip, plan.target.port);
         let bind: SocketAddr = if ip.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -168,10 +169,10 @@ pub async fn open(shared: &Shared, plan: Plan) -> Result<Flow, Failure> {
             if e.kind() == io::ErrorKind::NetworkUnreachable
                 || e.kind() == io::ErrorKind::HostUnreachable =>
         {
-            crate::dial::DialError::Unreachable
+            crate::upstream::dial::DialError::Unreachable
         }
-        Some(e) => crate::dial::DialError::Io(e),
-        None => crate::dial::DialError::Unreachable,
+        Some(e) => crate::upstream::dial::DialError::Io(e),
+        None => crate::upstream::dial::DialError::Unreachable,
     };
     Err((ProxyError::Dial(err), Some(auth.decision)))
 }

@@ -14,4 +14,5 @@
 pub mod capsule;
 pub mod datagram;
 pub mod h2_frame;
+pub mod target;
 pub mod varint;

@@ -17,8 +17,8 @@ use rustls::SignatureScheme;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::seccert::negotiation::Codepoints;
 use crate::seccert::{self, Exporter, Validator};
-use crate::secondary::Codepoints;
 
 /// Largest SERVER_CERTIFICATE payload the probe accepts (spec §4.4).
 const MAX_AUTHENTICATOR: usize = 64 * 1024;
@@ -112,7 +112,7 @@ pub async fn run(opts: &ProbeOptions) -> Result<Report, String> {
         .strip_prefix("https://")
         .ok_or("the proxy URL must start with https://")?
         .trim_end_matches('/');
-    let target = crate::target::Target::parse_authority(authority, Some(443))
+    let target = crate::wire::target::Target::parse_authority(authority, Some(443))
         .map_err(|e| format!("proxy URL: {e}"))?;
     let roots = Arc::new(crate::tls::root_store(opts.ca.as_deref())?);
     if opts.h3 {
@@ -123,7 +123,7 @@ pub async fn run(opts: &ProbeOptions) -> Result<Report, String> {
 
 async fn probe_h2(
     opts: &ProbeOptions,
-    target: &crate::target::Target,
+    target: &crate::wire::target::Target,
     roots: Arc<rustls::RootCertStore>,
 ) -> Result<Report, String> {
     let provider = crate::tls::provider();
@@ -194,7 +194,7 @@ async fn probe_h2(
 /// on a request stream with a minimal QPACK header block.
 async fn probe_h3(
     opts: &ProbeOptions,
-    target: &crate::target::Target,
+    target: &crate::wire::target::Target,
     roots: Arc<rustls::RootCertStore>,
 ) -> Result<Report, String> {
     use crate::wire::varint;

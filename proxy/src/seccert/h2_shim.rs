@@ -47,7 +47,7 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-use super::{Codepoints, Negotiation, SendError, Violation};
+use super::negotiation::{Codepoints, Negotiation, SendError, Violation};
 use crate::wire::h2_frame::{
     self, ErrorCode, FrameHeader, FrameScanner, FrameTracker, FrameType, ScanEvent, SettingId,
 };

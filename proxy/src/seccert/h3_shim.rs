@@ -58,7 +58,7 @@ use h3::quic::{
 use quinn::VarInt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Codepoints, Negotiation, SendError, Violation};
+use super::negotiation::{Codepoints, Negotiation, SendError, Violation};
 use crate::wire::varint;
 
 /// Unidirectional stream type of the control stream (RFC 9114 §6.2.1).

@@ -9,12 +9,12 @@ use std::time::Instant;
 use bauta_policy::Decision;
 use http::Method;
 
-use crate::access_log::{self, Entry};
-use crate::dial::DialError;
-use crate::respond::ProxyError;
-use crate::secondary::advertiser::Advertiser;
-use crate::secondary::coverage::Coverage;
-use crate::shared::Shared;
+use crate::core::context::Shared;
+use crate::core::respond::ProxyError;
+use crate::ops::access_log::{self, Entry};
+use crate::seccert::advertiser::Advertiser;
+use crate::seccert::coverage::Coverage;
+use crate::upstream::dial::DialError;
 
 /// The protocol a client spoke to us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -184,7 +184,7 @@ pub fn parse_upstream(url: &str, ca: Option<&Path>) -> Result<Upstream, String> 
         "http" => 80,
         _ => return Err(format!("{url:?}: scheme must be http or https")),
     };
-    let target = crate::target::Target::parse_authority(rest, Some(default_port))
+    let target = crate::wire::target::Target::parse_authority(rest, Some(default_port))
         .map_err(|e| format!("{url:?}: {e}"))?;
     let tls = if scheme == "https" {
         let server_name = tls::server_name(&target.host).map_err(|e| format!("{url:?}: {e}"))?;

@@ -20,8 +20,8 @@ use hickory_resolver::TokioResolver;
 use tokio::net::TcpStream;
 
 use crate::config::Limits;
-use crate::metrics::Metrics;
-use crate::target::Target;
+use crate::ops::metrics::Metrics;
+use crate::wire::target::Target;
 
 /// RFC 8305 §5: the recommended Connection Attempt Delay.
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);

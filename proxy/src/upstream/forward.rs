@@ -16,9 +16,9 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use crate::body::Body;
-use crate::dial::{Authorized, Dialer};
-use crate::respond::{ProxyError, UpstreamError};
-use crate::target::Target;
+use crate::core::respond::{ProxyError, UpstreamError};
+use crate::upstream::dial::{Authorized, Dialer};
+use crate::wire::target::Target;
 
 /// Headers that describe one hop and never travel further (RFC 9110 §7.6.1),
 /// plus the de-facto `Proxy-Connection` and `Keep-Alive`.

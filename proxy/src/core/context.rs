@@ -4,10 +4,10 @@
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
-use crate::dial::Dialer;
-use crate::forward::UpstreamPool;
-use crate::metrics::Metrics;
-use crate::reverse::ReversePool;
+use crate::ops::metrics::Metrics;
+use crate::upstream::dial::Dialer;
+use crate::upstream::forward::UpstreamPool;
+use crate::upstream::reverse::ReversePool;
 
 pub struct Shared {
     config: RwLock<Arc<Config>>,

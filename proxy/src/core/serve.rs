@@ -11,15 +11,15 @@ use http::{header, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::body::metered::MeteredBody;
 use crate::body::{self, Body};
-use crate::exchange::{dial_failure, ConnInfo, Exchange, Failure, Kind};
-use crate::forward;
-use crate::metered_body::MeteredBody;
-use crate::respond::ProxyError;
-use crate::shared::Shared;
-use crate::target::Target;
+use crate::core::context::Shared;
+use crate::core::exchange::{dial_failure, ConnInfo, Exchange, Failure, Kind};
+use crate::core::respond::ProxyError;
 use crate::tunnel::tcp::{self as tcp_tunnel, End};
 use crate::tunnel::udp;
+use crate::upstream::forward;
+use crate::wire::target::Target;
 
 /// Serve one request. Never fails: every error becomes a response.
 pub async fn handle(
@@ -346,7 +346,13 @@ pub(crate) async fn reverse_route(
     shared: &Shared,
     ex: &Exchange,
     authority: &str,
-) -> Result<(Arc<crate::origin::Origin>, crate::dial::Authorized), Failure> {
+) -> Result<
+    (
+        Arc<crate::config::origin::Origin>,
+        crate::upstream::dial::Authorized,
+    ),
+    Failure,
+> {
     let target = Target::parse_authority(authority, Some(443))
         .map_err(|_| (ProxyError::BadRequest("request authority is invalid"), None))?;
     let config = shared.config();
@@ -362,7 +368,7 @@ pub(crate) async fn reverse_route(
         return Err((ProxyError::Misdirected, None));
     }
     let origin = Arc::clone(origin);
-    let auth = crate::reverse::authorize(&shared.dialer, &config.policy, &origin)
+    let auth = crate::upstream::reverse::authorize(&shared.dialer, &config.policy, &origin)
         .await
         .map_err(dial_failure)?;
     Ok((origin, auth))
@@ -372,15 +378,15 @@ pub(crate) async fn reverse_route(
 pub(crate) async fn reverse_send(
     shared: &Shared,
     ex: &Exchange,
-    origin: &crate::origin::Origin,
-    auth: crate::dial::Authorized,
+    origin: &crate::config::origin::Origin,
+    auth: crate::upstream::dial::Authorized,
     req: Request<Body>,
 ) -> Result<Response<Body>, Failure> {
     let config = shared.config();
     let up = Arc::new(AtomicU64::new(0));
     let req = req.map(|b| crate::body::boxed(MeteredBody::new(b, Arc::clone(&up), None)));
     let started = std::time::Instant::now();
-    let resp = crate::reverse::forward(
+    let resp = crate::upstream::reverse::forward(
         &shared.reverse_pool,
         &shared.dialer,
         &auth,

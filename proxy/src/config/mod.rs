@@ -11,14 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod default;
+pub mod origin;
+pub mod udp_template;
+
 use bauta_policy::{CompileError, Policy, PolicyConfig, RuleConfig, Verdict};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::origin::{self, Advertise, Origin, Origins};
-use crate::secondary::Codepoints;
+use self::origin::{Advertise, Origin, Origins};
+use crate::config::udp_template::UdpTemplate;
+use crate::seccert::negotiation::Codepoints;
 use crate::tls;
-use crate::udp_target::UdpTemplate;
 
 // === file types (mirror the TOML) ===
 

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{self, Body};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 pub async fn serve(
     listener: TcpListener,

@@ -13,10 +13,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::core::context::Shared;
 use crate::listen;
-use crate::metrics::Metrics;
-use crate::shared::Shared;
-use crate::shutdown::Tracker;
+use crate::ops::metrics::Metrics;
+use crate::server::shutdown::Tracker;
+
+pub mod reload;
+pub mod shutdown;
 
 /// A started proxy.
 pub struct Running {
@@ -46,7 +49,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
         Some(addr) => {
             let l = bind(addr, "admin").await?;
             let bound = l.local_addr()?;
-            tasks.spawn(crate::admin::serve(
+            tasks.spawn(crate::ops::admin::serve(
                 l,
                 Arc::clone(&metrics),
                 Arc::clone(&ready),
@@ -88,7 +91,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
     }
     ready.store(true, Ordering::Release);
     if let Some(path) = &config.source {
-        crate::reload::spawn_on_sighup(path.clone(), Arc::clone(&shared), endpoints);
+        crate::server::reload::spawn_on_sighup(path.clone(), Arc::clone(&shared), endpoints);
     }
 
     Ok(Running {

@@ -17,11 +17,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::Body;
-use crate::dial::{Authorized, DialError, Dialer};
-use crate::forward::{strip_hop_by_hop, via_value, UpstreamPool};
-use crate::origin::Origin;
-use crate::respond::{ProxyError, UpstreamError};
-use crate::target::Target;
+use crate::config::origin::Origin;
+use crate::core::respond::{ProxyError, UpstreamError};
+use crate::upstream::dial::{Authorized, DialError, Dialer};
+use crate::upstream::forward::{strip_hop_by_hop, via_value, UpstreamPool};
+use crate::wire::target::Target;
 
 /// How long to wait for the upstream TLS handshake.
 const UPSTREAM_TLS_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::metrics::Metrics;
-use crate::origin::{Advertise, Origins};
+use crate::config::origin::{Advertise, Origins};
+use crate::ops::metrics::Metrics;
+use crate::seccert::coverage::Coverage;
+use crate::seccert::h2_shim::H2Control;
+use crate::seccert::h3_shim::H3Control;
+use crate::seccert::negotiation::{Negotiation, SendError};
 use crate::seccert::ServerAuthenticator;
-use crate::secondary::coverage::Coverage;
-use crate::secondary::h2_shim::H2Control;
-use crate::secondary::h3_shim::H3Control;
-use crate::secondary::{Negotiation, SendError};
-use crate::target::Target;
+use crate::wire::target::Target;
 
 /// The connection's SERVER_CERTIFICATE carrier.
 #[derive(Clone, Debug)]

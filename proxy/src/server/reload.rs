@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::shared::Shared;
+use crate::core::context::Shared;
 
 /// Why a reload did not take effect.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,8 @@
-//! Secondary certificates on the proxy connection
-//! (draft-ietf-httpbis-secondary-server-certs): negotiating
-//! `SETTINGS_HTTP_SERVER_CERT_AUTH`, carrying `SERVER_CERTIFICATE` frames
-//! through h2 and h3 (which know neither), and enforcing the draft's
-//! connection errors. The authenticators themselves are in `seccert`.
-
-pub mod advertiser;
-pub mod coverage;
-pub mod h2_shim;
-pub mod h3_shim;
+//! The vocabulary of secondary certificates on a connection
+//! (draft-ietf-httpbis-secondary-server-certs): the codepoints, where the
+//! `SETTINGS_HTTP_SERVER_CERT_AUTH` negotiation stands, and the rules a
+//! client can break. The shims (`h2_shim`, `h3_shim`) carry the frames; the
+//! advertiser decides what to send when.
 
 use std::fmt;
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
-use crate::dial::DialError;
+use crate::upstream::dial::DialError;
 
 /// Everything that ends an exchange without the service it asked for.
 #[derive(Debug)]

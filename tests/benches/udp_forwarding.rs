@@ -730,7 +730,7 @@ const DROP_REASONS: [&str; 6] = [
 
 impl ProxyCounters {
     fn read(running: &bauta::Running) -> ProxyCounters {
-        let m = &running.shared.metrics;
+        let m = &running.services.metrics;
         ProxyCounters {
             up: m.udp_datagrams.with_label_values(&["upstream"]).get(),
             down: m.udp_datagrams.with_label_values(&["downstream"]).get(),

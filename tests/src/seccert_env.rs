@@ -308,7 +308,7 @@ impl SeccertProxy {
             .as_deref()
             .expect("proxy started from a file");
         let running = self.running.as_ref().expect("proxy running");
-        bauta::server::reload::reload(path, &running.shared, &[])
+        bauta::server::reload::reload(path, &running.services)
     }
 
     pub async fn shutdown(mut self) {

@@ -19,10 +19,12 @@ use bauta_policy::{CompileError, Policy, PolicyConfig, RuleConfig, Verdict};
 use serde::Deserialize;
 use toml::Spanned;
 
-use self::origin::{Advertise, Origin, Origins};
+use self::origin::{Origin, Origins};
 use crate::config::udp_template::UdpTemplate;
+use crate::seccert::advertiser::Advertise;
 use crate::seccert::negotiation::Codepoints;
 use crate::tls;
+use crate::wire::target::Target;
 
 // === file types (mirror the TOML) ===
 
@@ -182,8 +184,8 @@ pub struct ListenerSpec {
     pub quic_tls: Option<Arc<rustls::ServerConfig>>,
     /// The listener certificate's leaf, to see which origins it covers.
     pub leaf: Option<rustls::pki_types::CertificateDer<'static>>,
-    /// Origins (indices) the listener's own certificate covers.
-    pub handshake_covers: Arc<std::collections::HashSet<usize>>,
+    /// Origins the listener's own certificate covers.
+    pub handshake_covers: Arc<std::collections::HashSet<Target>>,
 }
 
 #[derive(Clone, Debug)]
@@ -778,8 +780,8 @@ fn compile_origins(
             .trim()
             .trim_end_matches('.')
             .to_ascii_lowercase();
-        match bauta_policy::Host::parse(&host) {
-            Ok(bauta_policy::Host::Name(_)) => {}
+        let name = match bauta_policy::Host::parse(&host) {
+            Ok(h @ bauta_policy::Host::Name(_)) => h,
             _ => {
                 return Err(src.err(
                     o.host.span(),
@@ -787,7 +789,7 @@ fn compile_origins(
                     format!("{:?} is not a DNS host name", o.host.get_ref()),
                 ))
             }
-        }
+        };
         let port = match &o.port {
             Some(p) if *p.get_ref() == 0 => {
                 return Err(src.err(p.span(), "origin.port", "must be 1..65535"))
@@ -815,6 +817,7 @@ fn compile_origins(
         let cert = crate::seccert::OriginCert::new(Arc::new(certified))
             .map_err(|e| src.err(o.cert.span(), "origin.cert", e.to_string()))?;
         out.push(Arc::new(Origin {
+            authority: Target { host: name, port },
             host,
             port,
             chain,

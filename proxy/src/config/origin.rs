@@ -9,35 +9,18 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 
+use crate::seccert::advertiser::Provable;
 use crate::tls;
-
-/// How certificates are advertised on a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Advertise {
-    /// Every configured origin right after the client's SETTINGS.
-    Eager,
-    /// An origin's certificate when a CONNECT to it arrives.
-    OnConnect,
-    /// Never.
-    Off,
-}
-
-impl Advertise {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Advertise::Eager => "eager",
-            Advertise::OnConnect => "on-connect",
-            Advertise::Off => "off",
-        }
-    }
-}
+use crate::wire::target::Target;
 
 /// One origin the proxy serves itself.
 pub struct Origin {
     /// Lower-case host name, as clients put it in `:authority`.
     pub host: String,
     pub port: u16,
+    /// `host:port` as a [`Target`]: the origin's stable identity, the same
+    /// across reloads (coverage and advertising are keyed by it).
+    pub authority: Target,
     pub chain: Vec<CertificateDer<'static>>,
     pub key: Arc<dyn rustls::sign::SigningKey>,
     /// The chain and key ready for authenticators (Certificate message cached).
@@ -72,11 +55,11 @@ impl fmt::Debug for Upstream {
     }
 }
 
-/// All configured origins, indexed by `host:port`.
+/// All configured origins, indexed by authority.
 #[derive(Default, Debug)]
 pub struct Origins {
     pub list: Vec<Arc<Origin>>,
-    by_authority: HashMap<(String, u16), usize>,
+    by_authority: HashMap<Target, usize>,
 }
 
 impl Origins {
@@ -84,16 +67,24 @@ impl Origins {
         let by_authority = list
             .iter()
             .enumerate()
-            .map(|(i, o)| ((o.host.clone(), o.port), i))
+            .map(|(i, o)| (o.authority.clone(), i))
             .collect();
         Origins { list, by_authority }
     }
 
-    /// The origin for a host (any case, trailing dot allowed) and port.
-    pub fn find(&self, host: &str, port: u16) -> Option<(usize, &Arc<Origin>)> {
-        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-        let i = *self.by_authority.get(&(host, port))?;
-        self.list.get(i).map(|o| (i, o))
+    /// The origin for an authority (`Target` hosts are already lower-case,
+    /// without a trailing dot).
+    pub fn find(&self, authority: &Target) -> Option<&Arc<Origin>> {
+        let i = *self.by_authority.get(authority)?;
+        self.list.get(i)
+    }
+
+    /// What the secondary-certificate advertiser may prove, in configuration order.
+    pub fn provable(&self) -> Provable {
+        self.list
+            .iter()
+            .map(|o| (o.authority.clone(), Arc::clone(&o.cert)))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,20 +100,19 @@ impl Origins {
 pub fn covered_by(
     leaf: &CertificateDer<'static>,
     origins: &Origins,
-) -> std::collections::HashSet<usize> {
+) -> std::collections::HashSet<Target> {
     let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else {
         return Default::default();
     };
     origins
         .list
         .iter()
-        .enumerate()
-        .filter(|(_, o)| {
+        .filter(|o| {
             ServerName::try_from(o.host.clone())
                 .map(|n| ee.verify_is_valid_for_subject_name(&n).is_ok())
                 .unwrap_or(false)
         })
-        .map(|(i, _)| i)
+        .map(|o| o.authority.clone())
         .collect()
 }
 

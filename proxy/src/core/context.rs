@@ -1,28 +1,29 @@
-//! State shared by every connection: the current configuration snapshot,
-//! metrics, the dialer and the upstream pool.
+//! What every connection shares: the configuration in force (an immutable
+//! snapshot, swapped whole on reload), metrics, the dialer, the upstream
+//! pools, and the live-tunnel tracker.
 
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
+use crate::core::drain::Tunnels;
 use crate::ops::metrics::Metrics;
 use crate::upstream::dial::Dialer;
 use crate::upstream::forward::UpstreamPool;
 use crate::upstream::reverse::ReversePool;
 
-pub struct Shared {
+pub struct Services {
     config: RwLock<Arc<Config>>,
     pub metrics: Arc<Metrics>,
     pub dialer: Dialer,
     pub pool: UpstreamPool,
     pub reverse_pool: ReversePool,
-    /// Flipped to true when the shutdown grace period is over: open tunnels close.
-    abort: tokio::sync::watch::Sender<bool>,
+    pub tunnels: Arc<Tunnels>,
 }
 
-// === impl Shared ===
+// === impl Services ===
 
-impl Shared {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> std::io::Result<Shared> {
+impl Services {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> std::io::Result<Services> {
         let dialer = Dialer::new(
             &config.dns_servers,
             config.limits.clone(),
@@ -36,30 +37,17 @@ impl Shared {
             config.limits.max_upstream_idle_per_host,
             config.limits.upstream_idle_timeout,
         );
-        Ok(Shared {
+        Ok(Services {
             config: RwLock::new(config),
             metrics,
             dialer,
             pool,
             reverse_pool,
-            abort: tokio::sync::watch::channel(false).0,
+            tunnels: Tunnels::new(),
         })
     }
 
-    /// Resolves once open tunnels must close (end of the shutdown grace period).
-    pub fn aborted(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.abort.subscribe();
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    }
-
-    /// Close every open tunnel now.
-    pub fn abort_tunnels(&self) {
-        self.abort.send_replace(true);
-    }
-
-    /// Make `config` the one in force; requests already running keep theirs.
+    /// Make `config` the one in force for new connections and requests.
     pub fn replace_config(&self, config: Arc<Config>) {
         match self.config.write() {
             Ok(mut c) => *c = config,
@@ -67,8 +55,10 @@ impl Shared {
         }
     }
 
-    /// The configuration in force now. Requests hold their snapshot to the end.
-    pub fn config(&self) -> Arc<Config> {
+    /// The snapshot in force now. A connection takes one when it starts, a
+    /// request when it arrives, and keeps it to the end: one request never
+    /// mixes two configurations.
+    pub fn snapshot(&self) -> Arc<Config> {
         match self.config.read() {
             Ok(c) => Arc::clone(&c),
             // A writer panicked mid-swap; the stored Arc is still whole.

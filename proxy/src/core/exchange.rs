@@ -9,9 +9,10 @@ use std::time::Instant;
 use bauta_policy::Decision;
 use http::Method;
 
-use crate::core::context::Shared;
+use crate::config::Config;
 use crate::core::respond::ProxyError;
 use crate::ops::access_log::{self, Entry};
+use crate::ops::metrics::Metrics;
 use crate::seccert::advertiser::Advertiser;
 use crate::seccert::coverage::Coverage;
 use crate::upstream::dial::DialError;
@@ -71,6 +72,8 @@ impl Kind {
 #[derive(Clone)]
 pub struct Exchange {
     pub conn: Arc<ConnInfo>,
+    /// The configuration snapshot this request is served under, start to end.
+    pub config: Arc<Config>,
     pub method: Method,
     pub kind: Kind,
     pub target: String,
@@ -89,12 +92,36 @@ pub fn dial_failure(e: DialError) -> Failure {
     (ProxyError::Dial(e), decision)
 }
 
+// === impl ConnInfo ===
+
+impl ConnInfo {
+    /// The same connection, speaking `front` (a sniffed plaintext
+    /// connection learns its protocol from the first request).
+    pub fn with_front(&self, front: Front) -> ConnInfo {
+        ConnInfo {
+            listener: Arc::clone(&self.listener),
+            client: self.client,
+            front,
+            tls: self.tls,
+            coverage: Arc::clone(&self.coverage),
+            advertiser: self.advertiser.clone(),
+        }
+    }
+}
+
 // === impl Exchange ===
 
 impl Exchange {
-    pub fn new(conn: Arc<ConnInfo>, method: Method, kind: Kind, target: String) -> Exchange {
+    pub fn new(
+        conn: Arc<ConnInfo>,
+        config: Arc<Config>,
+        method: Method,
+        kind: Kind,
+        target: String,
+    ) -> Exchange {
         Exchange {
             conn,
+            config,
             method,
             kind,
             target,
@@ -103,9 +130,8 @@ impl Exchange {
     }
 
     /// Count the request in `bauta_requests_total`.
-    pub fn count(&self, shared: &Shared, outcome: &str) {
-        shared
-            .metrics
+    pub fn count(&self, metrics: &Metrics, outcome: &str) {
+        metrics
             .requests
             .with_label_values(&[
                 &self.conn.listener,
@@ -135,9 +161,9 @@ impl Exchange {
     }
 
     /// Count and log a failed exchange.
-    pub fn fail(&self, shared: &Shared, failure: &Failure, status: u16) {
+    pub fn fail(&self, metrics: &Metrics, failure: &Failure, status: u16) {
         let outcome = failure.0.answer().outcome;
-        self.count(shared, outcome);
+        self.count(metrics, outcome);
         self.log(failure.1.as_ref(), status, outcome, 0, 0);
     }
 }

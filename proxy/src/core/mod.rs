@@ -1,8 +1,13 @@
-//! The protocol-agnostic core: one `Exchange` per request, whatever front it
-//! came from; the data path (`serve`); the one map from errors to answers
-//! (`respond`); the state every connection shares (`context`).
+//! The protocol-agnostic core. Fronts hand it a [`request::RequestHead`]
+//! and a body; [`serve::serve`] is the data path; [`route`] decides what a
+//! request is; [`respond`] is the one map from errors to answers; a
+//! [`reply::Reply`] goes back. Nothing here knows hyper, h2, h3 or quinn.
 
 pub mod context;
+pub mod drain;
 pub mod exchange;
+pub mod reply;
+pub mod request;
 pub mod respond;
+pub mod route;
 pub mod serve;

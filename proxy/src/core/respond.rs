@@ -1,18 +1,27 @@
 //! The one map from "what went wrong" to "how we answer": HTTP status,
-//! `Proxy-Status` (RFC 9209) error type and parameters, and the metric outcome
-//! label. Mirrors the situation table of `spec/masque.md` §2.4.
+//! `Proxy-Status` (RFC 9209) error type and parameters, the stream reset
+//! that follows on HTTP/2 and HTTP/3, and the metric outcome label. Mirrors
+//! the situation table of `spec/masque.md` §2.4. Every front answers from
+//! this table, so the three protocols answer one situation alike.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::upstream::dial::DialError;
+use crate::upstream::UpstreamError;
+use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
+use crate::wire::h3_error::H3ErrorCode;
 
 /// Everything that ends an exchange without the service it asked for.
 #[derive(Debug)]
 pub enum ProxyError {
-    /// The request itself is malformed (400).
+    /// The request is invalid (400).
     BadRequest(&'static str),
+    /// The request is malformed in the sense of RFC 9113 §8.1.1 / RFC 9114
+    /// §4.1.2: 400, then the stream is reset (HTTP/2 `PROTOCOL_ERROR`,
+    /// HTTP/3 `H3_MESSAGE_ERROR`); HTTP/1.1 closes the connection.
+    Malformed(&'static str),
     /// Understood but not something this proxy does (501).
     NotImplemented(&'static str),
     /// Nothing here answers this path (404).
@@ -29,18 +38,6 @@ pub enum ProxyError {
     Upstream(UpstreamError),
 }
 
-#[derive(Debug)]
-pub enum UpstreamError {
-    /// The connection closed before a complete response header arrived.
-    Terminated,
-    /// The next hop's response was not valid HTTP.
-    Protocol,
-    /// TLS with the next hop failed.
-    TlsHandshake,
-    /// The next hop's certificate did not verify.
-    TlsCertificate,
-}
-
 /// How one error is answered.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Answer {
@@ -53,6 +50,10 @@ pub struct Answer {
     pub details: String,
     /// Metric outcome label.
     pub outcome: &'static str,
+    /// After the response, reset the stream: HTTP/2 with this code …
+    pub h2_reset: Option<H2ErrorCode>,
+    /// … and HTTP/3 with this one (HTTP/1.1 closes the connection instead).
+    pub h3_reset: Option<H3ErrorCode>,
 }
 
 // === impl ProxyError ===
@@ -66,6 +67,8 @@ impl ProxyError {
             params: None,
             details,
             outcome,
+            h2_reset: None,
+            h3_reset: None,
         };
         match self {
             ProxyError::BadRequest(why) => a(
@@ -74,6 +77,16 @@ impl ProxyError {
                 "bad_request",
                 (*why).to_string(),
             ),
+            ProxyError::Malformed(why) => Answer {
+                h2_reset: Some(H2ErrorCode::PROTOCOL_ERROR),
+                h3_reset: Some(H3ErrorCode::MESSAGE_ERROR),
+                ..a(
+                    StatusCode::BAD_REQUEST,
+                    "proxy_internal_response",
+                    "bad_request",
+                    (*why).to_string(),
+                )
+            },
             ProxyError::NotImplemented(why) => a(
                 StatusCode::NOT_IMPLEMENTED,
                 "proxy_internal_response",
@@ -104,56 +117,66 @@ impl ProxyError {
                 "bad_request",
                 "this is a proxy: send CONNECT or an absolute-form http:// request".into(),
             ),
-            ProxyError::Dial(D::Denied(d)) if d.reason.is_address_prohibited() => a(
-                StatusCode::BAD_GATEWAY,
-                "destination_ip_prohibited",
-                "address_prohibited",
-                d.reason.as_str().to_string(),
-            ),
-            ProxyError::Dial(D::Denied(d)) => a(
-                StatusCode::FORBIDDEN,
-                "http_request_denied",
-                "denied",
-                d.reason.as_str().to_string(),
-            ),
-            ProxyError::Dial(D::Dns { rcode }) => Answer {
-                params: rcode.as_ref().map(|r| format!("rcode={}", sf_string(r))),
-                ..a(
-                    StatusCode::BAD_GATEWAY,
-                    "dns_error",
-                    "dns_error",
-                    "DNS lookup of the destination failed".into(),
-                )
-            },
-            ProxyError::Dial(D::DnsTimeout) => a(
-                StatusCode::GATEWAY_TIMEOUT,
-                "dns_timeout",
-                "dns_timeout",
-                "DNS lookup of the destination timed out".into(),
-            ),
-            ProxyError::Dial(D::Refused) => a(
-                StatusCode::BAD_GATEWAY,
-                "connection_refused",
-                "connection_refused",
-                "the destination refused the connection".into(),
-            ),
-            ProxyError::Dial(D::Timeout) => a(
-                StatusCode::GATEWAY_TIMEOUT,
-                "connection_timeout",
-                "connection_timeout",
-                "connecting to the destination timed out".into(),
-            ),
-            ProxyError::Dial(D::Unreachable) => a(
-                StatusCode::BAD_GATEWAY,
-                "destination_ip_unroutable",
-                "unreachable",
-                "no route to the destination".into(),
-            ),
-            ProxyError::Dial(D::Io(_)) => a(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "proxy_internal_error",
-                "internal_error",
-                "could not open a connection".into(),
+            ProxyError::Dial(dial) | ProxyError::Upstream(UpstreamError::Dial(dial)) => {
+                match dial {
+                    D::Denied(d) if d.reason.is_address_prohibited() => a(
+                        StatusCode::BAD_GATEWAY,
+                        "destination_ip_prohibited",
+                        "address_prohibited",
+                        d.reason.as_str().to_string(),
+                    ),
+                    D::Denied(d) => a(
+                        StatusCode::FORBIDDEN,
+                        "http_request_denied",
+                        "denied",
+                        d.reason.as_str().to_string(),
+                    ),
+                    D::Dns { rcode } => Answer {
+                        params: rcode.as_ref().map(|r| format!("rcode={}", sf_string(r))),
+                        ..a(
+                            StatusCode::BAD_GATEWAY,
+                            "dns_error",
+                            "dns_error",
+                            "DNS lookup of the destination failed".into(),
+                        )
+                    },
+                    D::DnsTimeout => a(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "dns_timeout",
+                        "dns_timeout",
+                        "DNS lookup of the destination timed out".into(),
+                    ),
+                    D::Refused => a(
+                        StatusCode::BAD_GATEWAY,
+                        "connection_refused",
+                        "connection_refused",
+                        "the destination refused the connection".into(),
+                    ),
+                    D::Timeout => a(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "connection_timeout",
+                        "connection_timeout",
+                        "connecting to the destination timed out".into(),
+                    ),
+                    D::Unreachable => a(
+                        StatusCode::BAD_GATEWAY,
+                        "destination_ip_unroutable",
+                        "unreachable",
+                        "no route to the destination".into(),
+                    ),
+                    D::Io(_) => a(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "proxy_internal_error",
+                        "internal_error",
+                        "could not open a connection".into(),
+                    ),
+                }
+            }
+            ProxyError::Upstream(UpstreamError::InvalidTarget(why)) => a(
+                StatusCode::BAD_REQUEST,
+                "proxy_internal_response",
+                "bad_request",
+                (*why).to_string(),
             ),
             ProxyError::Upstream(UpstreamError::Terminated) => a(
                 StatusCode::BAD_GATEWAY,
@@ -217,6 +240,15 @@ impl ProxyError {
 impl From<DialError> for ProxyError {
     fn from(e: DialError) -> Self {
         ProxyError::Dial(e)
+    }
+}
+
+impl From<UpstreamError> for ProxyError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Dial(d) => ProxyError::Dial(d),
+            other => ProxyError::Upstream(other),
+        }
     }
 }
 

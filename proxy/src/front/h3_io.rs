@@ -10,11 +10,12 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use h3::server::RequestStream;
 
-use crate::seccert::h3_shim::{ShimBidiStream, ShimRecvStream};
+use crate::seccert::h3_shim::ShimBidiStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-type SendHalf = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
-type RecvHalf = RequestStream<ShimRecvStream, Bytes>;
+use crate::wire::h3_error::H3ErrorCode;
+
+use crate::front::h3_body::{RecvHalf, SendHalf};
 type Pending =
     Pin<Box<dyn Future<Output = (Box<SendHalf>, Result<(), h3::error::StreamError>)> + Send>>;
 
@@ -41,6 +42,10 @@ enum SendState {
 impl H3Io {
     pub fn new(stream: RequestStream<ShimBidiStream, Bytes>) -> H3Io {
         let (send, recv) = stream.split();
+        H3Io::from_halves(send, recv)
+    }
+
+    pub fn from_halves(send: SendHalf, recv: RecvHalf) -> H3Io {
         H3Io {
             recv,
             leftover: Bytes::new(),
@@ -78,9 +83,9 @@ impl H3Io {
     /// Abort the stream with an HTTP/3 error code (a stream error): reset
     /// our sending side. (h3-quinn panics on STOP_SENDING while a read is
     /// pending; dropping the receive half stops the client's side anyway.)
-    pub fn reset(&mut self, code: h3::error::Code) {
+    pub fn reset(&mut self, code: H3ErrorCode) {
         if let SendState::Idle(half) = &mut self.send {
-            half.stop_stream(code);
+            half.stop_stream(h3::error::Code::from(code.0));
         }
     }
 }

@@ -1,67 +1,63 @@
-//! The HTTP/3 front (RFC 9114) on quinn + h3: plain CONNECT (§4.4) into the
-//! shared TCP tunnel, and CONNECT-UDP (RFC 9298, RFC 9220) into the shared
-//! UDP tunnel over QUIC DATAGRAM frames or, when the client cannot take them,
-//! DATAGRAM capsules on the request stream.
+//! The HTTP/3 front (RFC 9114) on quinn + h3: serves one QUIC connection,
+//! turns each request stream into the core's [`RequestHead`] and body, and
+//! sends the core's [`Reply`] back: a response, a refusal followed by a
+//! stream reset where the answer says so, or a tunnel over the request
+//! stream (TCP) and QUIC datagrams or capsules (UDP, RFC 9298, RFC 9220).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bauta_policy::Protocol;
 use bytes::Bytes;
-use h3::error::Code;
 use h3::server::RequestStream;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
 use tokio::sync::watch;
 
-use crate::config::origin::Advertise;
+use crate::body::{self, Body};
 use crate::config::ListenerSpec;
-use crate::core::context::Shared;
-use crate::core::exchange::{dial_failure, ConnInfo, Exchange, Failure, Front, Kind};
-use crate::core::respond::ProxyError;
-use crate::front::h3_body;
+use crate::core::context::Services;
+use crate::core::exchange::{ConnInfo, Front};
+use crate::core::reply::{Reply, TunnelEnd};
+use crate::core::request::RequestHead;
+use crate::core::serve::serve;
+use crate::front::h3_body::{self, H3RequestBody, RecvHalf, SendHalf};
+use crate::front::h3_datagrams::QuicDatagrams;
 use crate::front::h3_io::H3Io;
-use crate::seccert::advertiser::{Advertiser, Channel};
+use crate::seccert::advertiser::{Advertise, Advertiser, Channel};
 use crate::seccert::coverage::Coverage;
 use crate::seccert::h3_shim::{H3Shim, H3ShimConfig, ShimBidiStream};
-use crate::seccert::{CapturingResolver, ClientHelloSlot, Exporter, HashAlg, ServerAuthenticator};
-use crate::tunnel::udp;
-use crate::wire::target::Target;
+use crate::seccert::{ClientHelloSlot, Exporter, HashAlg, ServerAuthenticator};
+use crate::tunnel::udp::NoDatagrams;
+use crate::wire::h3_error::H3ErrorCode;
 
 pub type H3Stream = RequestStream<ShimBidiStream, Bytes>;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest HTTP/3 request header section we accept.
+const MAX_FIELD_SECTION: u64 = 64 * 1024;
+/// Before resetting a refused stream, give the refusal's HEADERS and DATA
+/// this long to leave: RESET_STREAM discards whatever is still unsent.
+const REFUSAL_LINGER: Duration = Duration::from_millis(25);
 
-/// Serve one QUIC connection until the client or shutdown ends it.
+/// What a request handler needs of its QUIC connection.
+#[derive(Clone)]
+struct H3Conn {
+    conn: quinn::Connection,
+    datagrams: QuicDatagrams,
+    /// The client's SETTINGS as h3 records them (read when datagrams are sent).
+    peer: Arc<h3::SharedState>,
+}
+
+/// Serve one established QUIC connection until the client or shutdown ends it.
 pub async fn serve_connection(
-    incoming: quinn::Incoming,
-    spec: Arc<ListenerSpec>,
-    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    hello: ClientHelloSlot,
+    spec: ListenerSpec,
+    services: Arc<Services>,
     mut shutdown: watch::Receiver<bool>,
-    max_field_section: u64,
 ) {
-    // A per-connection TLS config records the ClientHello's signature
-    // schemes, which authenticators must choose from (RFC 9261 §5.2.2).
-    let config = shared.config();
-    let (hello, connecting) = match accept_capturing(incoming, &spec) {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::debug!(error = %e, "QUIC connection refused");
-            return;
-        }
-    };
-    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "QUIC handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("QUIC handshake timed out");
-            return;
-        }
-    };
+    let config = services.snapshot();
     let client = conn.remote_address();
-    shared
+    services
         .metrics
         .connections
         .with_label_values(&[&spec.name, Front::Http3.as_str()])
@@ -76,18 +72,20 @@ pub async fn serve_connection(
         },
     );
     // QUIC runs only SHA-256 suites here (tls::quic_server_config), and the
-    // handshake is complete once `connecting` resolved (no 0-RTT).
+    // handshake is complete once the connection is established (no 0-RTT).
     let authenticator = match (Exporter::from_quinn(&conn, HashAlg::Sha256), hello.get()) {
         (Ok(exporter), Some(h)) => Some(ServerAuthenticator::new(exporter, &h.signature_schemes)),
         _ => None,
     };
-    let advertiser = Advertiser::for_connection(
+    let advertiser = Advertiser::new(
         Channel::H3(control.clone()),
-        &config,
+        config.secondary.advertise,
         authenticator,
+        config.origins.provable(),
         Arc::clone(&coverage),
-        Arc::clone(&shared.metrics),
+        Arc::clone(&services.metrics),
     );
+    advertiser.start();
     let info = Arc::new(ConnInfo {
         listener: Arc::clone(&spec.name),
         client,
@@ -100,7 +98,7 @@ pub async fn serve_connection(
         .enable_extended_connect(true)
         .enable_datagram(true)
         .send_grease(true)
-        .max_field_section_size(max_field_section)
+        .max_field_section_size(MAX_FIELD_SECTION)
         .build(shim)
         .await
     {
@@ -110,25 +108,22 @@ pub async fn serve_connection(
             return;
         }
     };
-    let datagrams = udp::QuicDatagrams::spawn(conn.clone(), Arc::clone(&shared.metrics));
-    // The client's SETTINGS as h3 records them (read when datagrams are sent).
-    let peer = Arc::clone(&h3c.inner.shared);
+    let h3 = H3Conn {
+        datagrams: QuicDatagrams::spawn(conn.clone(), Arc::clone(&services.metrics)),
+        peer: Arc::clone(&h3c.inner.shared),
+        conn,
+    };
     let mut draining = false;
     loop {
         tokio::select! {
             r = h3c.accept() => match r {
                 Ok(Some(resolver)) => {
-                    let shared = Arc::clone(&shared);
+                    let services = Arc::clone(&services);
                     let info = Arc::clone(&info);
-                    let datagrams = datagrams.clone();
-                    let conn = conn.clone();
-                    let peer = Arc::clone(&peer);
+                    let h3 = h3.clone();
                     tokio::spawn(async move {
                         match resolver.resolve_request().await {
-                            Ok((req, stream)) => {
-                                let h3 = H3Conn { conn, datagrams, peer };
-                                handle(shared, info, h3, req, stream).await
-                            }
+                            Ok((req, stream)) => handle(services, info, h3, req, stream).await,
                             Err(e) => tracing::debug!(%client, error = %e, "bad HTTP/3 request"),
                         }
                     });
@@ -150,7 +145,7 @@ pub async fn serve_connection(
     }
     if let Some(v) = control.violation() {
         tracing::debug!(%client, violation = %v, "client broke the secondary-certificate rules");
-        shared
+        services
             .metrics
             .secondary_cert_errors
             .with_label_values(&["h3", v.as_str()])
@@ -158,239 +153,101 @@ pub async fn serve_connection(
     }
 }
 
-/// Accept with a copy of the listener's QUIC TLS config that captures the
-/// ClientHello into the returned slot.
-fn accept_capturing(
-    incoming: quinn::Incoming,
-    spec: &ListenerSpec,
-) -> Result<(ClientHelloSlot, quinn::Connecting), String> {
-    let base = spec
-        .quic_tls
-        .as_ref()
-        .ok_or("h3 listener without QUIC TLS")?;
-    let (tls, slot) = CapturingResolver::config_for_connection(base);
-    let crypto =
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
-    let server = crate::listen::quic::server_config_with(Arc::new(crypto));
-    let connecting = incoming
-        .accept_with(Arc::new(server))
-        .map_err(|e| e.to_string())?;
-    Ok((slot, connecting))
-}
-
-/// What a request handler needs of its QUIC connection.
-struct H3Conn {
-    conn: quinn::Connection,
-    datagrams: udp::QuicDatagrams,
-    peer: Arc<h3::SharedState>,
-}
-
-/// One request stream.
+/// One request stream: adapt, serve, answer.
 async fn handle(
-    shared: Arc<Shared>,
+    services: Arc<Services>,
     info: Arc<ConnInfo>,
     h3: H3Conn,
     req: Request<()>,
     stream: H3Stream,
 ) {
-    let protocol = req.extensions().get::<h3::ext::Protocol>().copied();
-    let kind = match (req.method() == Method::CONNECT, protocol) {
-        (true, Some(p)) if p == h3::ext::Protocol::CONNECT_UDP => Kind::ConnectUdp,
-        (true, _) => Kind::Connect,
-        (false, _) if req.uri().scheme_str() == Some("http") => Kind::Forward,
-        (false, _) => Kind::Reverse,
-    };
-    let target = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_default();
-    let ex = Exchange::new(info, req.method().clone(), kind, target);
-    match (kind, protocol) {
-        (Kind::Connect, Some(_)) => {
-            let f = (
-                ProxyError::NotImplemented("this :protocol is not supported"),
-                None,
-            );
-            reject(&shared, &ex, stream, f, None).await
-        }
-        (Kind::Connect, None) => connect(&shared, &ex, &req, stream).await,
-        (Kind::ConnectUdp, _) => connect_udp(&shared, &ex, &req, h3, stream).await,
-        (Kind::Reverse, _) => reverse(&shared, &ex, req, stream).await,
-        (Kind::Forward, _) => {
-            let f = (
-                ProxyError::BadRequest("this is a proxy: over HTTP/3 send CONNECT or CONNECT-UDP"),
-                None,
-            );
-            reject(&shared, &ex, stream, f, None).await
-        }
-    }
-}
-
-/// Plain CONNECT (RFC 9114 §4.4): `:authority` only; `:scheme`/`:path` make it malformed.
-async fn connect(shared: &Arc<Shared>, ex: &Exchange, req: &Request<()>, mut stream: H3Stream) {
-    let uri = req.uri();
-    if uri.scheme().is_some() || uri.path_and_query().is_some() {
-        let f = (
-            ProxyError::BadRequest("CONNECT must not carry :scheme or :path"),
-            None,
-        );
-        return reject(shared, ex, stream, f, Some(Code::H3_MESSAGE_ERROR)).await;
-    }
-    let target = match uri
-        .authority()
-        .ok_or(())
-        .and_then(|a| Target::parse_authority(a.as_str(), None).map_err(|_| ()))
-    {
-        Ok(t) => t,
-        Err(()) => {
-            let f = (
-                ProxyError::BadRequest(
-                    "CONNECT target must be host:port with a valid host and port",
-                ),
-                None,
-            );
-            return reject(shared, ex, stream, f, Some(Code::H3_MESSAGE_ERROR)).await;
-        }
-    };
-    if let Some(a) = &ex.conn.advertiser {
-        a.on_connect(&target);
-    }
-    let config = shared.config();
-    let dialed = match shared
-        .dialer
-        .dial(&config.policy, Protocol::Connect, &target)
-        .await
-    {
-        Ok(d) => d,
-        Err(e) => return reject(shared, ex, stream, dial_failure(e), None).await,
-    };
-    let ex = Exchange {
-        target: target.to_string(),
-        ..ex.clone()
-    };
-    if let Err(e) = stream.send_response(ok_response()).await {
-        tracing::debug!(error = %e, "client went away before the tunnel started");
-        ex.log(Some(&dialed.decision), 200, "client_gone", 0, 0);
-        return;
-    }
-    ex.count(shared, "ok");
-    crate::core::serve::run_tcp_tunnel(
-        shared,
-        &ex,
-        &dialed.decision,
-        H3Io::new(stream),
-        dialed.stream,
-    )
-    .await;
-}
-
-/// An https request: served from the origin's upstream when this connection
-/// covers it (secondary certificate sent), else 421.
-async fn reverse(shared: &Arc<Shared>, ex: &Exchange, req: Request<()>, stream: H3Stream) {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_default();
-    let (origin, auth) = match crate::core::serve::reverse_route(shared, ex, &authority).await {
-        Ok(x) => x,
-        Err(f) => return reject(shared, ex, stream, f, None).await,
-    };
-    let (mut send, recv) = stream.split();
-    let (parts, ()) = req.into_parts();
-    let body = crate::body::boxed(h3_body::H3RequestBody::new(recv));
-    let req = Request::from_parts(parts, body);
-    let resp = match crate::core::serve::reverse_send(shared, ex, &origin, auth, req).await {
-        Ok(r) => r,
-        Err(failure) => {
-            let resp = failure.0.response(&shared.config().proxy_name);
-            ex.fail(shared, &failure, resp.status().as_u16());
-            resp
-        }
-    };
-    if let Err(e) = h3_body::send_response(&mut send, resp).await {
-        tracing::debug!(error = %e, "HTTP/3 response not delivered");
-    }
-}
-
-/// CONNECT-UDP over HTTP/3 (RFC 9298 §3.4, RFC 9220).
-async fn connect_udp(
-    shared: &Arc<Shared>,
-    ex: &Exchange,
-    req: &Request<()>,
-    h3: H3Conn,
-    mut stream: H3Stream,
-) {
-    let plan = match udp::validate(shared, req.method(), req.uri(), req.headers(), true) {
-        Ok(p) => p,
-        Err((e, malformed)) => {
-            let code = malformed.then_some(Code::H3_MESSAGE_ERROR);
-            return reject(shared, ex, stream, (e, None), code).await;
-        }
-    };
-    let flow = match udp::open(shared, plan).await {
-        Ok(f) => f,
-        Err(f) => return reject(shared, ex, stream, f, None).await,
-    };
-    let ex = Exchange {
-        target: flow.target.to_string(),
-        ..ex.clone()
-    };
     let stream_id = stream.id().into_inner();
-    // Register before answering so that no datagram right after the 200 is lost.
-    let rx = h3.datagrams.register(stream_id);
-    if stream.send_response(udp::ok_response()).await.is_err() {
-        ex.log(Some(&flow.decision), 200, "client_gone", 0, 0);
-        return;
-    }
-    ex.count(shared, "ok");
-    let side = udp::H3Side {
-        conn: &h3.conn,
-        stream_id,
-        rx,
-        peer: h3.peer,
+    let (parts, ()) = req.into_parts();
+    let protocol = parts
+        .extensions
+        .get::<h3::ext::Protocol>()
+        .map(|p| p.as_str().to_ascii_lowercase().into_boxed_str());
+    let mut head = RequestHead::new(parts.method, parts.uri, parts.version, parts.headers);
+    head.protocol = protocol;
+    let (mut send, recv) = stream.split();
+    // A CONNECT's stream becomes the tunnel; any other request's stream
+    // carries its content.
+    let (request_body, recv) = if head.method == Method::CONNECT {
+        (body::empty(), Some(recv))
+    } else {
+        (body::boxed(H3RequestBody::new(recv)), None)
     };
-    let mut io = H3Io::new(stream);
-    let end = udp::relay(shared, &ex, flow, &mut io, Some(side)).await;
-    // RFC 9297 §3.3: a capsule error makes the message malformed (RFC 9114
-    // §4.1.2: stream error H3_MESSAGE_ERROR).
-    if end == udp::FlowEnd::Malformed {
-        io.reset(Code::H3_MESSAGE_ERROR);
+    match serve(&services, &info, head, request_body).await {
+        Reply::Response(resp) => {
+            if let Err(e) = h3_body::send_response(&mut send, resp).await {
+                tracing::debug!(error = %e, "HTTP/3 response not delivered");
+            }
+        }
+        Reply::Refusal {
+            response, h3_reset, ..
+        } => refuse(send, recv, response, h3_reset).await,
+        Reply::Tunnel { head, tunnel } => {
+            let Some(recv) = recv else {
+                // Only CONNECT is tunnelled, and CONNECT kept its stream.
+                return tunnel.abandon();
+            };
+            // Register before answering so that no datagram right after the
+            // 2xx is lost.
+            let datagrams = tunnel
+                .is_udp()
+                .then(|| h3.datagrams.register(h3.conn.clone(), stream_id, h3.peer));
+            if send.send_response(head).await.is_err() {
+                return tunnel.abandon();
+            }
+            let mut io = H3Io::from_halves(send, recv);
+            let end = match datagrams {
+                Some(d) => tunnel.run(&mut io, Some(d)).await,
+                None => tunnel.run(&mut io, None::<NoDatagrams>).await,
+            };
+            if end == TunnelEnd::Malformed {
+                // RFC 9297 §3.3: a capsule error makes the message malformed
+                // (RFC 9114 §4.1.2: stream error H3_MESSAGE_ERROR).
+                io.reset(H3ErrorCode::MESSAGE_ERROR);
+            }
+        }
     }
 }
 
-pub fn ok_response() -> Response<()> {
-    let mut r = Response::new(());
-    *r.status_mut() = StatusCode::OK;
-    r
-}
-
-/// Answer with the error's status and Proxy-Status, count and log it. With
-/// `malformed`, the stream is then reset with that code (the 400 is a MAY).
-pub async fn reject(
-    shared: &Shared,
-    ex: &Exchange,
-    mut stream: H3Stream,
-    failure: Failure,
-    malformed: Option<Code>,
+/// Send the refusal; then finish the stream, or — for a malformed request —
+/// reset it with `reset` (RFC 9114 §4.1.2; the response before it is a MAY).
+async fn refuse(
+    mut send: SendHalf,
+    recv: Option<RecvHalf>,
+    response: Response<Body>,
+    reset: Option<H3ErrorCode>,
 ) {
-    let (head, text) = failure.0.head_and_body(&shared.config().proxy_name);
-    let status = head.status().as_u16();
-    ex.fail(shared, &failure, status);
-    if stream.send_response(head).await.is_err() {
+    let (parts, body) = response.into_parts();
+    let text = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    if send
+        .send_response(Response::from_parts(parts, ()))
+        .await
+        .is_err()
+    {
         return;
     }
-    if stream.send_data(text).await.is_err() {
+    if send.send_data(text).await.is_err() {
         return;
     }
-    match malformed {
+    match reset {
         Some(code) => {
-            stream.stop_sending(code);
-            stream.stop_stream(code);
+            tokio::time::sleep(REFUSAL_LINGER).await;
+            let code = h3::error::Code::from(code.0);
+            if let Some(mut recv) = recv {
+                recv.stop_sending(code);
+            }
+            send.stop_stream(code);
         }
         None => {
-            let _ = stream.finish().await;
+            let _ = send.finish().await;
         }
     }
 }

@@ -1,5 +1,15 @@
-//! Protocol fronts that are not served by hyper: HTTP/3.
+//! The fronts: each speaks one family of protocols to clients, turns every
+//! request into the core's `RequestHead` + body, and sends the core's
+//! `Reply` back in its own terms. Nothing else knows hyper, h2, h3 or quinn
+//! request types.
+//!
+//! * [`hyper_front`]: HTTP/1.1 and HTTP/2 (hyper), plaintext or TLS.
+//! * [`http3`]: HTTP/3 (h3 + quinn), with [`h3_io`] (a request stream as
+//!   `AsyncRead + AsyncWrite`), [`h3_body`] (bodies) and [`h3_datagrams`]
+//!   (QUIC datagrams as a `DatagramChannel`).
 
 pub mod h3_body;
+pub mod h3_datagrams;
 pub mod h3_io;
 pub mod http3;
+pub mod hyper_front;

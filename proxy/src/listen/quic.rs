@@ -1,5 +1,8 @@
 //! QUIC listeners: a quinn endpoint on the UDP side of a listener whose
 //! protocols include `h3`, same address and certificate as its TCP side.
+//! Each connection is accepted with the listener's TLS config as the
+//! configuration in force has it (certificates reload on SIGHUP), wrapped to
+//! capture the ClientHello, then handed to the HTTP/3 front.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,19 +11,26 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::ListenerSpec;
-use crate::core::context::Shared;
+use crate::core::context::Services;
 use crate::front::http3;
+use crate::seccert::{CapturingResolver, ClientHelloSlot};
+use crate::wire::h3_error::H3ErrorCode;
 
-/// Largest HTTP/3 request header section we accept.
-const MAX_FIELD_SECTION: u64 = 64 * 1024;
 /// Per-connection queue of received QUIC datagrams (bytes).
 const DATAGRAM_RECV_BUFFER: usize = 1 << 20;
+/// A handshake that takes longer than this is abandoned.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bind the endpoint. `addr` is the TCP side's bound address, so that port 0
 /// resolves to the same number on both.
 pub fn bind(spec: &ListenerSpec, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
-    let server = server_config(spec)?;
-    quinn::Endpoint::server(server, addr).map_err(|e| {
+    let tls = spec
+        .quic_tls
+        .clone()
+        .ok_or_else(|| std::io::Error::other("h3 listener without QUIC TLS config"))?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| std::io::Error::other(format!("QUIC TLS: {e}")))?;
+    quinn::Endpoint::server(server_config(Arc::new(crypto)), addr).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot bind {} (udp) on {addr}: {e}", spec.name),
@@ -28,21 +38,8 @@ pub fn bind(spec: &ListenerSpec, addr: SocketAddr) -> std::io::Result<quinn::End
     })
 }
 
-/// The quinn server config of a listener (also used to swap certificates on reload).
-pub fn server_config(spec: &ListenerSpec) -> std::io::Result<quinn::ServerConfig> {
-    let tls = spec
-        .quic_tls
-        .clone()
-        .ok_or_else(|| std::io::Error::other("h3 listener without QUIC TLS config"))?;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| std::io::Error::other(format!("QUIC TLS: {e}")))?;
-    Ok(server_config_with(Arc::new(crypto)))
-}
-
 /// A quinn server config with our transport settings around `crypto`.
-pub fn server_config_with(
-    crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
-) -> quinn::ServerConfig {
+fn server_config(crypto: Arc<quinn::crypto::rustls::QuicServerConfig>) -> quinn::ServerConfig {
     let mut server = quinn::ServerConfig::with_crypto(crypto);
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -60,11 +57,10 @@ pub fn server_config_with(
 
 pub async fn accept_loop(
     endpoint: quinn::Endpoint,
-    spec: ListenerSpec,
-    shared: Arc<Shared>,
+    name: Arc<str>,
+    services: Arc<Services>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let spec = Arc::new(spec);
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i {
@@ -73,14 +69,57 @@ pub async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
-        let spec = Arc::clone(&spec);
-        let shared = Arc::clone(&shared);
+        // The listener as the configuration in force has it now.
+        let Some(spec) = services.snapshot().listener(&name).cloned() else {
+            incoming.refuse();
+            continue;
+        };
+        let services = Arc::clone(&services);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            http3::serve_connection(incoming, spec, shared, shutdown, MAX_FIELD_SECTION).await;
+            let (hello, connecting) = match accept_capturing(incoming, &spec) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "QUIC connection refused");
+                    return;
+                }
+            };
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "QUIC handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("QUIC handshake timed out");
+                    return;
+                }
+            };
+            http3::serve_connection(conn, hello, spec, services, shutdown).await;
         });
     }
     // Tell every client we are going away (H3_NO_ERROR), then let the
     // endpoint drain in the background.
-    endpoint.close(0x0100u32.into(), b"shutting down");
+    let code = quinn::VarInt::from_u64(H3ErrorCode::NO_ERROR.0).unwrap_or_default();
+    endpoint.close(code, b"shutting down");
+}
+
+/// Accept with a copy of the listener's QUIC TLS config that captures the
+/// ClientHello into the returned slot (RFC 9261 §5.2.2: authenticators use a
+/// signature scheme the client offered).
+fn accept_capturing(
+    incoming: quinn::Incoming,
+    spec: &ListenerSpec,
+) -> Result<(ClientHelloSlot, quinn::Connecting), String> {
+    let base = spec
+        .quic_tls
+        .as_ref()
+        .ok_or("h3 listener without QUIC TLS")?;
+    let (tls, slot) = CapturingResolver::config_for_connection(base);
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let connecting = incoming
+        .accept_with(Arc::new(server_config(Arc::new(crypto))))
+        .map_err(|e| e.to_string())?;
+    Ok((slot, connecting))
 }

@@ -9,14 +9,39 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::config::origin::{Advertise, Origins};
 use crate::ops::metrics::Metrics;
 use crate::seccert::coverage::Coverage;
 use crate::seccert::h2_shim::H2Control;
 use crate::seccert::h3_shim::H3Control;
 use crate::seccert::negotiation::{Negotiation, SendError};
-use crate::seccert::ServerAuthenticator;
+use crate::seccert::{OriginCert, ServerAuthenticator};
 use crate::wire::target::Target;
+
+/// How certificates are advertised on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Advertise {
+    /// Every configured origin right after the client's SETTINGS.
+    Eager,
+    /// An origin's certificate when a CONNECT to it arrives.
+    OnConnect,
+    /// Never.
+    Off,
+}
+
+impl Advertise {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Advertise::Eager => "eager",
+            Advertise::OnConnect => "on-connect",
+            Advertise::Off => "off",
+        }
+    }
+}
+
+/// The origins a connection may prove: each one's authority and
+/// certificate, in configuration order.
+pub type Provable = Arc<[(Target, Arc<OriginCert>)]>;
 
 /// The connection's SERVER_CERTIFICATE carrier.
 #[derive(Clone, Debug)]
@@ -62,7 +87,7 @@ pub struct Advertiser {
     /// `None` when this connection cannot carry authenticators (no TLS 1.3
     /// exporter, no captured ClientHello): nothing is ever sent.
     authenticator: Option<Mutex<ServerAuthenticator>>,
-    origins: Arc<Origins>,
+    origins: Provable,
     coverage: Arc<Coverage>,
     metrics: Arc<Metrics>,
 }
@@ -74,7 +99,7 @@ impl Advertiser {
         channel: Channel,
         mode: Advertise,
         authenticator: Option<ServerAuthenticator>,
-        origins: Arc<Origins>,
+        origins: Provable,
         coverage: Arc<Coverage>,
         metrics: Arc<Metrics>,
     ) -> Arc<Advertiser> {
@@ -86,27 +111,6 @@ impl Advertiser {
             coverage,
             metrics,
         })
-    }
-
-    /// The advertiser of a new connection under `config`, already started
-    /// (`eager` begins as soon as the client's SETTINGS allows).
-    pub fn for_connection(
-        channel: Channel,
-        config: &crate::config::Config,
-        authenticator: Option<ServerAuthenticator>,
-        coverage: Arc<Coverage>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Advertiser> {
-        let a = Advertiser::new(
-            channel,
-            config.secondary.advertise,
-            authenticator,
-            Arc::clone(&config.origins),
-            coverage,
-            metrics,
-        );
-        a.start();
-        a
     }
 
     pub fn channel(&self) -> &Channel {
@@ -122,8 +126,8 @@ impl Advertiser {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             if this.channel.negotiated().await == Negotiation::Enabled {
-                for i in 0..this.origins.len() {
-                    this.send(i);
+                for (authority, cert) in this.origins.iter() {
+                    this.send(authority, cert);
                 }
             }
         });
@@ -137,22 +141,20 @@ impl Advertiser {
         if self.mode != Advertise::OnConnect || self.authenticator.is_none() {
             return;
         }
-        let bauta_policy::Host::Name(host) = &target.host else {
+        let Some((authority, cert)) = self.origins.iter().find(|(a, _)| a == target) else {
             return;
         };
-        let Some((index, _)) = self.origins.find(host, target.port) else {
-            return;
-        };
-        if self.coverage.was_sent(index) {
+        if self.coverage.was_sent(authority) {
             return;
         }
         match self.channel.negotiation() {
-            Negotiation::Enabled => self.send(index),
+            Negotiation::Enabled => self.send(authority, cert),
             Negotiation::Pending => {
                 let this = Arc::clone(self);
+                let (authority, cert) = (authority.clone(), Arc::clone(cert));
                 tokio::spawn(async move {
                     if this.channel.negotiated().await == Negotiation::Enabled {
-                        this.send(index);
+                        this.send(&authority, &cert);
                     }
                 });
             }
@@ -160,15 +162,12 @@ impl Advertiser {
         }
     }
 
-    /// Build and queue the authenticator for origin `index`, once.
-    fn send(&self, index: usize) {
-        let Some(origin) = self.origins.list.get(index) else {
-            return;
-        };
+    /// Build and queue the authenticator for one origin, once.
+    fn send(&self, authority: &Target, cert: &Arc<OriginCert>) {
         let Some(auth) = &self.authenticator else {
             return;
         };
-        if self.coverage.was_sent(index) {
+        if self.coverage.was_sent(authority) {
             return;
         }
         let protocol = self.channel.protocol();
@@ -177,10 +176,10 @@ impl Advertiser {
                 return;
             };
             let rng = crate::tls::provider().secure_random;
-            match auth.authenticator(&origin.cert, rng) {
+            match auth.authenticator(cert, rng) {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(origin = %origin.host, error = %e, "cannot build an authenticator");
+                    tracing::warn!(origin = %authority, error = %e, "cannot build an authenticator");
                     self.count_error(protocol, "authenticator");
                     return;
                 }
@@ -188,7 +187,7 @@ impl Advertiser {
         };
         match self.channel.send(bytes) {
             Ok(()) => {
-                self.coverage.mark_sent(index);
+                self.coverage.mark_sent(authority);
                 self.metrics
                     .secondary_certs_sent
                     .with_label_values(&[protocol, self.mode.as_str()])
@@ -196,11 +195,11 @@ impl Advertiser {
             }
             Err(SendError::TooLarge { len, max }) => {
                 // Project rule (spec §4.3): one authenticator per frame, or none.
-                tracing::warn!(origin = %origin.host, len, max, "authenticator exceeds the client's frame size; keeps being tunnelled");
+                tracing::warn!(origin = %authority, len, max, "authenticator exceeds the client's frame size; keeps being tunnelled");
                 self.count_error(protocol, "too_large");
             }
             Err(e) => {
-                tracing::debug!(origin = %origin.host, error = %e, "SERVER_CERTIFICATE not sent");
+                tracing::debug!(origin = %authority, error = %e, "SERVER_CERTIFICATE not sent");
             }
         }
     }

@@ -1,47 +1,47 @@
-//! Which configured origins one client connection may be served directly
-//! for: those its handshake certificate covers, and those a
-//! SERVER_CERTIFICATE has been sent for on it (spec `secondary-certs.md` §8).
+//! Which origins one client connection may be served directly for: those
+//! its handshake certificate covers, and those a SERVER_CERTIFICATE has been
+//! sent for on it (spec `secondary-certs.md` §8). Origins are named by their
+//! authority (`host:port`), which stays the same across reloads.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use crate::wire::target::Target;
+
 #[derive(Debug, Default)]
 pub struct Coverage {
     /// Origins the listener's own certificate covers.
-    handshake: Arc<HashSet<usize>>,
+    handshake: Arc<HashSet<Target>>,
     /// Origins whose certificate was sent on this connection.
-    sent: Mutex<HashSet<usize>>,
+    sent: Mutex<HashSet<Target>>,
 }
 
+// === impl Coverage ===
+
 impl Coverage {
-    pub fn new(handshake: Arc<HashSet<usize>>) -> Coverage {
+    pub fn new(handshake: Arc<HashSet<Target>>) -> Coverage {
         Coverage {
             handshake,
             sent: Mutex::new(HashSet::new()),
         }
     }
 
-    pub fn covers(&self, origin: usize) -> bool {
-        self.handshake.contains(&origin)
-            || self
-                .sent
-                .lock()
-                .map(|s| s.contains(&origin))
-                .unwrap_or(false)
+    pub fn covers(&self, origin: &Target) -> bool {
+        self.handshake.contains(origin) || self.was_sent(origin)
     }
 
     /// Record a sent certificate. Returns false if it had been sent before.
-    pub fn mark_sent(&self, origin: usize) -> bool {
+    pub fn mark_sent(&self, origin: &Target) -> bool {
         match self.sent.lock() {
-            Ok(mut s) => s.insert(origin),
+            Ok(mut s) => s.insert(origin.clone()),
             Err(_) => false,
         }
     }
 
-    pub fn was_sent(&self, origin: usize) -> bool {
+    pub fn was_sent(&self, origin: &Target) -> bool {
         self.sent
             .lock()
-            .map(|s| s.contains(&origin))
+            .map(|s| s.contains(origin))
             .unwrap_or(false)
     }
 }
@@ -50,15 +50,20 @@ impl Coverage {
 mod tests {
     use super::*;
 
+    fn t(host: &str) -> Target {
+        Target::parse_authority(host, Some(443)).expect("authority")
+    }
+
     #[test]
     fn handshake_and_sent_both_cover() {
-        let c = Coverage::new(Arc::new([1usize].into_iter().collect()));
-        assert!(c.covers(1));
-        assert!(!c.covers(2));
-        assert!(c.mark_sent(2));
-        assert!(!c.mark_sent(2));
-        assert!(c.covers(2));
-        assert!(c.was_sent(2));
-        assert!(!c.was_sent(1));
+        let c = Coverage::new(Arc::new([t("a.test")].into_iter().collect()));
+        assert!(c.covers(&t("a.test")));
+        assert!(!c.covers(&t("b.test")));
+        assert!(!c.covers(&t("a.test:8443")));
+        assert!(c.mark_sent(&t("b.test")));
+        assert!(!c.mark_sent(&t("b.test")));
+        assert!(c.covers(&t("b.test")));
+        assert!(c.was_sent(&t("b.test")));
+        assert!(!c.was_sent(&t("a.test")));
     }
 }

@@ -13,23 +13,22 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::core::context::Shared;
+use crate::core::context::Services;
+use crate::core::drain::Connections;
 use crate::listen;
 use crate::ops::metrics::Metrics;
-use crate::server::shutdown::Tracker;
 
 pub mod reload;
-pub mod shutdown;
 
 /// A started proxy.
 pub struct Running {
     /// Bound addresses by listener name (useful with port 0).
     pub listeners: Vec<(Arc<str>, SocketAddr)>,
     pub admin: Option<SocketAddr>,
-    pub shared: Arc<Shared>,
+    pub services: Arc<Services>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    tracker: Tracker,
+    connections: Connections,
     grace: Duration,
 }
 
@@ -39,10 +38,10 @@ pub async fn start(config: Config) -> io::Result<Running> {
         Metrics::new(Registry::new()).map_err(|e| io::Error::other(format!("metrics: {e}")))?,
     );
     let config = Arc::new(config);
-    let shared = Arc::new(Shared::new(Arc::clone(&config), Arc::clone(&metrics))?);
+    let services = Arc::new(Services::new(Arc::clone(&config), Arc::clone(&metrics))?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
-    let tracker = Tracker::new();
+    let connections = Connections::new();
     let mut tasks = JoinSet::new();
 
     let admin = match config.admin {
@@ -61,7 +60,6 @@ pub async fn start(config: Config) -> io::Result<Running> {
     };
 
     let mut listeners = Vec::new();
-    let mut endpoints = Vec::new();
     for spec in &config.listeners {
         let l = bind(spec.addr, &spec.name).await?;
         let bound = l.local_addr()?;
@@ -69,11 +67,10 @@ pub async fn start(config: Config) -> io::Result<Running> {
         // HTTP/3 on the same address and port, over UDP; advertised by Alt-Svc.
         let alt_svc = if spec.h3 {
             let endpoint = listen::quic::bind(spec, bound)?;
-            endpoints.push((Arc::clone(&spec.name), endpoint.clone()));
             tasks.spawn(listen::quic::accept_loop(
                 endpoint,
-                spec.clone(),
-                Arc::clone(&shared),
+                Arc::clone(&spec.name),
+                Arc::clone(&services),
                 shutdown_rx.clone(),
             ));
             http::HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", bound.port())).ok()
@@ -83,24 +80,24 @@ pub async fn start(config: Config) -> io::Result<Running> {
         tasks.spawn(listen::tcp::accept_loop(
             l,
             spec.clone(),
-            Arc::clone(&shared),
-            tracker.clone(),
+            Arc::clone(&services),
+            connections.clone(),
             shutdown_rx.clone(),
             alt_svc,
         ));
     }
     ready.store(true, Ordering::Release);
     if let Some(path) = &config.source {
-        crate::server::reload::spawn_on_sighup(path.clone(), Arc::clone(&shared), endpoints);
+        reload::spawn_on_sighup(path.clone(), Arc::clone(&services));
     }
 
     Ok(Running {
         listeners,
         admin,
-        shared,
+        services,
         shutdown: shutdown_tx,
         tasks,
-        tracker,
+        connections,
         grace: config.limits.shutdown_grace,
     })
 }
@@ -121,23 +118,23 @@ impl Running {
             .map(|(_, a)| *a)
     }
 
-    /// Stop accepting, drain open connections for up to the grace period.
+    /// Stop accepting, drain open connections and tunnels for up to the
+    /// grace period, then close whatever is still open.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         let deadline = tokio::time::Instant::now() + self.grace;
-        let drained = self.tracker.drain(self.grace).await;
+        let drained = self.connections.drain(self.grace).await;
         // Tunnels outlive their HTTP connection task; wait for them too.
-        while tunnels_open(&self.shared) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if !drained || tunnels_open(&self.shared) > 0 {
-            tracing::warn!("grace period over; closing the remaining connections");
-            self.shared.abort_tunnels();
+        let tunnels = &self.services.tunnels;
+        if !drained || !tunnels.closed(deadline).await {
+            tracing::warn!(
+                tunnels = tunnels.count(),
+                "grace period over; closing the remaining connections"
+            );
+            tunnels.abort();
             let until = tokio::time::Instant::now() + Duration::from_secs(1);
-            while tunnels_open(&self.shared) > 0 && tokio::time::Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            tunnels.closed(until).await;
         }
     }
 
@@ -147,13 +144,6 @@ impl Running {
         tracing::info!("shutting down");
         self.shutdown().await;
     }
-}
-
-fn tunnels_open(shared: &Shared) -> i64 {
-    ["connect", "connect-udp"]
-        .iter()
-        .map(|k| shared.metrics.tunnels_active.with_label_values(&[k]).get())
-        .sum()
 }
 
 #[cfg(unix)]

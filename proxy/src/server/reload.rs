@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::core::context::Shared;
+use crate::core::context::Services;
 
 /// Why a reload did not take effect.
 #[derive(Debug, thiserror::Error)]
@@ -19,15 +19,12 @@ pub enum ReloadError {
     NeedsRestart(String, &'static str),
 }
 
-/// Load `path` and swap it in. `endpoints` are the QUIC endpoints by listener
-/// name, whose server configs are replaced too.
-pub fn reload(
-    path: &std::path::Path,
-    shared: &Shared,
-    endpoints: &[(Arc<str>, quinn::Endpoint)],
-) -> Result<(), ReloadError> {
+/// Load `path` and swap it in. Both listener kinds read their listener's
+/// TLS config from the snapshot in force for each new connection, so the
+/// swap alone moves TCP and QUIC to the new certificates.
+pub fn reload(path: &std::path::Path, services: &Services) -> Result<(), ReloadError> {
     let new = Config::load(path)?;
-    let old = shared.config();
+    let old = services.snapshot();
     for l in &old.listeners {
         let Some(n) = new.listener(&l.name) else {
             return Err(ReloadError::NeedsRestart(l.name.to_string(), "presence"));
@@ -48,27 +45,13 @@ pub fn reload(
     if new.listeners.len() != old.listeners.len() {
         return Err(ReloadError::NeedsRestart("(new)".into(), "listener set"));
     }
-    for (name, endpoint) in endpoints {
-        if let Some(spec) = new.listener(name) {
-            match crate::listen::quic::server_config(spec) {
-                Ok(sc) => endpoint.set_server_config(Some(sc)),
-                Err(e) => {
-                    tracing::warn!(listener = %name, error = %e, "QUIC certificate not reloaded")
-                }
-            }
-        }
-    }
-    shared.replace_config(Arc::new(new));
+    services.replace_config(Arc::new(new));
     Ok(())
 }
 
 /// Reload on every SIGHUP until the process ends.
 #[cfg(unix)]
-pub fn spawn_on_sighup(
-    path: PathBuf,
-    shared: Arc<Shared>,
-    endpoints: Vec<(Arc<str>, quinn::Endpoint)>,
-) {
+pub fn spawn_on_sighup(path: PathBuf, services: Arc<Services>) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
         let mut hup = match signal(SignalKind::hangup()) {
@@ -79,9 +62,9 @@ pub fn spawn_on_sighup(
             }
         };
         while hup.recv().await.is_some() {
-            match reload(&path, &shared, &endpoints) {
+            match reload(&path, &services) {
                 Ok(()) => {
-                    shared
+                    services
                         .metrics
                         .config_reloads
                         .with_label_values(&["ok"])
@@ -89,7 +72,7 @@ pub fn spawn_on_sighup(
                     tracing::info!(config = %path.display(), "configuration reloaded");
                 }
                 Err(e) => {
-                    shared
+                    services
                         .metrics
                         .config_reloads
                         .with_label_values(&["error"])
@@ -102,4 +85,4 @@ pub fn spawn_on_sighup(
 }
 
 #[cfg(not(unix))]
-pub fn spawn_on_sighup(_: PathBuf, _: Arc<Shared>, _: Vec<(Arc<str>, quinn::Endpoint)>) {}
+pub fn spawn_on_sighup(_: PathBuf, _: Arc<Services>) {}

@@ -149,6 +149,42 @@ impl Dialer {
         Ok(Authorized { addrs, decision })
     }
 
+    /// A connected UDP socket to the first address that passed and takes it
+    /// (CONNECT-UDP: one socket per flow, so the kernel filters replies).
+    pub async fn connect_udp(
+        &self,
+        auth: &Authorized,
+        port: u16,
+    ) -> Result<(tokio::net::UdpSocket, SocketAddr), DialError> {
+        let mut last_err = None;
+        for ip in interleave_ips(&auth.addrs) {
+            let peer = SocketAddr::new(ip, port);
+            let bind: SocketAddr = if ip.is_ipv6() {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            };
+            let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| {
+                tracing::warn!(error = %e, "cannot create a UDP socket");
+                DialError::Io(e)
+            })?;
+            match socket.connect(peer).await {
+                Ok(()) => return Ok((socket, peer)),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(match last_err {
+            Some(e)
+                if e.kind() == io::ErrorKind::NetworkUnreachable
+                    || e.kind() == io::ErrorKind::HostUnreachable =>
+            {
+                DialError::Unreachable
+            }
+            Some(e) => DialError::Io(e),
+            None => DialError::Unreachable,
+        })
+    }
+
     /// Connect to one of the addresses that passed (Happy Eyeballs).
     pub async fn connect(
         &self,

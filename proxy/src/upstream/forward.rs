@@ -15,8 +15,8 @@ use http::{Request, Response, Uri, Version};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
+use super::error::UpstreamError;
 use crate::body::Body;
-use crate::core::respond::{ProxyError, UpstreamError};
 use crate::upstream::dial::{Authorized, Dialer};
 use crate::wire::target::Target;
 
@@ -103,7 +103,7 @@ pub async fn forward(
     target: &Target,
     proxy_name: &str,
     req: Request<Body>,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<Response<Body>, UpstreamError> {
     let via = via_value(req.version(), proxy_name);
     let upstream_req = build_upstream_request(req, target, &via)?;
 
@@ -114,7 +114,7 @@ pub async fn forward(
             let (sender, conn) = http1::Builder::new()
                 .handshake(TokioIo::new(stream))
                 .await
-                .map_err(|_| ProxyError::Upstream(UpstreamError::Terminated))?;
+                .map_err(|_| UpstreamError::Terminated)?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "upstream connection ended");
@@ -127,7 +127,7 @@ pub async fn forward(
     let resp = sender
         .send_request(upstream_req)
         .await
-        .map_err(|e| ProxyError::Upstream(classify_upstream(&e)))?;
+        .map_err(|e| classify_upstream(&e))?;
     // The connection is reusable once this response body is consumed;
     // `checkout` only hands out senders that are ready again.
     pool.checkin(target.clone(), sender, peer);
@@ -151,7 +151,7 @@ fn build_upstream_request(
     req: Request<Body>,
     target: &Target,
     via: &HeaderValue,
-) -> Result<Request<Body>, ProxyError> {
+) -> Result<Request<Body>, UpstreamError> {
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -162,7 +162,7 @@ fn build_upstream_request(
     parts.uri = Uri::builder()
         .path_and_query(path)
         .build()
-        .map_err(|_| ProxyError::BadRequest("request target has an invalid path"))?;
+        .map_err(|_| UpstreamError::InvalidTarget("request target has an invalid path"))?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     // RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host.
@@ -172,7 +172,7 @@ fn build_upstream_request(
         target.to_string()
     };
     let host = HeaderValue::from_str(&host)
-        .map_err(|_| ProxyError::BadRequest("request target has an invalid authority"))?;
+        .map_err(|_| UpstreamError::InvalidTarget("request target has an invalid authority"))?;
     parts.headers.insert(header::HOST, host);
     append_via(&mut parts.headers, via);
     Ok(Request::from_parts(parts, body))

@@ -3,5 +3,8 @@
 //! origins to their upstreams (`reverse`), with keep-alive pools.
 
 pub mod dial;
+pub mod error;
 pub mod forward;
 pub mod reverse;
+
+pub use error::UpstreamError;

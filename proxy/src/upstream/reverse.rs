@@ -16,9 +16,9 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::error::UpstreamError;
 use crate::body::Body;
 use crate::config::origin::Origin;
-use crate::core::respond::{ProxyError, UpstreamError};
 use crate::upstream::dial::{Authorized, DialError, Dialer};
 use crate::upstream::forward::{strip_hop_by_hop, via_value, UpstreamPool};
 use crate::wire::target::Target;
@@ -96,7 +96,7 @@ pub async fn forward(
     client: SocketAddr,
     proxy_name: &str,
     req: Request<Body>,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<Response<Body>, UpstreamError> {
     let key = Target {
         host: Host::Name(origin.host.clone()),
         port: origin.port,
@@ -131,7 +131,7 @@ pub async fn forward(
             parts.uri = Uri::builder()
                 .path_and_query(path.as_str())
                 .build()
-                .map_err(|_| ProxyError::BadRequest("request target has an invalid path"))?;
+                .map_err(|_| UpstreamError::InvalidTarget("request target has an invalid path"))?;
             if let Ok(h) = HeaderValue::from_str(&authority_of(origin)) {
                 parts.headers.insert(header::HOST, h);
             }
@@ -149,16 +149,16 @@ pub async fn forward(
                 .authority(authority_of(origin))
                 .path_and_query(path.as_str())
                 .build()
-                .map_err(|_| ProxyError::BadRequest("request target has an invalid path"))?;
+                .map_err(|_| UpstreamError::InvalidTarget("request target has an invalid path"))?;
             s.send_request(Request::from_parts(parts, body)).await
         }
     };
     let resp = result.map_err(|e| {
-        ProxyError::Upstream(if e.is_parse() {
+        if e.is_parse() {
             UpstreamError::Protocol
         } else {
             UpstreamError::Terminated
-        })
+        }
     })?;
     pool.checkin(&key, sender, peer);
     let (mut parts, body) = resp.into_parts();
@@ -198,7 +198,7 @@ async fn connect(
     dialer: &Dialer,
     auth: &Authorized,
     origin: &Origin,
-) -> Result<(Sender, SocketAddr), ProxyError> {
+) -> Result<(Sender, SocketAddr), UpstreamError> {
     let (tcp, peer) = dialer.connect(auth, origin.upstream.port).await?;
     match &origin.upstream.tls {
         None => Ok((handshake_h1(tcp).await?, peer)),
@@ -206,25 +206,25 @@ async fn connect(
             let connector = tokio_rustls::TlsConnector::from(Arc::clone(cfg));
             let tls = tokio::time::timeout(UPSTREAM_TLS_TIMEOUT, connector.connect(name.clone(), tcp))
                 .await
-                .map_err(|_| ProxyError::Upstream(UpstreamError::TlsHandshake))?
+                .map_err(|_| UpstreamError::TlsHandshake)?
                 .map_err(|e| {
                     tracing::debug!(error = %e, upstream = %origin.upstream.display, "upstream TLS failed");
                     let cert_error = matches!(
                         e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
                         Some(rustls::Error::InvalidCertificate(_))
                     );
-                    ProxyError::Upstream(if cert_error {
+                    if cert_error {
                         UpstreamError::TlsCertificate
                     } else {
                         UpstreamError::TlsHandshake
-                    })
+                    }
                 })?;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             if h2 {
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .handshake(TokioIo::new(tls))
                     .await
-                    .map_err(|_| ProxyError::Upstream(UpstreamError::Terminated))?;
+                    .map_err(|_| UpstreamError::Terminated)?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "upstream h2 connection ended");
@@ -238,14 +238,14 @@ async fn connect(
     }
 }
 
-async fn handshake_h1<IO>(io: IO) -> Result<Sender, ProxyError>
+async fn handshake_h1<IO>(io: IO) -> Result<Sender, UpstreamError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
-        .map_err(|_| ProxyError::Upstream(UpstreamError::Terminated))?;
+        .map_err(|_| UpstreamError::Terminated)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream connection ended");

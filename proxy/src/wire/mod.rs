@@ -10,9 +10,12 @@
 //!   carrying CONNECT-UDP payloads (RFC 9298 §5).
 //! * [`h2_frame`]: the HTTP/2 frame layer (RFC 9113 §4.1): frame headers,
 //!   SETTINGS entries, GOAWAY, and scanners that follow frame boundaries.
+//! * [`h3_error`]: HTTP/3 error codes.
+//! * [`target`]: a request's destination authority, normalised once.
 
 pub mod capsule;
 pub mod datagram;
 pub mod h2_frame;
+pub mod h3_error;
 pub mod target;
 pub mod varint;

@@ -1,0 +1,205 @@
+//! The HTTP/1.1 and HTTP/2 front, on hyper: serves one connection, turns
+//! each request into the core's [`RequestHead`] (HTTP/1.1's own rules —
+//! exactly one Host, the `Upgrade: connect-udp` form of CONNECT-UDP — are
+//! checked and translated here) and sends the core's [`Reply`] back in
+//! this protocol's terms (a tunnel is an upgrade; a malformed request's
+//! 400 is followed on HTTP/2 by RST_STREAM).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::body::{self, Body, BoxError};
+use crate::core::context::Services;
+use crate::core::exchange::{ConnInfo, Front};
+use crate::core::reply::Reply;
+use crate::core::request::RequestHead;
+use crate::core::serve::serve;
+use crate::tunnel::udp::NoDatagrams;
+use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
+
+/// Slowloris guard: the request header section must arrive within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent HTTP/2 streams per connection.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Serve one connection. `front = None`: plaintext with both protocols
+/// enabled (h2c by prior knowledge); the preface decides.
+pub async fn serve_connection<IO>(
+    io: IO,
+    info: ConnInfo,
+    services: Arc<Services>,
+    watcher: Watcher,
+    front: Option<Front>,
+    h2_allowed: bool,
+    alt_svc: Option<HeaderValue>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .preserve_header_case(false);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        // RFC 8441: lets clients use extended CONNECT (connect-udp).
+        .enable_connect_protocol();
+    let builder = match front {
+        Some(Front::Http2) => builder.http2_only(),
+        Some(_) => builder.http1_only(),
+        None if h2_allowed => builder,
+        None => builder.http1_only(),
+    };
+    let client = info.client;
+    let info = Arc::new(info);
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let services = Arc::clone(&services);
+        let mut info = Arc::clone(&info);
+        // A sniffed plaintext connection learns its protocol per request.
+        if req.version() == Version::HTTP_2 && info.front != Front::Http2 {
+            info = Arc::new(info.with_front(Front::Http2));
+        }
+        let alt_svc = alt_svc.clone();
+        async move {
+            let mut resp = handle(services, info, req).await;
+            if let Some(v) = alt_svc {
+                resp.headers_mut().insert(header::ALT_SVC, v);
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%client, error = %e, "connection ended with an error");
+    }
+}
+
+/// One request: adapt, serve, answer.
+async fn handle(
+    services: Arc<Services>,
+    info: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, incoming) = req.into_parts();
+    let protocol = parts
+        .extensions
+        .get::<hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_ascii_lowercase().into_boxed_str());
+    let mut head = RequestHead::new(parts.method, parts.uri, parts.version, parts.headers);
+    head.protocol = protocol;
+    let upgrade_form = head.version < Version::HTTP_2 && adapt_http1(&mut head);
+    match serve(&services, &info, head, body::boxed(incoming)).await {
+        Reply::Response(resp) => resp,
+        Reply::Refusal {
+            response, h2_reset, ..
+        } => match h2_reset {
+            Some(code) if info.front == Front::Http2 => reset_after(response, code).await,
+            _ => response,
+        },
+        Reply::Tunnel { head, tunnel } => {
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        tunnel
+                            .run(TokioIo::new(upgraded), None::<NoDatagrams>)
+                            .await;
+                    }
+                    Err(_) => tunnel.abandon(),
+                }
+            });
+            let mut resp = head.map(|()| body::empty());
+            if upgrade_form {
+                // RFC 9298 §3.2: HTTP/1.1 answers the Upgrade with 101.
+                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let h = resp.headers_mut();
+                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                h.insert(header::UPGRADE, HeaderValue::from_static("connect-udp"));
+            }
+            resp
+        }
+    }
+}
+
+/// HTTP/1.1's own rules. RFC 9112 §3.2: exactly one Host. RFC 9298 §3.2:
+/// CONNECT-UDP is `GET` with `Upgrade: connect-udp` and `Connection:
+/// Upgrade`, which becomes the extended CONNECT form the core knows
+/// (`:protocol connect-udp`, `https://HOST/PATH`). Returns true for that form.
+fn adapt_http1(head: &mut RequestHead) -> bool {
+    let hosts = head.headers.get_all(header::HOST).iter().count();
+    if head.version == Version::HTTP_11 && hosts != 1 {
+        head.defect = Some("an HTTP/1.1 request needs exactly one Host header");
+    }
+    if !has_token(&head.headers, header::UPGRADE, "connect-udp") {
+        return false;
+    }
+    if head.defect.is_none() && !has_token(&head.headers, header::CONNECTION, "upgrade") {
+        head.defect = Some("Upgrade: connect-udp needs Connection: Upgrade");
+    }
+    if head.defect.is_none() && head.method != Method::GET {
+        head.defect = Some("CONNECT-UDP over HTTP/1.1 uses GET with Upgrade: connect-udp");
+    }
+    let uri = head
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|host| {
+            let path = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            Uri::builder()
+                .scheme("https")
+                .authority(host)
+                .path_and_query(path)
+                .build()
+                .ok()
+        });
+    match uri {
+        Some(uri) => head.uri = uri,
+        None if head.defect.is_none() => {
+            head.defect = Some("the Host header is not a valid authority")
+        }
+        None => {}
+    }
+    head.method = Method::CONNECT;
+    head.protocol = Some("connect-udp".into());
+    true
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The error response, then RST_STREAM with `code` (RFC 9113 §8.1.1: a
+/// malformed request is a stream error; the response before it is a MAY).
+/// hyper resets the stream with the h2 reason found in a body error.
+async fn reset_after(response: Response<Body>, code: H2ErrorCode) -> Response<Body> {
+    let (parts, body) = response.into_parts();
+    let text = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let reset: BoxError = Box::new(h2::Error::from(h2::Reason::from(code.0)));
+    let frames = futures_util::stream::iter([
+        Ok::<_, BoxError>(Frame::data(text)),
+        Err::<Frame<Bytes>, _>(reset),
+    ]);
+    Response::from_parts(parts, StreamBody::new(frames).boxed())
+}

@@ -839,6 +839,20 @@ pub fn assert_metric_absent(text: &str, name: &str, labels: &[(&str, &str)]) {
     );
 }
 
+/// Assert that nothing was counted in `name` (with `labels`): the series is
+/// absent or sums to 0. Only for "this did not happen" checks on a family
+/// that may have no series yet; that every family is exported at 0 from the
+/// start is asserted on its own by admin.rs
+/// `fresh_proxy_exports_every_family_at_zero`.
+pub fn assert_nothing_counted(text: &str, name: &str, labels: &[(&str, &str)], what: &str) {
+    let v = metric_opt(text, name, labels);
+    assert!(
+        matches!(v, None | Some(0.0)),
+        "{what}: {name}{labels:?} = {v:?}, want nothing counted; its lines:\n{}",
+        family_lines(text, name)
+    );
+}
+
 /// The sample lines of `name` (and its `_bucket`/`_sum`/`_count`), for messages.
 pub fn family_lines(text: &str, name: &str) -> String {
     text.lines()

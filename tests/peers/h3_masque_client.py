@@ -6,6 +6,9 @@ Modes (prints one JSON object on stdout, exit 0 on success):
           through the proxy, expect them echoed back.
   connect plain CONNECT (RFC 9114 §4.4) to a TCP echo: send bytes, read them back.
   raw     send one request with the given headers and report the status.
+          With --wait-end, also wait (up to 5 s) until that stream ends (FIN),
+          is reset, or the connection closes, and report what arrived in
+          order: "events" lists "headers", "data", "fin" and "reset:<code>".
 
 With --no-datagram-setting the client does not send SETTINGS_H3_DATAGRAM, so
 the proxy must not send it QUIC DATAGRAM frames (RFC 9297 §2.1.1); in `udp`
@@ -51,6 +54,7 @@ class Client(QuicConnectionProtocol):
         self.waiters = {}
         self.ended = {}
         self.resets = {}
+        self.order = {}
         self.terminated = None
 
     def quic_event_received(self, event):
@@ -61,11 +65,15 @@ class Client(QuicConnectionProtocol):
                     w.set_result(None)
         if isinstance(event, StreamReset):
             self.resets[event.stream_id] = event.error_code
+            self.order.setdefault(event.stream_id, []).append("reset:%d" % event.error_code)
             w = self.waiters.get(event.stream_id)
             if w and not w.done():
                 w.set_result(None)
         for ev in self.h3.handle_event(event):
             if isinstance(ev, HeadersReceived):
+                self.order.setdefault(ev.stream_id, []).append("headers")
+                if ev.stream_ended:
+                    self.order[ev.stream_id].append("fin")
                 self.headers[ev.stream_id] = dict((k.decode(), v.decode()) for k, v in ev.headers)
                 w = self.waiters.get(ev.stream_id)
                 if w and not w.done():
@@ -73,6 +81,10 @@ class Client(QuicConnectionProtocol):
                 if ev.stream_ended:
                     self.ended[ev.stream_id] = True
             elif isinstance(ev, DataReceived):
+                if ev.data:
+                    self.order.setdefault(ev.stream_id, []).append("data")
+                if ev.stream_ended:
+                    self.order.setdefault(ev.stream_id, []).append("fin")
                 self.data.setdefault(ev.stream_id, bytearray()).extend(ev.data)
                 if ev.stream_ended:
                     self.ended[ev.stream_id] = True
@@ -235,6 +247,16 @@ async def run(args):
         else:
             headers = [tuple(h.encode().split(b"=", 1)) for h in args.header]
             sid, hdrs = await c.request(headers)
+            if args.wait_end:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 5
+                while not (sid in c.ended or sid in c.resets or c.terminated is not None):
+                    if loop.time() >= deadline:
+                        out["wait_end_timed_out"] = True
+                        break
+                    await asyncio.sleep(0.01)
+                out["ended"] = sid in c.ended
+                out["events"] = c.order.get(sid, [])
             out["status"] = hdrs.get(":status")
             out["proxy_status"] = hdrs.get("proxy-status")
             out["reset"] = c.resets.get(sid)
@@ -255,6 +277,8 @@ def main():
     p.add_argument("--count", type=int, default=5)
     p.add_argument("--size", type=int, default=100, help="udp mode: UDP payload bytes per datagram")
     p.add_argument("--header", action="append", default=[])
+    p.add_argument("--wait-end", action="store_true",
+                   help="raw mode: wait until the request stream ends, is reset or the connection closes")
     p.add_argument("--max-udp-payload", type=int,
                    help="largest UDP payload aioquic sends (its default is 1200)")
     p.add_argument("--pause-ms", type=int, default=0,

@@ -19,7 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
-use crate::{fetch_metrics, init, read_head, tls_connect, Certs, H2Sender, Head};
+use crate::{
+    assert_proxy_status, fetch_metrics, init, read_head, tls_connect, Certs, H2Sender, Head,
+};
 
 /// H3_DATAGRAM_ERROR (RFC 9297 §5.2).
 pub const H3_DATAGRAM_ERROR: u64 = 0x33;
@@ -723,43 +725,164 @@ pub async fn run_masque_client(
     }
 }
 
-// === metrics ===
-
-/// Sum of the samples of `name` whose labels include all of `labels`.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            if n != name {
-                return None;
-            }
-            let all = labels
-                .iter()
-                .all(|(k, v)| rest.split(',').any(|p| p == format!("{k}=\"{v}\"")));
-            all.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
+/// The events an aioquic `raw --wait-end` run saw on its request stream.
+fn stream_events(run: &PyRun, what: &str) -> Vec<String> {
+    run.json["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no events (was --wait-end given?): {run:?}"))
+        .iter()
+        .map(|e| e.as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
-/// Poll the metrics until `pred(value)` holds (up to 3 s); returns the last value.
+/// The part of the README's answer to a malformed HTTP/3 request that does
+/// not depend on the 400 arriving: the stream ends with a reset carrying
+/// H3_MESSAGE_ERROR (not FIN, not a connection close), and if a head arrived
+/// it is that 400 with `Proxy-Status: bauta; error=proxy_internal_response`.
+/// `run` is an aioquic `raw --wait-end` run.
+pub fn assert_h3_malformed_reset(run: &PyRun, what: &str) {
+    let events = stream_events(run, what);
+    let reset = format!("reset:{H3_MESSAGE_ERROR}");
+    assert_eq!(
+        events.last(),
+        Some(&reset),
+        "{what}: the stream is reset with H3_MESSAGE_ERROR (0x10e): {run:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e == "fin"),
+        "{what}: the stream is reset, not finished: {run:?}"
+    );
+    assert_eq!(run.u64("reset"), Some(H3_MESSAGE_ERROR), "{what}: {run:?}");
+    assert_eq!(
+        run.json.get("terminated"),
+        Some(&serde_json::Value::Null),
+        "{what}: a stream error, not a connection error: {run:?}"
+    );
+    if let Some(status) = run.str("status") {
+        assert_eq!(status, "400", "{what}: no other status than 400: {run:?}");
+        let ps = run
+            .str("proxy_status")
+            .unwrap_or_else(|| panic!("{what}: no Proxy-Status on the 400: {run:?}"));
+        assert_proxy_status(ps, "proxy_internal_response", what);
+    }
+}
+
+/// README: a malformed HTTP/3 request gets a 400 (with Proxy-Status), THEN
+/// its stream is reset with H3_MESSAGE_ERROR; the connection stays up. `run`
+/// is an aioquic `raw --wait-end` run (aioquic reports stream events in
+/// order, so it sees the head arrive before the reset).
+pub fn assert_h3_malformed_answer(run: &PyRun, what: &str) {
+    assert_eq!(
+        run.str("status"),
+        Some("400"),
+        "{what}: the 400 head arrives before the reset; {run:?}"
+    );
+    assert_eq!(
+        stream_events(run, what).first().map(String::as_str),
+        Some("headers"),
+        "{what}: the head comes first: {run:?}"
+    );
+    assert_h3_malformed_reset(run, what);
+}
+
+// === metrics ===
+
+/// Sum of the samples of `name` whose labels include all of `labels`, or
+/// `None` if no such series is exported at all.
+pub fn metric_opt(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found: Option<f64> = None;
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = l.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, rest) = match series.split_once('{') {
+            Some((n, rest)) => match rest.strip_suffix('}') {
+                Some(rest) => (n, rest),
+                None => continue,
+            },
+            None => (series, ""),
+        };
+        if n != name {
+            continue;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+        if !all {
+            continue;
+        }
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|e| panic!("metric sample {l:?}: bad value: {e}"));
+        *found.get_or_insert(0.0) += v;
+    }
+    found
+}
+
+/// Sum of the samples of `name` whose labels include all of `labels`.
+/// Panics if no such series exists: an absent series is a failure, not 0.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_opt(text, name, labels).unwrap_or_else(|| {
+        panic!(
+            "metric {name}{labels:?} is absent from /metrics; its lines:\n{}",
+            family_lines(text, name)
+        )
+    })
+}
+
+/// Assert that no series of `name` with all of `labels` is exported.
+pub fn assert_metric_absent(text: &str, name: &str, labels: &[(&str, &str)]) {
+    assert!(
+        metric_opt(text, name, labels).is_none(),
+        "metric {name}{labels:?} must be absent; its lines:\n{}",
+        family_lines(text, name)
+    );
+}
+
+/// Assert that nothing was counted in `name` (with `labels`): the series is
+/// absent or sums to 0. Only for "this did not happen" checks on a family
+/// that may have no series yet; that every family is exported at 0 from the
+/// start is asserted on its own by admin.rs
+/// `fresh_proxy_exports_every_family_at_zero`.
+pub fn assert_nothing_counted(text: &str, name: &str, labels: &[(&str, &str)], what: &str) {
+    let v = metric_opt(text, name, labels);
+    assert!(
+        matches!(v, None | Some(0.0)),
+        "{what}: {name}{labels:?} = {v:?}, want nothing counted; its lines:\n{}",
+        family_lines(text, name)
+    );
+}
+
+/// The sample lines of `name` (and its `_bucket`/`_sum`/`_count`), for messages.
+pub fn family_lines(text: &str, name: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(name))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Poll the metrics until the series exists and `pred(value)` holds (up to
+/// 3 s); returns the last value. Panics if the series never appeared.
 pub async fn wait_metric(
     admin: SocketAddr,
     name: &str,
     labels: &[(&str, &str)],
     pred: impl Fn(f64) -> bool,
 ) -> f64 {
-    let mut last = 0.0;
+    let mut last = None;
+    let mut text = String::new();
     for _ in 0..60 {
-        last = metric(&fetch_metrics(admin).await, name, labels);
-        if pred(last) {
-            return last;
+        text = fetch_metrics(admin).await;
+        last = metric_opt(&text, name, labels);
+        if last.is_some_and(&pred) {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    last
+    last.unwrap_or_else(|| {
+        panic!(
+            "metric {name}{labels:?} never appeared in /metrics within 3 s; its lines:\n{}",
+            family_lines(&text, name)
+        )
+    })
 }

@@ -193,17 +193,15 @@ async fn h3_unknown_context_id_is_dropped_and_counted() {
             drops, 1.0,
             "bauta_udp_drops_total{{reason=unknown_context}}"
         );
-        assert!(
-            h3.recv_datagram(Duration::from_millis(200)).await.is_none(),
-            "nothing comes back for an unknown context"
-        );
         assert_eq!(
             udp.received(),
             1,
             "the unknown-context datagram was not forwarded"
         );
 
-        // Context 0 still flows.
+        // Context 0 still flows, and the very next datagram the client gets
+        // is the echo of this one (assert_datagram_echo compares the next
+        // datagram exactly): nothing came back for the unknown context.
         h3.assert_datagram_echo(sid, b"after").await;
         assert_eq!(udp.received(), 2);
     })
@@ -508,6 +506,7 @@ async fn h2_connect_udp_round_trips_capsules() {
 }
 
 #[tokio::test]
+#[ignore = "proxy bug: after a malformed capsule on HTTP/2 the proxy ends the stream with END_STREAM (then RST_STREAM NO_ERROR) instead of RST_STREAM PROTOCOL_ERROR"]
 async fn h2_malformed_capsule_resets_only_that_stream() {
     bounded(async {
         let certs = make_certs();
@@ -523,9 +522,22 @@ async fn h2_malformed_capsule_resets_only_that_stream() {
         good.assert_echo(b"before").await;
 
         bad.send_raw(&[0x00, 0x00]);
-        let end = tokio::time::timeout(Duration::from_secs(5), bad.next_capsule())
-            .await
-            .expect("the malformed stream ends within 5 s");
+        // Read the bad stream to its end, keeping the h2 error if it is reset.
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut data = Vec::new();
+            loop {
+                match bad.recv.data().await {
+                    Some(Ok(d)) => {
+                        let _ = bad.recv.flow_control().release_capacity(d.len());
+                        data.extend_from_slice(&d);
+                    }
+                    Some(Err(e)) => return (data, Some(e)),
+                    None => return (data, None),
+                }
+            }
+        })
+        .await
+        .expect("the malformed stream ends within 5 s");
 
         // The other stream on the same connection, and a new connection, work.
         good.assert_echo(b"after").await;
@@ -535,16 +547,29 @@ async fn h2_malformed_capsule_resets_only_that_stream() {
         s.expect("flow").assert_echo(b"new connection").await;
         assert_eq!(udp.received(), 3, "the malformed capsule forwarded nothing");
 
-        // RFC 9297 §3.3 → RFC 9113 §8.1.1 wants a stream error (RST_STREAM
-        // PROTOCOL_ERROR). hyper gives no way to reset an upgraded HTTP/2
-        // stream with a code, so the proxy ends the flow and the stream
-        // (END_STREAM, then RST_STREAM NO_ERROR) — a documented limitation.
-        // What matters here: the flow ends, nothing was forwarded, and the
-        // connection's other streams are unharmed.
-        match end {
-            Err(StreamEnd::Error(_)) | Err(StreamEnd::Finished) => {}
-            Ok(c) => panic!("want the stream reset after a malformed capsule, got capsule {c:?}"),
-        }
+        // README: a malformed capsule ends the request with an HTTP/2 stream
+        // reset; RFC 9297 §3.3 → RFC 9113 §8.1.1: a malformed message is a
+        // stream error of type PROTOCOL_ERROR (RST_STREAM), not END_STREAM.
+        let (data, err) = end;
+        assert!(
+            data.is_empty(),
+            "no capsule comes back after a malformed one: {data:?}"
+        );
+        let err = err.unwrap_or_else(|| {
+            panic!(
+                "after a malformed capsule the stream must be reset (RST_STREAM \
+                 PROTOCOL_ERROR); the proxy ended it with END_STREAM"
+            )
+        });
+        assert!(
+            err.is_reset() && err.is_remote(),
+            "want RST_STREAM from the proxy, got {err:?}"
+        );
+        assert_eq!(
+            err.reason(),
+            Some(h2::Reason::PROTOCOL_ERROR),
+            "RST_STREAM code: {err:?}"
+        );
     })
     .await
 }
@@ -645,7 +670,7 @@ enum Want {
     Ok,
     /// This status (and Proxy-Status token, if given).
     Status(u16, Option<&'static str>),
-    /// Malformed: 400 on HTTP/1.1; 400 and/or a reset with H3_MESSAGE_ERROR on HTTP/3.
+    /// Malformed: 400 on HTTP/1.1; on HTTP/3 a 400, then a reset with H3_MESSAGE_ERROR.
     Malformed,
 }
 
@@ -765,24 +790,14 @@ async fn h3_connect_udp_validation() {
     bounded_for(LIMIT, async {
         let certs = make_certs();
         let v4 = UdpEcho::start().await;
-        let v6 = if has_ipv6_loopback() {
-            Some(UdpEcho::start_on("[::1]:0".parse().expect("addr")).await)
-        } else {
-            None
-        };
+        assert!(
+            has_ipv6_loopback(),
+            "precondition: the IPv6 row needs ::1 on loopback (check `ip -6 addr show lo`)"
+        );
+        let v6 = UdpEcho::start_on("[::1]:0".parse().expect("addr")).await;
         let proxies = Proxies::start(&certs).await;
         for row in rows() {
-            let echo = if row.ipv6 {
-                match &v6 {
-                    Some(e) => e,
-                    None => {
-                        eprintln!("skipping {:?}: no IPv6 loopback on this machine", row.name);
-                        continue;
-                    }
-                }
-            } else {
-                &v4
-            };
+            let echo = if row.ipv6 { &v6 } else { &v4 };
             let proxy = proxies.get(row.policy);
             let mut h3 = H3Client::connect(proxy.secure, &certs).await;
             let mut headers = Vec::new();
@@ -821,7 +836,17 @@ async fn h3_connect_udp_validation() {
                     }
                     assert_eq!(echo.received(), before, "{what}: nothing forwarded");
                 }
-                Want::Malformed => match result {
+                Want::Malformed => {
+                    // aioquic: the stream is reset with H3_MESSAGE_ERROR (the
+                    // 400 before it is asserted by
+                    // `h3_connect_udp_with_content_length_gets_400_before_the_reset`).
+                    let run = aioquic_raw(proxy, &certs, &path, &headers).await;
+                    assert_h3_malformed_reset(&run, &format!("{what} (aioquic)"));
+                    assert_eq!(echo.received(), before, "{what}: nothing forwarded");
+                    // The h3 crate: quinn surfaces the reset before data
+                    // buffered ahead of it, so the 400 may be invisible here;
+                    // the reset code must not be.
+                    match result {
                     Ok((resp, mut s)) => {
                         assert_eq!(resp.status(), 400, "{what}: {resp:?}");
                         let (_, end) = h3_read_to_end(&mut s).await;
@@ -834,9 +859,61 @@ async fn h3_connect_udp_validation() {
                         format!("{e:?}").contains("H3_MESSAGE_ERROR"),
                         "{what}: reset with H3_MESSAGE_ERROR: {e:?}"
                     ),
-                },
+                    }
+                }
             }
         }
+        assert_eq!(v6.received(), 1, "the IPv6 row ran and sent one datagram");
+    })
+    .await
+}
+
+/// An aioquic `raw --wait-end` extended CONNECT (`connect-udp`) to `path`
+/// on the proxy's HTTP/3 listener, with the extra header fields.
+async fn aioquic_raw(
+    proxy: &MasqueProxy,
+    certs: &Certs,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> PyRun {
+    let authority = format!("127.0.0.1:{}", proxy.secure.port());
+    let mut args: Vec<String> = vec!["--wait-end".into()];
+    let mut fields = vec![
+        (":method", "CONNECT"),
+        (":protocol", "connect-udp"),
+        (":scheme", "https"),
+        (":authority", authority.as_str()),
+        (":path", path),
+    ];
+    fields.extend(headers.iter().copied());
+    for (k, v) in fields {
+        args.push("--header".into());
+        args.push(format!("{k}={v}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_masque_client(proxy.secure, certs, "raw", &args).await
+}
+
+/// README: `Content-Length` on a CONNECT-UDP request is "400 (HTTP/3: then
+/// H3_MESSAGE_ERROR)". aioquic reports the stream's events in order, so it
+/// sees whether the 400 head arrived before the reset.
+#[tokio::test]
+#[ignore = "proxy bug: the 400 head is never delivered; the proxy resets the stream (quinn discards unsent data on reset) before it goes out"]
+async fn h3_connect_udp_with_content_length_gets_400_before_the_reset() {
+    bounded_for(LIMIT, async {
+        let certs = make_certs();
+        let udp = UdpEcho::start().await;
+        let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
+        let path = udp_path("127.0.0.1", udp.port());
+        let run = aioquic_raw(
+            &proxy,
+            &certs,
+            &path,
+            &[("capsule-protocol", "?1"), ("content-length", "0")],
+        )
+        .await;
+        assert_h3_malformed_answer(&run, "HTTP/3 CONNECT-UDP with content-length: 0");
+        assert_eq!(udp.received(), 0, "nothing forwarded");
     })
     .await
 }
@@ -846,24 +923,14 @@ async fn h1_connect_udp_validation() {
     bounded_for(LIMIT, async {
         let certs = make_certs();
         let v4 = UdpEcho::start().await;
-        let v6 = if has_ipv6_loopback() {
-            Some(UdpEcho::start_on("[::1]:0".parse().expect("addr")).await)
-        } else {
-            None
-        };
+        assert!(
+            has_ipv6_loopback(),
+            "precondition: the IPv6 row needs ::1 on loopback (check `ip -6 addr show lo`)"
+        );
+        let v6 = UdpEcho::start_on("[::1]:0".parse().expect("addr")).await;
         let proxies = Proxies::start(&certs).await;
         for row in rows() {
-            let echo = if row.ipv6 {
-                match &v6 {
-                    Some(e) => e,
-                    None => {
-                        eprintln!("skipping {:?}: no IPv6 loopback on this machine", row.name);
-                        continue;
-                    }
-                }
-            } else {
-                &v4
-            };
+            let echo = if row.ipv6 { &v6 } else { &v4 };
             let proxy = proxies.get(row.policy);
             let authority = proxy.plain.to_string();
             let path = (row.path)(echo.port());
@@ -919,6 +986,7 @@ async fn h1_connect_udp_validation() {
             assert_eq!(head.status, 400, "HTTP/1.1 {name}: {head:?}");
         }
         assert_eq!(v4.received(), 2, "only the two successful rows sent anything");
+        assert_eq!(v6.received(), 1, "the IPv6 row ran and sent one datagram");
     })
     .await
 }

@@ -107,12 +107,15 @@ async fn h3_connect_with_scheme_and_path_is_malformed() {
         let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
         let authority = format!("127.0.0.1:{}", echo.port());
 
-        // aioquic: exactly the four pseudo-headers, nothing else.
+        // aioquic: exactly the four pseudo-headers, nothing else. The 400
+        // head itself is asserted by
+        // `h3_connect_with_scheme_and_path_gets_400_before_the_reset`.
         let run = run_masque_client(
             proxy.secure,
             &certs,
             "raw",
             &[
+                "--wait-end",
                 "--header",
                 ":method=CONNECT",
                 "--header",
@@ -124,20 +127,12 @@ async fn h3_connect_with_scheme_and_path_is_malformed() {
             ],
         )
         .await;
-        let status = run.str("status");
-        let reset = run.u64("reset");
-        assert!(
-            status == Some("400") || reset == Some(H3_MESSAGE_ERROR),
-            "CONNECT with :scheme/:path: want 400 and/or reset H3_MESSAGE_ERROR; {run:?}"
-        );
-        assert!(
-            status.is_none() || status == Some("400"),
-            "no other status than 400: {run:?}"
-        );
-        assert_eq!(run.json.get("terminated"), Some(&serde_json::Value::Null), "stream error, not a connection error: {run:?}");
+        assert_h3_malformed_reset(&run, "aioquic CONNECT with :scheme/:path");
 
-        // The h3 crate's client always sends :scheme and :path on CONNECT;
-        // use that to see the reset code after the 400.
+        // The h3 crate's client always sends :scheme and :path on CONNECT.
+        // quinn surfaces a RESET_STREAM before any data buffered ahead of
+        // it, so this client cannot always see the 400 that precedes the
+        // reset (aioquic above asserts it); it must see the reset code.
         let mut h3 = H3Client::connect(proxy.secure, &certs).await;
         let req = http::Request::builder()
             .method(http::Method::CONNECT)
@@ -170,6 +165,45 @@ async fn h3_connect_with_scheme_and_path_is_malformed() {
         let udp = UdpEcho::start().await;
         let s = h3.connect_udp(&udp_path("127.0.0.1", udp.port())).await;
         h3.assert_datagram_echo(stream_id(&s), b"still fine").await;
+    })
+    .await
+}
+
+/// README: `:scheme`/`:path` on an HTTP/3 CONNECT make it malformed: "400,
+/// then the stream is reset with H3_MESSAGE_ERROR". aioquic reports the
+/// stream's events in order, so it sees whether the 400 head arrived before
+/// the reset.
+#[tokio::test]
+#[ignore = "proxy bug: the 400 head is never delivered; the proxy resets the stream (quinn discards unsent data on reset) before it goes out"]
+async fn h3_connect_with_scheme_and_path_gets_400_before_the_reset() {
+    bounded_for(Duration::from_secs(20), async {
+        let certs = make_certs();
+        let echo = EchoServer::start().await;
+        let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
+        let authority = format!("127.0.0.1:{}", echo.port());
+        let run = run_masque_client(
+            proxy.secure,
+            &certs,
+            "raw",
+            &[
+                "--wait-end",
+                "--header",
+                ":method=CONNECT",
+                "--header",
+                ":scheme=https",
+                "--header",
+                ":path=/",
+                "--header",
+                &format!(":authority={authority}"),
+            ],
+        )
+        .await;
+        assert_h3_malformed_answer(&run, "aioquic CONNECT with :scheme/:path");
+        assert_eq!(
+            echo.accepted(),
+            0,
+            "a malformed CONNECT never reaches the target"
+        );
     })
     .await
 }
@@ -222,10 +256,13 @@ async fn h3_connections_are_counted() {
         let echo = EchoServer::start().await;
         let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
         let labels = [("listener", "secure"), ("protocol", "h3")];
-        assert_eq!(
-            metric(&proxy.metrics().await, "bauta_connections_total", &labels),
-            0.0,
-            "no HTTP/3 connection yet"
+        // Nothing counted yet (that the series exists at 0 from the start
+        // is asserted by `connection_counters_are_exported_at_zero`).
+        assert_nothing_counted(
+            &proxy.metrics().await,
+            "bauta_connections_total",
+            &labels,
+            "no HTTP/3 connection yet",
         );
 
         // One connection from aioquic, one from the Rust client.
@@ -244,12 +281,41 @@ async fn h3_connections_are_counted() {
             "bauta_connections_total{{listener=secure,protocol=h3}}"
         );
         // TCP connections on the same listener are counted apart.
-        let h1 = metric(
+        assert_nothing_counted(
             &proxy.metrics().await,
             "bauta_connections_total",
             &[("listener", "secure"), ("protocol", "http1")],
+            "no HTTP/1.1 connection was made",
         );
-        assert_eq!(h1, 0.0, "no HTTP/1.1 connection was made");
+    })
+    .await
+}
+
+/// On a fresh proxy each listener's connection counters exist at 0, one per
+/// protocol it serves (README metrics table: `listener`, `protocol`).
+#[tokio::test]
+#[ignore = "proxy bug: family absent until first use (bauta_connections_total has no series before the first connection)"]
+async fn connection_counters_are_exported_at_zero() {
+    bounded(async {
+        let certs = make_certs();
+        let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
+        let text = proxy.metrics().await;
+        for (listener, protocol) in [
+            ("plain", "http1"),
+            ("secure", "http1"),
+            ("secure", "h2"),
+            ("secure", "h3"),
+        ] {
+            assert_eq!(
+                metric(
+                    &text,
+                    "bauta_connections_total",
+                    &[("listener", listener), ("protocol", protocol)]
+                ),
+                0.0,
+                "bauta_connections_total{{listener={listener},protocol={protocol}}}"
+            );
+        }
     })
     .await
 }

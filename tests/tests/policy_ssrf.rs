@@ -211,21 +211,33 @@ async fn explicit_cidr_rule_admits_odd_loopback_spelling() {
 async fn cidr_rule_does_not_cover_other_special_ranges() {
     bounded(async {
         let proxy = start_proxy(ALLOW_LOOPBACK).await;
-        // Allowed only 127/8; these are outside it, so default deny or the
-        // SSRF guard refuses them, before any connection attempt.
+        // Allowed only 127/8. These IP literals are known before any
+        // lookup and lie outside the rule's cidrs, so no rule matches and the
+        // default (deny) decides: 403 http_request_denied. The SSRF guard
+        // (502) only applies to requests a rule or the default allowed.
         for t in ["10.0.0.1:80", "169.254.169.254:80", "[::1]:80"] {
             let (head, _) = connect_h1(proxy.plain, t).await;
-            assert!(
-                head.status == 403 || head.status == 502,
-                "CONNECT {t} should be refused, got {head:?}"
-            );
-            let ps = head.proxy_status().unwrap_or_default();
-            assert!(
-                ps.starts_with("bauta; error=http_request_denied")
-                    || ps.starts_with("bauta; error=destination_ip_prohibited"),
-                "CONNECT {t}: {ps:?}"
-            );
+            head.assert_error(403, "http_request_denied", &format!("CONNECT {t}"));
         }
+        let m = fetch_metrics(proxy.admin).await;
+        assert_eq!(
+            bauta_tests::masque::metric(
+                &m,
+                "bauta_policy_decisions_total",
+                &[("verdict", "deny"), ("rule", "default")]
+            ),
+            3.0,
+            "three denials by the default"
+        );
+        assert_eq!(
+            bauta_tests::masque::metric(
+                &m,
+                "bauta_requests_total",
+                &[("kind", "connect"), ("outcome", "denied")]
+            ),
+            3.0,
+            "three CONNECTs counted as denied"
+        );
     })
     .await
 }

@@ -6,6 +6,8 @@
 //! stepping on each other.
 
 pub mod masque;
+// tests-c: helpers for the README-claim tests (tests/tests/readme_*.rs).
+pub mod readme_env;
 pub mod seccert_env;
 use std::convert::Infallible;
 use std::future::Future;

@@ -84,8 +84,10 @@ fn connect(head: &RequestHead) -> Result<Target, ProxyError> {
     let authority = uri
         .authority()
         .ok_or(ProxyError::Malformed("CONNECT needs host:port"))?;
+    // RFC 9114 §4.4 / RFC 9113 §8.5: `:authority` is the host and port;
+    // anything else makes the request malformed.
     Target::parse_authority(authority.as_str(), None).map_err(|_| {
-        ProxyError::BadRequest("CONNECT target must be host:port with a valid host and port")
+        ProxyError::Malformed("CONNECT target must be host:port with a valid host and port")
     })
 }
 
@@ -199,7 +201,8 @@ mod tests {
     }
 
     fn config() -> Config {
-        Config::parse("", "test.toml", std::path::Path::new(".")).expect("empty config")
+        let text = "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n";
+        Config::parse(text, "test.toml", std::path::Path::new(".")).expect("minimal config")
     }
 
     fn routed(h: &RequestHead, tls: bool) -> Result<Route, ProxyError> {
@@ -235,7 +238,7 @@ mod tests {
         ));
         assert!(matches!(
             routed(&head(Method::CONNECT, "h.test"), false),
-            Err(ProxyError::BadRequest(_))
+            Err(ProxyError::Malformed(_))
         ));
         assert!(matches!(
             routed(&head(Method::CONNECT, "https://h.test:443/"), false),

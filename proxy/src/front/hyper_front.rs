@@ -29,6 +29,8 @@ use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
 
 /// Slowloris guard: the request header section must arrive within this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Before resetting a refused stream, give the refusal this long to leave.
+const REFUSAL_LINGER: Duration = Duration::from_millis(25);
 /// Concurrent HTTP/2 streams per connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 
@@ -196,10 +198,13 @@ async fn reset_after(response: Response<Body>, code: H2ErrorCode) -> Response<Bo
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let reset: BoxError = Box::new(h2::Error::from(h2::Reason::from(code.0)));
-    let frames = futures_util::stream::iter([
-        Ok::<_, BoxError>(Frame::data(text)),
-        Err::<Frame<Bytes>, _>(reset),
-    ]);
+    let data = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(text))]);
+    // h2 drops a stream's queued frames when it is reset: let the HEADERS
+    // and DATA leave first.
+    let reset = futures_util::stream::once(async move {
+        tokio::time::sleep(REFUSAL_LINGER).await;
+        Err::<Frame<Bytes>, BoxError>(Box::new(h2::Error::from(h2::Reason::from(code.0))))
+    });
+    let frames = futures_util::StreamExt::chain(data, reset);
     Response::from_parts(parts, StreamBody::new(frames).boxed())
 }

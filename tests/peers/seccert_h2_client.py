@@ -500,6 +500,8 @@ def cmd_flow(args):
         signal.alarm(25)
         second = {"phase": "after-hold", "stdin": line.strip()}
         second["get_origin"] = get(c, args.origin, args.path)
+        # More authorities to try on the held connection (--hold-get).
+        second["hold_gets"] = {a: get(c, a, args.path) for a in args.hold_get}
         second["certificates_total"] = len(c.certs)
         second["goaway"] = c.goaway
         print(json.dumps(second), flush=True)
@@ -560,6 +562,9 @@ def main():
     p.add_argument("--connect-twice", action="store_true", help="on-connect: CONNECT the origin twice")
     p.add_argument("--no-setting", action="store_true", help="do not send the setting")
     p.add_argument("--hold", action="store_true")
+    p.add_argument(
+        "--hold-get", action="append", default=[], help="--hold: also GET these authorities after"
+    )
     p.add_argument("--tls12", action="store_true", help="flow: TLS 1.2 instead of 1.3")
     p.add_argument("--wait-ms", type=int, default=5000, help="violation: how long to wait for the close")
     p.add_argument(

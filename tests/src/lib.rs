@@ -1202,3 +1202,349 @@ pub fn run_with_timeout(cmd: &mut std::process::Command, limit: Duration) -> std
         }
     }
 }
+
+// === lifecycle: the `bauta` binary as a child process (shutdown, reload, idle timers) ===
+
+/// A `bauta run --config FILE` child process. Its listeners' bound addresses
+/// are read from its start-up log (ports may be 0 in the file); stdout (the
+/// JSON access log) and stderr (diagnostics) are collected. Killed on drop.
+pub struct BautaProcess {
+    child: tokio::process::Child,
+    pub pid: u32,
+    /// `(listener name, bound address)` as the process logged them.
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Strip ANSI escape sequences (in case the log is coloured).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The value of `key=VALUE` in a plain-text log line.
+fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let needle = format!(" {key}=");
+    let at = line.find(&needle)? + needle.len();
+    line[at..].split_whitespace().next()
+}
+
+impl BautaProcess {
+    /// Start `bauta run --config PATH` (the file must have an `[admin]`
+    /// table) and wait (20 s at most) until it has logged every listener and
+    /// the admin endpoint. Retries a few times when a port is taken (the UDP
+    /// side of an h3 listener takes the TCP side's port number).
+    pub async fn start(config_path: &Path) -> BautaProcess {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match BautaProcess::try_start(config_path).await {
+                Ok(p) => return p,
+                Err(log) if log.contains("in use") && attempt < 10 => continue,
+                Err(log) => panic!(
+                    "bauta run --config {} did not start:\n{log}",
+                    config_path.display()
+                ),
+            }
+        }
+    }
+
+    async fn try_start(config_path: &Path) -> Result<BautaProcess, String> {
+        use std::process::Stdio;
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(bauta_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(config_path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bauta_bin().display()));
+        let pid = child.id().expect("child pid");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (line_tx, mut line_rx) = mpsc::unbounded_channel::<String>();
+        let out_pipe = child.stdout.take().expect("piped stdout");
+        let err_pipe = child.stderr.take().expect("piped stderr");
+        let out_buf = Arc::clone(&stdout);
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(out_pipe).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let mut b = out_buf.lock().expect("stdout lock");
+                b.push_str(&l);
+                b.push('\n');
+            }
+        });
+        let err_buf = Arc::clone(&stderr);
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(err_pipe).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let l = strip_ansi(&l);
+                {
+                    let mut b = err_buf.lock().expect("stderr lock");
+                    b.push_str(&l);
+                    b.push('\n');
+                }
+                let _ = line_tx.send(l);
+            }
+        });
+        let mut listeners = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let admin = loop {
+            let line = match tokio::time::timeout_at(deadline, line_rx.recv()).await {
+                Ok(Some(l)) => l,
+                // stderr closed: the process ended.
+                Ok(None) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    return Err(stderr.lock().expect("stderr lock").clone());
+                }
+                Err(_) => panic!(
+                    "bauta did not log its admin endpoint within 20 s; stderr:\n{}",
+                    stderr.lock().expect("stderr lock")
+                ),
+            };
+            if line.contains("listening") {
+                if let (Some(name), Some(addr)) =
+                    (log_field(&line, "listener"), log_field(&line, "addr"))
+                {
+                    let addr: SocketAddr = addr
+                        .parse()
+                        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+                    listeners.push((name.to_string(), addr));
+                }
+            } else if line.contains("admin endpoint") {
+                let a =
+                    log_field(&line, "a").unwrap_or_else(|| panic!("no admin address in {line:?}"));
+                break a
+                    .parse::<SocketAddr>()
+                    .unwrap_or_else(|e| panic!("bad admin address in {line:?}: {e}"));
+            }
+        };
+        // The process logs its listeners before it installs its SIGTERM /
+        // SIGHUP handlers; a signal in between would kill it outright. Wait
+        // until the kernel shows both as caught.
+        wait_signals_caught(pid, &[("HUP", 1), ("TERM", 15)], Duration::from_secs(10)).await;
+        Ok(BautaProcess {
+            child,
+            pid,
+            listeners,
+            admin,
+            config_path: config_path.to_path_buf(),
+            stdout,
+            stderr,
+        })
+    }
+
+    /// The bound address of listener `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {name:?} in {:?}", self.listeners))
+    }
+
+    /// Send `signal` (e.g. "TERM", "HUP") to this process (by its pid only).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg("-s")
+            .arg(signal)
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} {} failed", self.pid);
+    }
+
+    /// Its exit status if it has exited.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait on bauta")
+    }
+
+    /// Wait for it to exit, at most `limit`; `None` if it is still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(r) => Some(r.expect("wait for bauta")),
+            Err(_) => None,
+        }
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Its access log so far: one JSON object per stdout line (others skipped).
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lock()
+            .expect("stdout lock")
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Poll the access log (every 50 ms, at most `limit`) for a line that
+    /// `pred` accepts.
+    pub async fn wait_access_log(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = self.access_log().into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no such access-log line within {limit:?}; stdout:\n{}\nstderr:\n{}",
+                self.stdout.lock().expect("stdout lock"),
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        fetch_metrics(self.admin).await
+    }
+}
+
+/// Poll `/proc/PID/status` (Linux) until every signal in `signals` (name,
+/// number) is in the process's caught-signal mask (`SigCgt`).
+async fn wait_signals_caught(pid: u32, signals: &[(&str, u32)], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let path = format!("/proc/{pid}/status");
+    loop {
+        let status = std::fs::read_to_string(&path).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok());
+        let missing: Vec<&str> = signals
+            .iter()
+            .filter(|(_, n)| caught.map_or(true, |m| m & (1u64 << (n - 1)) == 0))
+            .map(|(name, _)| *name)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bauta (pid {pid}) does not catch SIG{missing:?} {limit:?} after start-up \
+             (SigCgt {caught:x?})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of the one sample of `name` whose labels are exactly `labels`
+/// (in any order); `None` if the metrics have no such sample.
+pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        if n != name {
+            return None;
+        }
+        let got: Vec<&str> = rest.split(',').filter(|p| !p.is_empty()).collect();
+        let exact = got.len() == labels.len()
+            && labels
+                .iter()
+                .all(|(k, v)| got.contains(&format!("{k}=\"{v}\"").as_str()));
+        exact.then(|| value.parse::<f64>().ok()).flatten()
+    })
+}
+
+/// Poll `/metrics` (every 50 ms, at most `limit`) until the sample
+/// `name{labels}` exists and `pred` holds; returns the last value seen
+/// (`None`: never present).
+pub async fn wait_sample(
+    admin: SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+    limit: Duration,
+    pred: impl Fn(f64) -> bool,
+) -> Option<f64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = metric_sample(&fetch_metrics(admin).await, name, labels);
+        if v.is_some_and(&pred) || Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A plain HTTP/1.1 upstream that answers every request with
+/// `upstream NAME: METHOD PATH\n` (so a request routed to the wrong upstream shows).
+pub struct NamedUpstream {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl NamedUpstream {
+    pub async fn start(name: &str) -> NamedUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind named upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let name: Arc<str> = Arc::from(name);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let name = Arc::clone(&name);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let body =
+                            format!("upstream {name}: {} {}\n", req.method(), req.uri().path());
+                        async move { Ok::<_, Infallible>(Response::new(full_body(body))) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        NamedUpstream { addr, task }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for NamedUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,9 +1,6 @@
-//! The admin endpoint (/metrics, /healthz, /readyz) and graceful shutdown.
-
-use std::time::{Duration, Instant};
+//! The admin endpoint (/metrics, /healthz, /readyz).
 
 use bauta_tests::*;
-use tokio::io::AsyncReadExt;
 
 use bauta_tests::masque::{family_lines, metric, metric_opt, wait_metric};
 
@@ -589,93 +586,4 @@ async fn health_and_readiness() {
     .await
 }
 
-#[tokio::test]
-async fn graceful_shutdown_with_an_open_idle_tunnel() {
-    bounded(async {
-        let echo = EchoServer::start().await;
-        let proxy = start_proxy(&format!(
-            "{ALLOW_LOOPBACK}\n[limits]\nshutdown_grace_s = 1\n"
-        ))
-        .await;
-        let plain = proxy.plain;
-        let (head, mut tunnel) = connect_h1(plain, &format!("127.0.0.1:{}", echo.port())).await;
-        assert_eq!(head.status, 200, "{head:?}");
-        assert_echo(&mut tunnel, b"before shutdown").await;
-        // And an idle keep-alive HTTP/1.1 connection with no request in flight.
-        let _idle = tokio::net::TcpStream::connect(plain)
-            .await
-            .expect("idle connection");
-
-        let started = Instant::now();
-        tokio::time::timeout(Duration::from_secs(5), proxy.shutdown())
-            .await
-            .expect("shutdown with shutdown_grace_s = 1 completes within 5 s");
-        let took = started.elapsed();
-        assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
-
-        // No new connections: the listening socket is closed, so a connect
-        // is refused at once (an event, not the absence of an answer).
-        let attempt = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::TcpStream::connect(plain),
-        )
-        .await
-        .expect("a connect to the stopped listener is answered within 2 s");
-        match attempt {
-            Err(e) => assert_eq!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionRefused,
-                "connect after shutdown: {e}"
-            ),
-            Ok(s) => panic!(
-                "the stopped proxy still accepts connections on {plain} (local {:?})",
-                s.local_addr()
-            ),
-        }
-    })
-    .await
-}
-
-/// After `shutdown()` returns, the grace period is over: a tunnel still open
-/// then should have been closed, not left relaying for a stopped proxy.
-#[tokio::test]
-async fn shutdown_closes_tunnels_left_after_the_grace_period() {
-    bounded(async {
-        let echo = EchoServer::start().await;
-        let proxy = start_proxy(&format!(
-            "{ALLOW_LOOPBACK}\n[limits]\nshutdown_grace_s = 1\n"
-        ))
-        .await;
-        let (head, mut tunnel) =
-            connect_h1(proxy.plain, &format!("127.0.0.1:{}", echo.port())).await;
-        assert_eq!(head.status, 200, "{head:?}");
-        assert_echo(&mut tunnel, b"before shutdown").await;
-        tokio::time::timeout(Duration::from_secs(5), proxy.shutdown())
-            .await
-            .expect("shutdown completes");
-        let mut buf = [0u8; 16];
-        match tokio::time::timeout(Duration::from_secs(2), tunnel.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {}
-            Ok(Ok(n)) => panic!(
-                "unexpected bytes on the tunnel after shutdown: {:?}",
-                &buf[..n]
-            ),
-            Err(_) => {
-                // Show that it still relays, for the report.
-                let relays = {
-                    tokio::io::AsyncWriteExt::write_all(&mut tunnel, b"x")
-                        .await
-                        .is_ok()
-                        && tokio::time::timeout(Duration::from_secs(1), tunnel.read(&mut buf))
-                            .await
-                            .is_ok_and(|r| r.is_ok_and(|n| n > 0))
-                };
-                panic!(
-                    "the tunnel is still open 2 s after Running::shutdown() returned \
-                     (grace 1 s); still relaying bytes: {relays}"
-                );
-            }
-        }
-    })
-    .await
-}
+// Graceful shutdown: see lifecycle_shutdown.rs.

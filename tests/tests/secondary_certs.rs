@@ -14,22 +14,19 @@
 //! GET https://origin.test/… is reverse-proxied to a local HTTP/1.1 upstream,
 //! CONNECT to a local echo server still tunnels, GET https://other.test/ is
 //! 421. Error rules (client-sent certificates, bad setting values) close the
-//! connection with the project's codes; metrics count it all; a reload sends
-//! new certificates to new connections while old ones keep working;
-//! `advertise = "off"` and TLS 1.2 advertise nothing; `bauta probe` reports
-//! what an on-connect proxy sends.
+//! connection with the project's codes; metrics count it all (reloads: see
+//! `lifecycle_reload.rs`); `advertise = "off"` and TLS 1.2 advertise
+//! nothing; `bauta probe` reports what an on-connect proxy sends.
 
 use std::time::Duration;
 
 use bauta_tests::masque::{assert_nothing_counted, wait_metric, H3Client};
 use bauta_tests::seccert_env::{
     assert_certificate, assert_served, certificates, config_text, peer_args, run_peer, status_of,
-    str_at, u64_at, HeldPeer, KeyKind, OriginCert, OriginEntry, Peer, Pki, SeccertProxy,
-    H2_PROTOCOL_ERROR, H3_FRAME_UNEXPECTED, H3_SETTINGS_ERROR, SECCERT_LIMIT,
+    str_at, u64_at, KeyKind, OriginCert, OriginEntry, Peer, Pki, SeccertProxy, H2_PROTOCOL_ERROR,
+    H3_FRAME_UNEXPECTED, H3_SETTINGS_ERROR, SECCERT_LIMIT,
 };
-use bauta_tests::{
-    bounded_for, h2_client, h2_connect, tls_connect, EchoServer, FakeDns, Origin, TempDir,
-};
+use bauta_tests::{bounded_for, h2_client, h2_connect, tls_connect, EchoServer, FakeDns, Origin};
 use serde_json::Value;
 
 const SENT: &str = "bauta_secondary_certs_sent_total";
@@ -723,90 +720,7 @@ async fn eager_ecdsa_ed25519_rsa_origins() {
     .await;
 }
 
-// === reload ===
-
-#[tokio::test(flavor = "multi_thread")]
-async fn reload_new_certificate_for_new_connections() {
-    bounded_for(SECCERT_LIMIT, async {
-        let pki = Pki::new();
-        let first = pki.origin("origin.test", KeyKind::EcdsaP256, "origin");
-        let upstream = Origin::start().await;
-        let echo = EchoServer::start().await;
-        let dns = FakeDns::start().await;
-        let text = config_text(
-            &pki,
-            "eager",
-            &[OriginEntry {
-                cert: &first,
-                upstream: format!("http://{}", upstream.addr),
-            }],
-            &dns.toml(),
-        );
-        let dir = TempDir::new("seccert-reload");
-        let path = dir.path().join("bauta.toml");
-        let proxy = SeccertProxy::start_from_file(&text, &path).await;
-        let echo_port = echo.port().to_string();
-        let args = |extra: &[&str]| {
-            let mut all = vec!["--advertise", "eager", "--echo-port", echo_port.as_str()];
-            all.extend_from_slice(extra);
-            peer_args("flow", &proxy, &pki, &all)
-        };
-
-        // Old connections, one per protocol, held open across the reload.
-        let mut held = Vec::new();
-        for peer in [Peer::H2, Peer::H3] {
-            let mut p = HeldPeer::start(peer, &args(&["--hold"])).await;
-            let v = p.next_json().await;
-            let what = format!("{peer:?} before the reload");
-            assert_certificate(&certificates(&v)[0], &first, &what);
-            assert_served(&v, "/hello", true, &what);
-            held.push((peer, p));
-        }
-
-        // New certificate and key in the same files, then reload.
-        let second = pki.origin("origin.test", KeyKind::EcdsaP256, "origin-next");
-        assert_ne!(first.serial_hex, second.serial_hex);
-        second.install_over(&first);
-        let installed = OriginCert {
-            cert_pem: first.cert_pem.clone(),
-            key_pem: first.key_pem.clone(),
-            ..second.clone()
-        };
-        proxy
-            .reload()
-            .expect("reload with the new origin certificate");
-
-        for peer in [Peer::H2, Peer::H3] {
-            let what = format!("{peer:?} new connection after the reload");
-            let v = run_peer(peer, &args(&[])).await;
-            let certs = certificates(&v);
-            assert_eq!(certs.len(), 1, "{what}: {v:#}");
-            assert_certificate(&certs[0], &installed, &what);
-            assert_served(&v, "/hello", true, &what);
-        }
-        for (peer, p) in held {
-            let what = format!("{peer:?} old connection after the reload");
-            let v = p.resume().await;
-            assert_eq!(
-                status_of(&v, "get_origin"),
-                Some(200),
-                "{what}: still served: {v:#}"
-            );
-            assert_eq!(
-                v["get_origin"]["body"].as_str(),
-                Some("origin: GET /hello\n"),
-                "{what}"
-            );
-            assert_eq!(
-                u64_at(&v, "certificates_total"),
-                1,
-                "{what}: nothing re-sent on the old connection: {v:#}"
-            );
-        }
-        proxy.shutdown().await;
-    })
-    .await;
-}
+// Reload (a new origin certificate via SIGHUP): see lifecycle_reload.rs.
 
 // === `bauta probe` ===
 

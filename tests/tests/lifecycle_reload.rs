@@ -290,8 +290,6 @@ async fn sighup_new_listener_certificate_on_tcp_while_an_open_connection_keeps_g
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "proxy bug: QUIC listener certificate not reloaded on SIGHUP \
-            (new QUIC handshakes still present the start-up certificate)"]
 async fn sighup_new_listener_certificate_on_quic() {
     bounded_for(LIMIT, async {
         init();
@@ -456,9 +454,6 @@ async fn sighup_adding_an_origin_keeps_open_connections_on_their_upstreams() {
 
 /// Origins a, b, then after SIGHUP c, a, b (added in front and reordered).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "proxy bug: after a SIGHUP that reorders [[origin]]s, an open HTTP/2 connection \
-            looks its covered origins up by their old index in the new list: b.test (sent \
-            before) gets 421, c.test (never sent on it) is served by c's upstream"]
 async fn sighup_adding_and_reordering_origins_keeps_open_connections_on_their_upstreams() {
     origins_reload(true).await;
 }

@@ -201,7 +201,8 @@ mod tests {
     }
 
     fn config() -> Config {
-        let text = "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n";
+        let text =
+            "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n";
         Config::parse(text, "test.toml", std::path::Path::new(".")).expect("minimal config")
     }
 

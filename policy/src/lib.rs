@@ -218,6 +218,11 @@ impl fmt::Display for Reason {
 // === impl Policy ===
 
 impl Policy {
+    /// The rules' names, in order (metric label values).
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| &*r.name)
+    }
+
     /// Decides before DNS, from protocol, host and port alone.
     ///
     /// Walks the rules in order with the addresses unknown:

@@ -26,6 +26,8 @@ pub enum Front {
 }
 
 impl Front {
+    pub const ALL: [Front; 3] = [Front::Http1, Front::Http2, Front::Http3];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Front::Http1 => "http1",
@@ -58,6 +60,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Connect,
+        Kind::ConnectUdp,
+        Kind::Forward,
+        Kind::Reverse,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Connect => "connect",

@@ -38,6 +38,25 @@ pub enum ProxyError {
     Upstream(UpstreamError),
 }
 
+/// Every `outcome` label value of `bauta_requests_total`: "ok" and each
+/// error's (checked against the table by a test).
+pub const OUTCOMES: &[&str] = &[
+    "ok",
+    "bad_request",
+    "not_implemented",
+    "not_found",
+    "internal_error",
+    "misdirected",
+    "address_prohibited",
+    "denied",
+    "dns_error",
+    "dns_timeout",
+    "connection_refused",
+    "connection_timeout",
+    "unreachable",
+    "upstream_error",
+];
+
 /// How one error is answered.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Answer {
@@ -332,6 +351,11 @@ mod tests {
         ];
         for (err, status, token) in rows {
             let ans = err.answer();
+            assert!(
+                OUTCOMES.contains(&ans.outcome),
+                "{err:?}: outcome {}",
+                ans.outcome
+            );
             assert_eq!(ans.status.as_u16(), status, "{err:?}");
             assert_eq!(ans.error, token, "{err:?}");
             let resp = err.response("bauta");

@@ -38,6 +38,29 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
 }
 
+/// Create every series of `vec` in the product of `labels` (one list of
+/// values per label, in the family's label order) at 0, so that dashboards
+/// and alerts see each documented series from the start.
+pub fn prefill(vec: &IntCounterVec, labels: &[&[&str]]) {
+    let mut values: Vec<&str> = Vec::with_capacity(labels.len());
+    prefill_from(vec, labels, &mut values);
+}
+
+fn prefill_from<'a>(vec: &IntCounterVec, labels: &[&[&'a str]], values: &mut Vec<&'a str>) {
+    match labels.split_first() {
+        None => {
+            vec.with_label_values(values);
+        }
+        Some((first, rest)) => {
+            for v in *first {
+                values.push(v);
+                prefill_from(vec, rest, values);
+                values.pop();
+            }
+        }
+    }
+}
+
 impl Metrics {
     pub fn new(registry: Registry) -> Result<Metrics, prometheus::Error> {
         let connections = IntCounterVec::new(

@@ -44,6 +44,19 @@ pub enum Negotiation {
     Closed,
 }
 
+/// Every `kind` label value of `bauta_secondary_cert_errors_total`: the
+/// client's violations, and authenticators we could not send (`too_large`)
+/// or build (`authenticator`).
+pub const ERROR_KINDS: &[&str] = &[
+    "client_sent_certificate",
+    "wrong_stream",
+    "bad_setting_value",
+    "setting_withdrawn",
+    "malformed_frame",
+    "too_large",
+    "authenticator",
+];
+
 /// A rule the client broke; each closes the connection (spec §2, §3, §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Violation {

@@ -18,6 +18,7 @@ use crate::core::drain::Connections;
 use crate::listen;
 use crate::ops::metrics::Metrics;
 
+pub mod prefill;
 pub mod reload;
 
 /// A started proxy.
@@ -41,6 +42,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
     let services = Arc::new(Services::new(Arc::clone(&config), Arc::clone(&metrics))?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
+    prefill::prefill(&metrics, &config);
     let connections = Connections::new();
     let mut tasks = JoinSet::new();
 

@@ -45,6 +45,7 @@ pub fn reload(path: &std::path::Path, services: &Services) -> Result<(), ReloadE
     if new.listeners.len() != old.listeners.len() {
         return Err(ReloadError::NeedsRestart("(new)".into(), "listener set"));
     }
+    super::prefill::prefill(&services.metrics, &new);
     services.replace_config(Arc::new(new));
     Ok(())
 }

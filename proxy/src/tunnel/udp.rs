@@ -24,6 +24,16 @@ use crate::ops::metrics::Metrics;
 use crate::wire::capsule::{self, CapsuleDecoder, Event};
 use crate::wire::varint;
 
+/// Every `reason` label value of `bauta_udp_drops_total`.
+pub const DROP_REASONS: &[&str] = &[
+    "unknown_context",
+    "unknown_stream",
+    "too_large",
+    "queue_full",
+    "send_failed",
+    "malformed",
+];
+
 /// Largest UDP payload (IPv6 jumbograms aside): 65535 − 8.
 pub const MAX_UDP_PAYLOAD: usize = 65527;
 /// Room for an HTTP/3 datagram header (Quarter Stream ID + Context ID).

@@ -23,6 +23,9 @@ use crate::config::Limits;
 use crate::ops::metrics::Metrics;
 use crate::wire::target::Target;
 
+/// Every `outcome` label value of `bauta_dns_lookups_total`.
+pub const DNS_OUTCOMES: &[&str] = &["ok", "nxdomain", "nodata", "timeout", "error"];
+
 /// RFC 8305 §5: the recommended Connection Attempt Delay.
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 

@@ -1,0 +1,61 @@
+//! Every documented series exists from the start, at 0: dashboards, alerts
+//! and `rate()` see a family before its first event. The label values come
+//! from the closed sets their owners define (kinds and fronts in `core`,
+//! outcomes in `core::respond`, DNS outcomes in `upstream::dial`, drop
+//! reasons in `tunnel::udp`, error kinds in `seccert`) and from the
+//! configuration (listeners with their protocols, policy rule names).
+
+use crate::config::Config;
+use crate::core::exchange::{Front, Kind};
+use crate::core::respond::OUTCOMES;
+use crate::ops::metrics::{prefill as touch, Metrics};
+use crate::seccert::advertiser::Advertise;
+use crate::seccert::negotiation::ERROR_KINDS;
+use crate::tunnel::udp::DROP_REASONS;
+use crate::upstream::dial::DNS_OUTCOMES;
+
+/// `outcome` values of `bauta_config_reloads_total`.
+pub const RELOAD_OUTCOMES: &[&str] = &["ok", "error"];
+const DIRECTIONS: &[&str] = &["upstream", "downstream"];
+const TUNNEL_KINDS: &[&str] = &["connect", "connect-udp"];
+const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx"];
+const VERDICTS: &[&str] = &["allow", "deny"];
+
+/// Create the series for `config`. Idempotent: call again after a reload
+/// (new rule names get their series; existing ones keep their counts).
+pub fn prefill(m: &Metrics, config: &Config) {
+    let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+    for l in &config.listeners {
+        let mut fronts = Vec::new();
+        // A plaintext listener with h2 sniffs h2c; its connections count as http1.
+        if l.http1 || l.tls.is_none() {
+            fronts.push(Front::Http1.as_str());
+        }
+        if l.h2 {
+            fronts.push(Front::Http2.as_str());
+        }
+        if l.h3 {
+            fronts.push(Front::Http3.as_str());
+        }
+        let name: &[&str] = &[&l.name];
+        touch(&m.connections, &[name, &fronts]);
+        touch(&m.requests, &[name, &fronts, &kinds, OUTCOMES]);
+    }
+    for kind in TUNNEL_KINDS {
+        m.tunnels_active.with_label_values(&[kind]);
+    }
+    touch(&m.tunnel_bytes, &[TUNNEL_KINDS, DIRECTIONS]);
+    let mut rules: Vec<&str> = config.policy.rule_names().collect();
+    rules.push("default");
+    touch(&m.policy_decisions, &[VERDICTS, &rules]);
+    touch(&m.dns_lookups, &[DNS_OUTCOMES]);
+    touch(&m.udp_datagrams, &[DIRECTIONS]);
+    touch(&m.udp_drops, &[DROP_REASONS]);
+    let fronts: Vec<&str> = Front::ALL.iter().map(|f| f.as_str()).collect();
+    touch(&m.reverse_requests, &[&fronts, STATUS_CLASSES]);
+    let cert_fronts: &[&str] = &[Front::Http2.as_str(), Front::Http3.as_str()];
+    let modes: &[&str] = &[Advertise::Eager.as_str(), Advertise::OnConnect.as_str()];
+    touch(&m.secondary_certs_sent, &[cert_fronts, modes]);
+    touch(&m.secondary_cert_errors, &[cert_fronts, ERROR_KINDS]);
+    touch(&m.config_reloads, &[RELOAD_OUTCOMES]);
+}

@@ -2,3 +2,4 @@
 
 pub mod tcp;
 pub mod udp;
+pub mod udp_flow;

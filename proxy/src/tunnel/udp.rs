@@ -4,8 +4,10 @@
 //! front) or as DATAGRAM capsules on the request stream (HTTP/3 fallback,
 //! HTTP/2 and HTTP/1.1); replies go back the same way.
 //!
-//! The flow ends when the request stream ends, on a malformed capsule, or
-//! after the idle timeout. Nothing is allocated per packet on the forwarding
+//! [`relay`] is the thin driver: it moves bytes and datagrams and asks the
+//! sans-IO [`FlowState`] (`udp_flow.rs`) what they mean and when the flow
+//! ends (stream end, malformed capsule, idle timeout, abort). Nothing is
+//! allocated per packet on the forwarding
 //! path: capsules are sliced out of the read buffer, target replies are
 //! received into a per-flow buffer with room for the framing in front.
 
@@ -15,14 +17,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use prometheus::IntCounter;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::ops::metrics::Metrics;
-use crate::wire::capsule::{self, CapsuleDecoder, Event};
-use crate::wire::varint;
+use crate::tunnel::udp_flow::{DropReason, FlowState, Uplink};
+use crate::wire::capsule;
+
+pub use crate::tunnel::udp_flow::{FlowEnd, FlowReport};
 
 /// Every `reason` label value of `bauta_udp_drops_total`.
 pub const DROP_REASONS: &[&str] = &[
@@ -97,16 +101,6 @@ pub struct FlowSettings<A> {
     pub abort: A,
 }
 
-/// How a flow ended and what it moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlowReport {
-    pub end: FlowEnd,
-    /// Payload bytes client → target.
-    pub upstream: u64,
-    /// Payload bytes target → client.
-    pub downstream: u64,
-}
-
 // === the relay ===
 
 /// Per-flow counters, looked up once.
@@ -135,31 +129,6 @@ impl FlowMetrics {
     }
 }
 
-/// How the flow ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowEnd {
-    /// The client ended the request stream.
-    Closed,
-    Idle,
-    /// A malformed capsule (or a stream error).
-    Malformed,
-    Reset,
-    /// The proxy is shutting down and the grace period is over.
-    Aborted,
-}
-
-impl FlowEnd {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FlowEnd::Closed => "closed",
-            FlowEnd::Idle => "idle_timeout",
-            FlowEnd::Malformed => "malformed_capsule",
-            FlowEnd::Reset => "reset",
-            FlowEnd::Aborted => "shutdown",
-        }
-    }
-}
-
 /// Relay one flow between the client (capsules on `io`, and datagrams on
 /// `datagrams` when the front has them) and the connected `socket`, until the
 /// request stream ends, a capsule is malformed, the flow idles out, or
@@ -177,24 +146,21 @@ where
     A: Future<Output = ()>,
 {
     let fm = FlowMetrics::new(metrics);
-    let idle = settings.idle_timeout;
+    let mut flow = FlowState::new(Instant::now(), settings.idle_timeout, MAX_UDP_PAYLOAD);
     let (mut rd, mut wr) = tokio::io::split(io);
-    let mut decoder = CapsuleDecoder::new(MAX_UDP_PAYLOAD);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     // Reply buffer: capsule header room in front, then the payload.
     let mut reply = vec![0u8; capsule::DATAGRAM_CAPSULE_HEADER_MAX + MAX_UDP_PAYLOAD];
     let mut dgram_out = BytesMut::new();
-    let (mut up_total, mut down_total) = (0u64, 0u64);
-    // One idle timer per flow, re-armed only when it fires early.
-    let mut last_activity = Instant::now();
-    let idle_timer = tokio::time::sleep(idle);
-    tokio::pin!(idle_timer);
+    // One timer per flow, re-armed to the flow's deadline only when it fires.
+    let timer = tokio::time::sleep_until(flow.poll_timeout().into());
+    tokio::pin!(timer);
     let mut datagrams_ready = false;
     let mut incoming = datagrams.as_mut().and_then(|d| d.incoming());
     let abort = settings.abort;
     tokio::pin!(abort);
 
-    let end = loop {
+    while flow.poll_end().is_none() {
         // Decided per reply until true: the client's SETTINGS may arrive
         // after its request.
         if !datagrams_ready {
@@ -203,89 +169,64 @@ where
         let channel = datagrams.as_ref().filter(|_| datagrams_ready);
         tokio::select! {
             r = rd.read_buf(&mut rbuf) => match r {
-                Ok(0) => {
-                    break if decoder.finish(&rbuf).is_ok() { FlowEnd::Closed } else { FlowEnd::Malformed };
-                }
+                Ok(0) => flow.handle_stream_end(&rbuf),
                 Ok(_) => {
-                    last_activity = Instant::now();
-                    let mut failed = false;
-                    loop {
-                        match decoder.decode(&mut rbuf) {
-                            Ok(Some(Event::Datagram { context_id: 0, payload })) => {
-                                up_total += payload.len() as u64;
-                                forward_up(socket, &payload, &fm).await;
-                            }
-                            Ok(Some(Event::Datagram { .. })) => fm.drop_unknown_context.inc(),
-                            Ok(Some(Event::OversizeDatagram { .. })) => fm.drop_too_large.inc(),
-                            Ok(Some(Event::Skipped { .. })) => {}
-                            Ok(None) => break,
-                            Err(_) => {
-                                failed = true;
-                                break;
-                            }
-                        }
-                    }
-                    if failed {
-                        break FlowEnd::Malformed;
+                    flow.handle_stream_data(Instant::now());
+                    while let Some(up) = flow.poll_uplink(&mut rbuf) {
+                        uplink(socket, up, &fm).await;
                     }
                     if rbuf.capacity() - rbuf.len() < 1024 {
                         rbuf.reserve(READ_CHUNK);
                     }
                 }
-                Err(_) => break FlowEnd::Reset,
+                Err(_) => flow.handle_client_error(),
             },
             d = recv_datagram(&mut incoming) => match d {
                 Some(data) => {
-                    last_activity = Instant::now();
-                    // RFC 9298 §5: Context ID 0 carries UDP payloads; others are dropped.
-                    match varint::decode(&data) {
-                        Ok((0, n)) => {
-                            let payload = data.slice(n..);
-                            up_total += payload.len() as u64;
-                            forward_up(socket, &payload, &fm).await;
-                        }
-                        _ => fm.drop_unknown_context.inc(),
-                    }
+                    let up = flow.handle_datagram(Instant::now(), data);
+                    uplink(socket, up, &fm).await;
                 }
                 None => incoming = None,
             },
             r = recv_reply(socket, channel, &mut reply, &mut dgram_out) => match r {
                 Ok(n) => {
-                    last_activity = Instant::now();
                     let sent = match channel {
                         Some(ch) => send_datagram(ch, &mut dgram_out, &fm),
                         None => send_capsule(&mut wr, &mut reply, n, &fm).await,
                     };
                     match sent {
                         Ok(true) => {
+                            flow.handle_delivered(Instant::now(), n);
                             fm.down_datagrams.inc();
                             fm.down_bytes.inc_by(n as u64);
-                            down_total += n as u64;
                         }
                         Ok(false) => {}
-                        Err(()) => break FlowEnd::Reset,
+                        Err(()) => flow.handle_client_error(),
                     }
                 }
                 // ICMP errors on a connected socket (port unreachable…): keep going.
                 Err(_) => fm.drop_send_failed.inc(),
             },
-            _ = &mut idle_timer => {
-                let due = last_activity + idle;
-                if Instant::now() >= due {
-                    break FlowEnd::Idle;
-                }
-                idle_timer.as_mut().reset(due);
+            _ = &mut timer => {
+                flow.handle_timeout(Instant::now());
+                timer.as_mut().reset(flow.poll_timeout().into());
             }
-            _ = &mut abort => break FlowEnd::Aborted,
+            _ = &mut abort => flow.handle_abort(),
         }
-    };
-    if end == FlowEnd::Closed {
+    }
+    let report = flow.report();
+    if report.end == FlowEnd::Closed {
         let _ = wr.shutdown().await;
     }
-    FlowReport {
-        end,
-        upstream: up_total,
-        downstream: down_total,
+    report
+}
+
+/// Carry out one uplink decision: send the payload to the target, or count the drop.
+async fn uplink(socket: &UdpSocket, up: Uplink, fm: &FlowMetrics) {
+    match up {
+        Uplink::Send(payload) => forward_up(socket, &payload, fm).await,
+        Uplink::Drop(DropReason::TooLarge) => fm.drop_too_large.inc(),
+        Uplink::Drop(DropReason::UnknownContext) => fm.drop_unknown_context.inc(),
     }
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bauta_policy::Decision;
+use bytes::Bytes;
 use http::Response;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UdpSocket};
@@ -21,10 +22,12 @@ use crate::wire::h3_error::H3ErrorCode;
 pub enum Reply {
     /// Send this response (forwarded, reverse-proxied, or generated).
     Response(Response<Body>),
-    /// Send this error response, then reset the stream with the code for
-    /// the front's protocol, if any (see `core::respond`).
+    /// Send this error response (`head`, then `text` as its body), then
+    /// reset the stream with the code for the front's protocol, if any (see
+    /// `core::respond`).
     Refusal {
-        response: Response<Body>,
+        head: Response<()>,
+        text: Bytes,
         h2_reset: Option<H2ErrorCode>,
         h3_reset: Option<H3ErrorCode>,
     },

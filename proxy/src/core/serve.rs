@@ -52,10 +52,11 @@ pub async fn serve(
 /// Count and log a refused exchange, and build the answer `respond` gives.
 fn refuse(services: &Services, ex: &Exchange, failure: Failure) -> Reply {
     let answer = failure.0.answer();
-    let response = failure.0.response(&ex.config.proxy_name);
-    ex.fail(&services.metrics, &failure, response.status().as_u16());
+    let (head, text) = failure.0.head_and_body(&ex.config.proxy_name);
+    ex.fail(&services.metrics, &failure, head.status().as_u16());
     Reply::Refusal {
-        response,
+        head,
+        text,
         h2_reset: answer.h2_reset,
         h3_reset: answer.h3_reset,
     }

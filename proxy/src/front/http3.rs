@@ -10,10 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use h3::server::RequestStream;
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
 use tokio::sync::watch;
 
-use crate::body::{self, Body};
+use crate::body::{self};
 use crate::config::ListenerSpec;
 use crate::core::context::Services;
 use crate::core::exchange::{ConnInfo, Front};
@@ -184,8 +183,11 @@ async fn handle(
             }
         }
         Reply::Refusal {
-            response, h3_reset, ..
-        } => refuse(send, recv, response, h3_reset).await,
+            head,
+            text,
+            h3_reset,
+            ..
+        } => refuse(send, recv, head, text, h3_reset).await,
         Reply::Tunnel { head, tunnel } => {
             let Some(recv) = recv else {
                 // Only CONNECT is tunnelled, and CONNECT kept its stream.
@@ -218,20 +220,11 @@ async fn handle(
 async fn refuse(
     mut send: SendHalf,
     recv: Option<RecvHalf>,
-    response: Response<Body>,
+    head: Response<()>,
+    text: Bytes,
     reset: Option<H3ErrorCode>,
 ) {
-    let (parts, body) = response.into_parts();
-    let text = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    if send
-        .send_response(Response::from_parts(parts, ()))
-        .await
-        .is_err()
-    {
+    if send.send_response(head).await.is_err() {
         return;
     }
     if send.send_data(text).await.is_err() {

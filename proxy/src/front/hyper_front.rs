@@ -107,10 +107,13 @@ async fn handle(
     match serve(&services, &info, head, body::boxed(incoming)).await {
         Reply::Response(resp) => resp,
         Reply::Refusal {
-            response, h2_reset, ..
+            head,
+            text,
+            h2_reset,
+            ..
         } => match h2_reset {
-            Some(code) if info.front == Front::Http2 => reset_after(response, code).await,
-            _ => response,
+            Some(code) if info.front == Front::Http2 => reset_after(head, text, code),
+            _ => head.map(|()| body::full(text)),
         },
         Reply::Tunnel { head, tunnel } => {
             tokio::spawn(async move {
@@ -191,13 +194,7 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 /// The error response, then RST_STREAM with `code` (RFC 9113 §8.1.1: a
 /// malformed request is a stream error; the response before it is a MAY).
 /// hyper resets the stream with the h2 reason found in a body error.
-async fn reset_after(response: Response<Body>, code: H2ErrorCode) -> Response<Body> {
-    let (parts, body) = response.into_parts();
-    let text = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+fn reset_after(head: Response<()>, text: Bytes, code: H2ErrorCode) -> Response<Body> {
     let data = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(text))]);
     // h2 drops a stream's queued frames when it is reset: let the HEADERS
     // and DATA leave first.
@@ -206,5 +203,5 @@ async fn reset_after(response: Response<Body>, code: H2ErrorCode) -> Response<Bo
         Err::<Frame<Bytes>, BoxError>(Box::new(h2::Error::from(h2::Reason::from(code.0))))
     });
     let frames = futures_util::StreamExt::chain(data, reset);
-    Response::from_parts(parts, StreamBody::new(frames).boxed())
+    head.map(|()| StreamBody::new(frames).boxed())
 }

@@ -277,8 +277,6 @@ async fn sigterm_cuts_a_tunnel_still_open_when_the_grace_period_ends_and_exits_0
 /// relaying during the grace period, new QUIC connections are refused, and
 /// the process exits 0 once the client ends the flow.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "proxy bug: SIGTERM closes every QUIC connection at once (endpoint.close), \
-            an open HTTP/3 flow is cut instead of drained"]
 async fn sigterm_drains_an_h3_connect_udp_flow() {
     bounded_for(LIMIT, async {
         let certs = make_certs();

@@ -14,7 +14,6 @@ use crate::config::ListenerSpec;
 use crate::core::context::Services;
 use crate::front::http3;
 use crate::seccert::{CapturingResolver, ClientHelloSlot};
-use crate::wire::h3_error::H3ErrorCode;
 
 /// Per-connection queue of received QUIC datagrams (bytes).
 const DATAGRAM_RECV_BUFFER: usize = 1 << 20;
@@ -98,10 +97,10 @@ pub async fn accept_loop(
             http3::serve_connection(conn, hello, spec, services, shutdown).await;
         });
     }
-    // Tell every client we are going away (H3_NO_ERROR), then let the
-    // endpoint drain in the background.
-    let code = quinn::VarInt::from_u64(H3ErrorCode::NO_ERROR.0).unwrap_or_default();
-    endpoint.close(code, b"shutting down");
+    // Refuse new connections; open ones got GOAWAY from their front and
+    // keep their requests and tunnels until the server closes the endpoint
+    // at the end of the grace period.
+    endpoint.set_server_config(None);
 }
 
 /// Accept with a copy of the listener's QUIC TLS config that captures the

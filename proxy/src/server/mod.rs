@@ -17,6 +17,7 @@ use crate::core::context::Services;
 use crate::core::drain::Connections;
 use crate::listen;
 use crate::ops::metrics::Metrics;
+use crate::wire::h3_error::H3ErrorCode;
 
 pub mod prefill;
 pub mod reload;
@@ -30,6 +31,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     connections: Connections,
+    /// QUIC endpoints: closed last, so HTTP/3 tunnels can drain.
+    endpoints: Vec<quinn::Endpoint>,
     grace: Duration,
 }
 
@@ -62,6 +65,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
     };
 
     let mut listeners = Vec::new();
+    let mut endpoints = Vec::new();
     for spec in &config.listeners {
         let l = bind(spec.addr, &spec.name).await?;
         let bound = l.local_addr()?;
@@ -69,6 +73,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
         // HTTP/3 on the same address and port, over UDP; advertised by Alt-Svc.
         let alt_svc = if spec.h3 {
             let endpoint = listen::quic::bind(spec, bound)?;
+            endpoints.push(endpoint.clone());
             tasks.spawn(listen::quic::accept_loop(
                 endpoint,
                 Arc::clone(&spec.name),
@@ -100,6 +105,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
         shutdown: shutdown_tx,
         tasks,
         connections,
+        endpoints,
         grace: config.limits.shutdown_grace,
     })
 }
@@ -137,6 +143,15 @@ impl Running {
             tunnels.abort();
             let until = tokio::time::Instant::now() + Duration::from_secs(1);
             tunnels.closed(until).await;
+        }
+        // Tell every HTTP/3 client we are gone (H3_NO_ERROR), and give the
+        // CONNECTION_CLOSE a moment to leave.
+        let code = quinn::VarInt::from_u64(H3ErrorCode::NO_ERROR.0).unwrap_or_default();
+        for endpoint in &self.endpoints {
+            endpoint.close(code, b"shutting down");
+        }
+        for endpoint in &self.endpoints {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
     }
 

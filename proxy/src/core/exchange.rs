@@ -171,8 +171,26 @@ impl Exchange {
 
     /// Count and log a failed exchange.
     pub fn fail(&self, metrics: &Metrics, failure: &Failure, status: u16) {
-        let outcome = failure.0.answer().outcome;
-        self.count(metrics, outcome);
-        self.log(failure.1.as_ref(), status, outcome, 0, 0);
+        let answer = failure.0.answer();
+        self.count(metrics, answer.outcome);
+        self.log(failure.1.as_ref(), status, answer.outcome, 0, 0);
+        macro_rules! refused {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    client = %self.conn.client,
+                    kind = self.kind.as_str(),
+                    status,
+                    error = answer.error,
+                    details = %answer.details,
+                    "request refused"
+                )
+            };
+        }
+        match answer.level {
+            tracing::Level::WARN => refused!(tracing::Level::WARN),
+            tracing::Level::INFO => refused!(tracing::Level::INFO),
+            _ => refused!(tracing::Level::DEBUG),
+        }
     }
 }

@@ -71,8 +71,11 @@ pub struct Answer {
     pub outcome: &'static str,
     /// After the response, reset the stream: HTTP/2 with this code …
     pub h2_reset: Option<H2ErrorCode>,
-    /// … and HTTP/3 with this one (HTTP/1.1 closes the connection instead).
+    /// … and HTTP/3 with this one (HTTP/1.1 answers the 400 alone).
     pub h3_reset: Option<H3ErrorCode>,
+    /// How loud the diagnostic line is: the client's mistakes and policy
+    /// refusals are DEBUG, the destination's failures INFO, ours WARN.
+    pub level: tracing::Level,
 }
 
 // === impl ProxyError ===
@@ -80,7 +83,7 @@ pub struct Answer {
 impl ProxyError {
     pub fn answer(&self) -> Answer {
         use DialError as D;
-        let a = |status, error, outcome, details: String| Answer {
+        let a = |status: StatusCode, error, outcome, details: String| Answer {
             status,
             error,
             params: None,
@@ -88,6 +91,11 @@ impl ProxyError {
             outcome,
             h2_reset: None,
             h3_reset: None,
+            level: match status.as_u16() {
+                500 => tracing::Level::WARN,
+                502..=504 => tracing::Level::INFO,
+                _ => tracing::Level::DEBUG,
+            },
         };
         match self {
             ProxyError::BadRequest(why) => a(
@@ -303,53 +311,40 @@ mod tests {
         }))
     }
 
-    /// One row per situation in spec/masque.md §2.4.
+    /// One row per situation (spec/masque.md §2.4): every `ProxyError`
+    /// variant, with its status, Proxy-Status token, outcome label, the
+    /// HTTP/2 and HTTP/3 resets and the log level.
     #[test]
     fn situation_table() {
-        let rows: Vec<(ProxyError, u16, &str)> = vec![
-            (ProxyError::BadRequest("x"), 400, "proxy_internal_response"),
-            (denied(Reason::DefaultDeny), 403, "http_request_denied"),
-            (denied(Reason::RuleDeny), 403, "http_request_denied"),
-            (
-                denied(Reason::AddressProhibited(AddrClass::Loopback)),
-                502,
-                "destination_ip_prohibited",
-            ),
-            (
-                ProxyError::Dial(DialError::Dns {
-                    rcode: Some("NXDOMAIN".into()),
-                }),
-                502,
-                "dns_error",
-            ),
-            (ProxyError::Dial(DialError::DnsTimeout), 504, "dns_timeout"),
-            (
-                ProxyError::Dial(DialError::Refused),
-                502,
-                "connection_refused",
-            ),
-            (
-                ProxyError::Dial(DialError::Timeout),
-                504,
-                "connection_timeout",
-            ),
-            (
-                ProxyError::Dial(DialError::Unreachable),
-                502,
-                "destination_ip_unroutable",
-            ),
-            (
-                ProxyError::Dial(DialError::Io(std::io::Error::other("x"))),
-                500,
-                "proxy_internal_error",
-            ),
-            (
-                ProxyError::Upstream(UpstreamError::Terminated),
-                502,
-                "connection_terminated",
-            ),
+        use tracing::Level;
+        let h2p = Some(H2ErrorCode::PROTOCOL_ERROR);
+        let h3m = Some(H3ErrorCode::MESSAGE_ERROR);
+        #[rustfmt::skip]
+        let rows: Vec<(ProxyError, u16, &str, &str, Option<H2ErrorCode>, Option<H3ErrorCode>, Level)> = vec![
+            (ProxyError::BadRequest("x"), 400, "proxy_internal_response", "bad_request", None, None, Level::DEBUG),
+            (ProxyError::Malformed("x"), 400, "proxy_internal_response", "bad_request", h2p, h3m, Level::DEBUG),
+            (ProxyError::NotImplemented("x"), 501, "proxy_internal_response", "not_implemented", None, None, Level::DEBUG),
+            (ProxyError::NotFound("x"), 404, "proxy_internal_response", "not_found", None, None, Level::DEBUG),
+            (ProxyError::Internal("x"), 500, "proxy_internal_error", "internal_error", None, None, Level::WARN),
+            (ProxyError::Misdirected, 421, "proxy_internal_response", "misdirected", None, None, Level::DEBUG),
+            (ProxyError::NotProxyRequest, 400, "proxy_internal_response", "bad_request", None, None, Level::DEBUG),
+            (denied(Reason::DefaultDeny), 403, "http_request_denied", "denied", None, None, Level::DEBUG),
+            (denied(Reason::RuleDeny), 403, "http_request_denied", "denied", None, None, Level::DEBUG),
+            (denied(Reason::AddressProhibited(AddrClass::Loopback)), 502, "destination_ip_prohibited", "address_prohibited", None, None, Level::INFO),
+            (ProxyError::Dial(DialError::Dns { rcode: Some("NXDOMAIN".into()) }), 502, "dns_error", "dns_error", None, None, Level::INFO),
+            (ProxyError::Dial(DialError::DnsTimeout), 504, "dns_timeout", "dns_timeout", None, None, Level::INFO),
+            (ProxyError::Dial(DialError::Refused), 502, "connection_refused", "connection_refused", None, None, Level::INFO),
+            (ProxyError::Dial(DialError::Timeout), 504, "connection_timeout", "connection_timeout", None, None, Level::INFO),
+            (ProxyError::Dial(DialError::Unreachable), 502, "destination_ip_unroutable", "unreachable", None, None, Level::INFO),
+            (ProxyError::Dial(DialError::Io(std::io::Error::other("x"))), 500, "proxy_internal_error", "internal_error", None, None, Level::WARN),
+            (ProxyError::Upstream(UpstreamError::Dial(DialError::Refused)), 502, "connection_refused", "connection_refused", None, None, Level::INFO),
+            (ProxyError::Upstream(UpstreamError::InvalidTarget("x")), 400, "proxy_internal_response", "bad_request", None, None, Level::DEBUG),
+            (ProxyError::Upstream(UpstreamError::Terminated), 502, "connection_terminated", "upstream_error", None, None, Level::INFO),
+            (ProxyError::Upstream(UpstreamError::Protocol), 502, "http_protocol_error", "upstream_error", None, None, Level::INFO),
+            (ProxyError::Upstream(UpstreamError::TlsHandshake), 502, "tls_protocol_error", "upstream_error", None, None, Level::INFO),
+            (ProxyError::Upstream(UpstreamError::TlsCertificate), 502, "tls_certificate_error", "upstream_error", None, None, Level::INFO),
         ];
-        for (err, status, token) in rows {
+        for (err, status, token, outcome, h2, h3, level) in rows {
             let ans = err.answer();
             assert!(
                 OUTCOMES.contains(&ans.outcome),
@@ -358,10 +353,24 @@ mod tests {
             );
             assert_eq!(ans.status.as_u16(), status, "{err:?}");
             assert_eq!(ans.error, token, "{err:?}");
+            assert_eq!(ans.outcome, outcome, "{err:?}");
+            assert_eq!(ans.h2_reset, h2, "{err:?}");
+            assert_eq!(ans.h3_reset, h3, "{err:?}");
+            assert_eq!(ans.level, level, "{err:?}");
             let resp = err.response("bauta");
             let ps = resp.headers()["proxy-status"].to_str().expect("ascii");
             assert!(ps.starts_with(&format!("bauta; error={token}")), "{ps}");
         }
+    }
+
+    /// Upstream dial errors are answered as dial errors, whichever path
+    /// they came through.
+    #[test]
+    fn upstream_dial_errors_flatten() {
+        let e: ProxyError = UpstreamError::Dial(DialError::Timeout).into();
+        assert!(matches!(e, ProxyError::Dial(DialError::Timeout)));
+        let e: ProxyError = UpstreamError::Protocol.into();
+        assert!(matches!(e, ProxyError::Upstream(UpstreamError::Protocol)));
     }
 
     #[test]

@@ -319,8 +319,17 @@ mod tests {
         use tracing::Level;
         let h2p = Some(H2ErrorCode::PROTOCOL_ERROR);
         let h3m = Some(H3ErrorCode::MESSAGE_ERROR);
+        type Row = (
+            ProxyError,
+            u16,
+            &'static str,
+            &'static str,
+            Option<H2ErrorCode>,
+            Option<H3ErrorCode>,
+            Level,
+        );
         #[rustfmt::skip]
-        let rows: Vec<(ProxyError, u16, &str, &str, Option<H2ErrorCode>, Option<H3ErrorCode>, Level)> = vec![
+        let rows: Vec<Row> = vec![
             (ProxyError::BadRequest("x"), 400, "proxy_internal_response", "bad_request", None, None, Level::DEBUG),
             (ProxyError::Malformed("x"), 400, "proxy_internal_response", "bad_request", h2p, h3m, Level::DEBUG),
             (ProxyError::NotImplemented("x"), 501, "proxy_internal_response", "not_implemented", None, None, Level::DEBUG),

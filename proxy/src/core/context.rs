@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::core::drain::Tunnels;
 use crate::ops::metrics::Metrics;
 use crate::upstream::dial::Dialer;
-use crate::upstream::forward::UpstreamPool;
+use crate::upstream::pool::UpstreamPool;
 use crate::upstream::reverse::ReversePool;
 
 pub struct Services {

@@ -158,7 +158,7 @@ async fn reverse(
     let up = Arc::new(AtomicU64::new(0));
     let req = request(head, metered(body, &up));
     let started = std::time::Instant::now();
-    let resp = reverse::forward(
+    let resp = reverse::send(
         &services.reverse_pool,
         &services.dialer,
         &auth,

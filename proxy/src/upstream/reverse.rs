@@ -20,7 +20,8 @@ use super::error::UpstreamError;
 use crate::body::Body;
 use crate::config::origin::Origin;
 use crate::upstream::dial::{Authorized, DialError, Dialer};
-use crate::upstream::forward::{strip_hop_by_hop, via_value, UpstreamPool};
+use crate::upstream::headers::{strip_hop_by_hop, via_value};
+use crate::upstream::pool::UpstreamPool;
 use crate::wire::target::Target;
 
 /// How long to wait for the upstream TLS handshake.
@@ -88,7 +89,7 @@ pub async fn authorize(
 }
 
 /// Send one request to the origin's upstream and stream the answer back.
-pub async fn forward(
+pub async fn send(
     pool: &ReversePool,
     dialer: &Dialer,
     auth: &Authorized,

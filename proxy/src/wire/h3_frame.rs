@@ -283,7 +283,7 @@ impl fmt::Debug for StreamType {
 /// `v` is of the reserved form `0x1f * N + 0x21` (RFC 9114 §7.2.8, §7.2.4.1,
 /// §6.2.3, §8.1).
 pub fn is_grease(v: u64) -> bool {
-    v >= 0x21 && (v - 0x21) % 0x1f == 0
+    v >= 0x21 && (v - 0x21).is_multiple_of(0x1f)
 }
 
 // === impl FrameHeader ===

@@ -42,15 +42,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::negotiation::{Codepoints, Negotiation, SendError, Violation};
 use crate::wire::h2_frame::{
-    self, ErrorCode, FrameHeader, FrameScanner, FrameTracker, FrameType, ScanEvent, SettingId,
+    self, FrameHeader, FrameScanner, FrameTracker, FrameType, ScanEvent, SettingId,
 };
+use crate::wire::server_certificate::{self as sc, ServerCertificate};
 
 /// Hold back at most this much of h2's first frame. h2's SETTINGS is a few
 /// dozen bytes; anything larger is passed through unchanged (and the setting
@@ -259,15 +260,10 @@ impl H2Control {
         }
         let len = authenticator.len();
         let max = state.peer_max_frame_size;
-        let too_large = SendError::TooLarge { len, max };
-        if len > max {
-            return Err(too_large);
-        }
-        let kind = FrameType(self.shared.codepoints.h2_frame_type);
-        let header = FrameHeader::new(kind, 0, 0, len).ok_or(too_large)?;
         let mut frame = BytesMut::with_capacity(h2_frame::HEADER_LEN + len);
-        frame.put_slice(&header.encode());
-        frame.put(authenticator);
+        ServerCertificate::new(authenticator)
+            .encode_h2(&self.shared.codepoints, max, &mut frame)
+            .map_err(|_| SendError::TooLarge { len, max })?;
         state.queue.push_back(frame.freeze());
         self.shared.queued.store(true, Ordering::Release);
         drop(state);
@@ -431,18 +427,12 @@ where
     }
 
     fn goaway(&self, violation: Violation) -> Bytes {
-        let debug: &[u8] = match violation {
-            Violation::ClientSentCertificate => b"SERVER_CERTIFICATE from client",
-            Violation::WrongStream => b"SERVER_CERTIFICATE on a non-zero stream",
-            Violation::BadSettingValue => b"SETTINGS_HTTP_SERVER_CERT_AUTH not 0 or 1",
-            Violation::SettingWithdrawn => b"SETTINGS_HTTP_SERVER_CERT_AUTH changed from 1 to 0",
-            Violation::MalformedFrame => b"malformed SERVER_CERTIFICATE",
-        };
+        let debug = violation.reason().as_bytes();
         let mut frame = BytesMut::with_capacity(h2_frame::HEADER_LEN + 8 + debug.len());
         // The debug strings are short constants; encoding cannot fail.
         let _ = h2_frame::encode_goaway(
             self.inspector.highest_stream,
-            ErrorCode::PROTOCOL_ERROR,
+            violation.h2_code(),
             debug,
             &mut frame,
         );
@@ -489,8 +479,7 @@ where
         let Some(held) = self.output.first.take() else {
             return;
         };
-        let id = SettingId(self.inspector.codepoints.h2_setting);
-        match h2_frame::append_setting(&held, id, 1) {
+        match sc::advertise_h2(&self.inspector.codepoints, &held) {
             Some(rewritten) => self.output.own = Bytes::from(rewritten),
             None => {
                 self.output.first = Some(held);
@@ -750,7 +739,7 @@ impl Inspector {
                 ScanEvent::Frame(header) => self.on_frame(&header, &mut on),
                 ScanEvent::Setting { id, value } => {
                     on(Finding::Setting { id, value });
-                    if id.0 == self.codepoints.h2_setting {
+                    if id == self.codepoints.h2_setting() {
                         self.on_our_setting(value, &mut on);
                     }
                 }
@@ -776,7 +765,7 @@ impl Inspector {
 
     fn on_frame(&mut self, header: &FrameHeader, on: &mut impl FnMut(Finding)) {
         self.follow_streams(header);
-        if self.enforce && header.kind.0 == self.codepoints.h2_frame_type {
+        if self.enforce && ServerCertificate::is_h2(&self.codepoints, header) {
             // Spec §3.2: "A server that receives a SERVER_CERTIFICATE frame
             // from a client MUST close the connection"; §4.1: on a stream
             // other than 0 it "MUST be treated as a connection error".
@@ -798,13 +787,13 @@ impl Inspector {
         if !self.enforce {
             return;
         }
-        match value {
-            1 => self.sent_one = true,
+        match sc::decode_setting_value(u64::from(value)) {
+            Ok(true) => self.sent_one = true,
             // Spec §3.1: once an endpoint has sent 1 it "MUST NOT later send 0".
-            0 if self.sent_one => self.violate(Violation::SettingWithdrawn, on),
-            0 => {}
+            Ok(false) if self.sent_one => self.violate(Violation::SettingWithdrawn, on),
+            Ok(false) => {}
             // Spec §2: the value "MUST be 0 or 1".
-            _ => self.violate(Violation::BadSettingValue, on),
+            Err(_) => self.violate(Violation::BadSettingValue, on),
         }
     }
 
@@ -1508,7 +1497,7 @@ mod tests {
             bytes,
             Violation::WrongStream,
             1,
-            "SERVER_CERTIFICATE on a non-zero stream",
+            "SERVER_CERTIFICATE on the wrong stream",
         )
         .await;
     }

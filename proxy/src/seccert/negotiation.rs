@@ -1,35 +1,19 @@
 //! The vocabulary of secondary certificates on a connection
 //! (draft-ietf-httpbis-secondary-server-certs): the codepoints, where the
 //! `SETTINGS_HTTP_SERVER_CERT_AUTH` negotiation stands, and the rules a
-//! client can break. The shims (`h2_shim`, `h3_shim`) carry the frames; the
-//! advertiser decides what to send when.
+//! client can break, and the one map from a broken rule to the HTTP/2 and
+//! HTTP/3 error codes (spec §6). The frame layout is in
+//! `wire::server_certificate`; the shims (`h2_shim`, `h3_shim`) carry the
+//! frames; the advertiser decides what to send when.
 
 use std::fmt;
 
-/// The codepoints in use (spec `secondary-certs.md` §9: experimental,
-/// configurable, changed together).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Codepoints {
-    pub h2_frame_type: u8,
-    pub h2_setting: u16,
-    pub h2_error_invalid: u32,
-    pub h3_frame_type: u64,
-    pub h3_setting: u64,
-    pub h3_error_invalid: u64,
-}
+use crate::wire::h2_frame::ErrorCode;
+use crate::wire::h3_error::H3ErrorCode;
 
-impl Default for Codepoints {
-    fn default() -> Self {
-        Codepoints {
-            h2_frame_type: 0xCE,
-            h2_setting: 0x5ECC,
-            h2_error_invalid: 0x005E_CC03,
-            h3_frame_type: 0x5E_CC01,
-            h3_setting: 0x5E_CC02,
-            h3_error_invalid: 0x5E_CC03,
-        }
-    }
-}
+/// The codepoints in use; they live with the frame layout in
+/// `wire::server_certificate`.
+pub use crate::wire::server_certificate::Codepoints;
 
 /// Where the `SETTINGS_HTTP_SERVER_CERT_AUTH` negotiation stands on one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +69,50 @@ impl Violation {
     }
 }
 
+// === impl Violation ===
+
+impl Violation {
+    /// The HTTP/2 GOAWAY code (spec §6 table): the draft names none for these
+    /// rules; the project uses `PROTOCOL_ERROR`.
+    pub fn h2_code(self) -> ErrorCode {
+        match self {
+            Violation::ClientSentCertificate
+            | Violation::WrongStream
+            | Violation::BadSettingValue
+            | Violation::SettingWithdrawn
+            | Violation::MalformedFrame => ErrorCode::PROTOCOL_ERROR,
+        }
+    }
+
+    /// The HTTP/3 CONNECTION_CLOSE code (spec §6 table): a setting value
+    /// that is not 0/1 is `H3_SETTINGS_ERROR` (as RFC 9297 §2.1.1 treats its
+    /// own 0/1 setting); a frame where it may not be is
+    /// `H3_FRAME_UNEXPECTED` (RFC 9114 §7.2.4's code for frames on the wrong
+    /// stream); a frame that does not parse is `H3_FRAME_ERROR` (RFC 9114
+    /// §7.1).
+    pub fn h3_code(self) -> H3ErrorCode {
+        match self {
+            Violation::BadSettingValue | Violation::SettingWithdrawn => H3ErrorCode::SETTINGS_ERROR,
+            Violation::ClientSentCertificate | Violation::WrongStream => {
+                H3ErrorCode::FRAME_UNEXPECTED
+            }
+            Violation::MalformedFrame => H3ErrorCode::FRAME_ERROR,
+        }
+    }
+
+    /// A short reason for the peer (GOAWAY debug data, CONNECTION_CLOSE
+    /// reason phrase).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Violation::ClientSentCertificate => "SERVER_CERTIFICATE from client",
+            Violation::WrongStream => "SERVER_CERTIFICATE on the wrong stream",
+            Violation::BadSettingValue => "SETTINGS_HTTP_SERVER_CERT_AUTH not 0 or 1",
+            Violation::SettingWithdrawn => "SETTINGS_HTTP_SERVER_CERT_AUTH changed from 1 to 0",
+            Violation::MalformedFrame => "malformed SERVER_CERTIFICATE",
+        }
+    }
+}
+
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -100,4 +128,26 @@ pub enum SendError {
     TooLarge { len: usize, max: usize },
     #[error("the connection is closed")]
     Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spec §6, row by row.
+    #[test]
+    fn violations_map_to_the_spec_codes() {
+        let rows = [
+            (Violation::ClientSentCertificate, 0x01, 0x0105),
+            (Violation::WrongStream, 0x01, 0x0105),
+            (Violation::BadSettingValue, 0x01, 0x0109),
+            (Violation::SettingWithdrawn, 0x01, 0x0109),
+            (Violation::MalformedFrame, 0x01, 0x0106),
+        ];
+        for (v, h2, h3) in rows {
+            assert_eq!(v.h2_code(), ErrorCode(h2), "{v}");
+            assert_eq!(v.h3_code(), H3ErrorCode(h3), "{v}");
+            assert!(ERROR_KINDS.contains(&v.as_str()));
+        }
+    }
 }

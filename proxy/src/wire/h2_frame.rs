@@ -22,12 +22,17 @@
 //!   SETTINGS entry and skips all other payloads without buffering them. Its
 //!   memory is a fixed few dozen bytes whatever the input.
 //!
-//! Neither does I/O, allocates, or panics on any input.
+//! * [`FrameDecoder`] returns whole frames (for a client that must read a
+//!   frame's payload), up to a size limit; larger frames are skipped without
+//!   being buffered.
+//!
+//! None does I/O or panics on any input; only [`FrameDecoder`] allocates,
+//! and never more than its limit.
 
 use std::fmt;
 use std::ops::Deref;
 
-use bytes::BufMut;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Length of a frame header.
 pub const HEADER_LEN: usize = 9;
@@ -127,6 +132,24 @@ enum ScanState {
     Skip { remaining: usize },
     /// No preface: nothing more is parsed.
     Stopped,
+}
+
+/// What [`FrameDecoder::decode`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole frame within the limit.
+    Whole { header: FrameHeader, payload: Bytes },
+    /// A frame longer than the limit, dropped without being buffered.
+    Skipped(FrameHeader),
+}
+
+/// Decodes whole frames from a stream (at a frame boundary: after any
+/// preface) that the caller appends to a `BytesMut`.
+#[derive(Clone, Debug)]
+pub struct FrameDecoder {
+    max_payload: usize,
+    /// Payload bytes of a skipped frame still to drop.
+    skipping: usize,
 }
 
 // === impl FrameType ===
@@ -301,6 +324,15 @@ pub fn decode_setting(b: &[u8; SETTING_LEN]) -> (SettingId, u32) {
         SettingId(u16::from_be_bytes([i0, i1])),
         u32::from_be_bytes([v0, v1, v2, v3]),
     )
+}
+
+/// The entries of a SETTINGS payload; a trailing partial entry is ignored
+/// (RFC 9113 §6.5: a length that is not a multiple of 6 is a
+/// `FRAME_SIZE_ERROR`, for the HTTP/2 implementation to report).
+pub fn settings(payload: &[u8]) -> impl Iterator<Item = (SettingId, u32)> + '_ {
+    payload
+        .chunks_exact(SETTING_LEN)
+        .filter_map(|e| e.first_chunk::<SETTING_LEN>().map(decode_setting))
 }
 
 /// Given one complete non-ACK SETTINGS frame on stream 0 (header and payload,
@@ -583,6 +615,46 @@ impl FrameScanner {
     }
 }
 
+// === impl FrameDecoder ===
+
+impl FrameDecoder {
+    /// Frames with payloads up to `max_payload` bytes are returned whole.
+    pub fn new(max_payload: usize) -> FrameDecoder {
+        FrameDecoder {
+            max_payload,
+            skipping: 0,
+        }
+    }
+
+    /// The next frame from the front of `buf` (consumed), or `None` if more
+    /// bytes are needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        if self.skipping > 0 {
+            let n = self.skipping.min(buf.len());
+            buf.advance(n);
+            self.skipping -= n;
+            if self.skipping > 0 {
+                return None;
+            }
+        }
+        let header = FrameHeader::decode(buf.first_chunk::<HEADER_LEN>()?);
+        let len = header.payload_len();
+        if len > self.max_payload {
+            buf.advance(HEADER_LEN);
+            self.skipping = len;
+            return Some(Frame::Skipped(header));
+        }
+        if buf.len() < HEADER_LEN + len {
+            return None;
+        }
+        buf.advance(HEADER_LEN);
+        Some(Frame::Whole {
+            header,
+            payload: buf.split_to(len).freeze(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,6 +667,40 @@ mod tests {
             .to_vec();
         out.extend_from_slice(payload);
         out
+    }
+
+    #[test]
+    fn decoder_returns_whole_frames_and_skips_big_ones() {
+        let mut bytes = frame(
+            FrameType::SETTINGS,
+            0,
+            0,
+            &encode_setting(SettingId(3), 100),
+        );
+        bytes.extend(frame(FrameType::DATA, 0, 1, &[0xaa; 20]));
+        bytes.extend(frame(FrameType(0xce), 0, 0, b"auth"));
+        let mut d = FrameDecoder::new(8);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for b in bytes {
+            buf.put_u8(b);
+            while let Some(f) = d.decode(&mut buf) {
+                got.push(f);
+            }
+        }
+        assert_eq!(got.len(), 3);
+        match &got[0] {
+            Frame::Whole { header, payload } => {
+                assert_eq!(header.kind, FrameType::SETTINGS);
+                assert_eq!(
+                    settings(payload).collect::<Vec<_>>(),
+                    vec![(SettingId(3), 100)]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&got[1], Frame::Skipped(h) if h.len == 20));
+        assert!(matches!(&got[2], Frame::Whole { payload, .. } if &payload[..] == b"auth"));
     }
 
     fn scan_all(chunks: &[&[u8]], scanner: &mut FrameScanner) -> Vec<ScanEvent> {
@@ -788,6 +894,34 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn decoder_never_panics_and_splits_agree(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            chunk in 1usize..40,
+            max in 0usize..64,
+        ) {
+            let run = |chunks: &[&[u8]]| {
+                let mut d = FrameDecoder::new(max);
+                let mut buf = BytesMut::new();
+                let mut out = Vec::new();
+                for c in chunks {
+                    buf.extend_from_slice(c);
+                    while let Some(f) = d.decode(&mut buf) {
+                        out.push(f);
+                    }
+                }
+                out
+            };
+            let split = run(&bytes.chunks(chunk).collect::<Vec<_>>());
+            let whole = run(&[&bytes]);
+            for f in &whole {
+                if let Frame::Whole { payload, .. } = f {
+                    prop_assert!(payload.len() <= max);
+                }
+            }
+            prop_assert_eq!(split, whole);
+        }
+
         #[test]
         fn scanner_never_panics(
             bytes in proptest::collection::vec(any::<u8>(), 0..512),

@@ -14,6 +14,7 @@ impl H3ErrorCode {
     pub const GENERAL_PROTOCOL_ERROR: H3ErrorCode = H3ErrorCode(0x0101);
     pub const INTERNAL_ERROR: H3ErrorCode = H3ErrorCode(0x0102);
     pub const FRAME_UNEXPECTED: H3ErrorCode = H3ErrorCode(0x0105);
+    pub const FRAME_ERROR: H3ErrorCode = H3ErrorCode(0x0106);
     pub const SETTINGS_ERROR: H3ErrorCode = H3ErrorCode(0x0109);
     pub const REQUEST_CANCELLED: H3ErrorCode = H3ErrorCode(0x010c);
     pub const MESSAGE_ERROR: H3ErrorCode = H3ErrorCode(0x010e);
@@ -26,6 +27,7 @@ impl H3ErrorCode {
             H3ErrorCode::GENERAL_PROTOCOL_ERROR => "H3_GENERAL_PROTOCOL_ERROR",
             H3ErrorCode::INTERNAL_ERROR => "H3_INTERNAL_ERROR",
             H3ErrorCode::FRAME_UNEXPECTED => "H3_FRAME_UNEXPECTED",
+            H3ErrorCode::FRAME_ERROR => "H3_FRAME_ERROR",
             H3ErrorCode::SETTINGS_ERROR => "H3_SETTINGS_ERROR",
             H3ErrorCode::REQUEST_CANCELLED => "H3_REQUEST_CANCELLED",
             H3ErrorCode::MESSAGE_ERROR => "H3_MESSAGE_ERROR",

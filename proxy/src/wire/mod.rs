@@ -10,12 +10,19 @@
 //!   carrying CONNECT-UDP payloads (RFC 9298 §5).
 //! * [`h2_frame`]: the HTTP/2 frame layer (RFC 9113 §4.1): frame headers,
 //!   SETTINGS entries, GOAWAY, and scanners that follow frame boundaries.
+//! * [`h3_frame`]: the HTTP/3 frame layer (RFC 9114 §7): frame headers,
+//!   SETTINGS entries, stream types, and incremental decoders.
 //! * [`h3_error`]: HTTP/3 error codes.
+//! * [`server_certificate`]: the secondary-certificate frame and setting
+//!   (draft-ietf-httpbis-secondary-server-certs) for HTTP/2 and HTTP/3, and
+//!   their configurable codepoints.
 //! * [`target`]: a request's destination authority, normalised once.
 
 pub mod capsule;
 pub mod datagram;
 pub mod h2_frame;
 pub mod h3_error;
+pub mod h3_frame;
+pub mod server_certificate;
 pub mod target;
 pub mod varint;

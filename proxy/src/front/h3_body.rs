@@ -6,17 +6,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use h3::server::RequestStream;
 
-use crate::seccert::h3_shim::ShimRecvStream;
+pub use crate::seccert::h3_shim::{RequestRecv as RecvHalf, RequestSend as SendHalf};
 use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame};
 
 use crate::body::{Body, BoxError};
-
-pub type RecvHalf = RequestStream<ShimRecvStream, Bytes>;
-pub type SendHalf = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 
 /// The client's request body, read from the stream as it arrives.
 pub struct H3RequestBody {

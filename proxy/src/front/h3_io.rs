@@ -8,9 +8,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
-use h3::server::RequestStream;
 
-use crate::seccert::h3_shim::ShimBidiStream;
+use crate::seccert::h3_shim::RequestStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::wire::h3_error::H3ErrorCode;
@@ -40,7 +39,7 @@ enum SendState {
 // === impl H3Io ===
 
 impl H3Io {
-    pub fn new(stream: RequestStream<ShimBidiStream, Bytes>) -> H3Io {
+    pub fn new(stream: RequestStream) -> H3Io {
         let (send, recv) = stream.split();
         H3Io::from_halves(send, recv)
     }

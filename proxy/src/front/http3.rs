@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use h3::server::RequestStream;
 use http::{Method, Request, Response};
 use tokio::sync::watch;
 
@@ -24,12 +23,12 @@ use crate::front::h3_datagrams::QuicDatagrams;
 use crate::front::h3_io::H3Io;
 use crate::seccert::advertiser::{Advertise, Advertiser, Channel};
 use crate::seccert::coverage::Coverage;
-use crate::seccert::h3_shim::{H3Shim, H3ShimConfig, ShimBidiStream};
+use crate::seccert::h3_shim::{H3Shim, H3ShimConfig, RequestStream, ServerConnection};
 use crate::seccert::{ClientHelloSlot, Exporter, HashAlg, ServerAuthenticator};
 use crate::tunnel::udp::NoDatagrams;
 use crate::wire::h3_error::H3ErrorCode;
 
-pub type H3Stream = RequestStream<ShimBidiStream, Bytes>;
+pub type H3Stream = RequestStream;
 
 /// Largest HTTP/3 request header section we accept.
 const MAX_FIELD_SECTION: u64 = 64 * 1024;
@@ -93,7 +92,7 @@ pub async fn serve_connection(
         coverage,
         advertiser: Some(advertiser),
     });
-    let mut h3c: h3::server::Connection<H3Shim, Bytes> = match h3::server::builder()
+    let mut h3c: ServerConnection = match h3::server::builder()
         .enable_extended_connect(true)
         .enable_datagram(true)
         .send_grease(true)

@@ -74,6 +74,17 @@ mod tests;
 pub use recv::{ShimBidiStream, ShimRecvStream};
 pub use send::ShimSendStream;
 
+// === what an HTTP/3 front sees ===
+
+/// An h3 server connection over the shim.
+pub type ServerConnection = h3::server::Connection<H3Shim, Bytes>;
+/// One request stream of such a connection …
+pub type RequestStream = h3::server::RequestStream<ShimBidiStream, Bytes>;
+/// … its receive half …
+pub type RequestRecv = h3::server::RequestStream<ShimRecvStream, Bytes>;
+/// … and its send half.
+pub type RequestSend = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+
 /// How the shim is set up for one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct H3ShimConfig {

@@ -5,7 +5,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
-use crate::core::drain::Tunnels;
+use crate::core::tunnels::Tunnels;
 use crate::ops::metrics::Metrics;
 use crate::upstream::dial::Dialer;
 use crate::upstream::pool::UpstreamPool;

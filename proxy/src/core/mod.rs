@@ -4,10 +4,10 @@
 //! [`reply::Reply`] goes back. Nothing here knows hyper, h2, h3 or quinn.
 
 pub mod context;
-pub mod drain;
 pub mod exchange;
 pub mod reply;
 pub mod request;
 pub mod respond;
 pub mod route;
 pub mod serve;
+pub mod tunnels;

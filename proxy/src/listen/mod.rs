@@ -1,4 +1,5 @@
 //! Sockets: accepting connections and handing them to the fronts.
 
+pub mod connections;
 pub mod quic;
 pub mod tcp;

@@ -12,9 +12,9 @@ use tokio::sync::watch;
 
 use crate::config::ListenerSpec;
 use crate::core::context::Services;
-use crate::core::drain::Connections;
 use crate::core::exchange::{ConnInfo, Front};
 use crate::front::hyper_front;
+use crate::listen::connections::Connections;
 use crate::seccert::advertiser::{Advertise, Advertiser, Channel};
 use crate::seccert::coverage::Coverage;
 use crate::seccert::h2_shim::{self, H2ShimConfig};

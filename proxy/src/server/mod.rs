@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::core::context::Services;
-use crate::core::drain::Connections;
 use crate::listen;
+use crate::listen::connections::Connections;
 use crate::ops::metrics::Metrics;
 use crate::wire::h3_error::H3ErrorCode;
 

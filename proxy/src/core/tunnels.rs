@@ -1,23 +1,12 @@
-//! Graceful shutdown's bookkeeping, owned by the core: every served
-//! connection (so shutdown can wait for them: HTTP/2 GOAWAY, HTTP/1.1 close
-//! after the current response), every live tunnel (counted by guards, TCP
-//! and UDP alike), and the signal that closes the tunnels still open when
-//! the grace period is over.
+//! Live tunnels, owned by the core: counted by guards (TCP and UDP alike,
+//! whatever the front), so shutdown can wait for them, and the signal that
+//! closes the tunnels still open when the grace period is over.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::sync::{watch, Notify};
-
-/// Tracks every served connection so shutdown can wait for them. Clones
-/// share one set of connections.
-#[derive(Clone)]
-pub struct Connections {
-    inner: Arc<GracefulShutdown>,
-}
 
 /// Live tunnels, and the switch that ends them.
 pub struct Tunnels {
@@ -29,36 +18,6 @@ pub struct Tunnels {
 /// One live tunnel; dropping it closes the count.
 pub struct TunnelGuard {
     tunnels: Arc<Tunnels>,
-}
-
-// === impl Connections ===
-
-impl Connections {
-    pub fn new() -> Connections {
-        Connections {
-            inner: Arc::new(GracefulShutdown::new()),
-        }
-    }
-
-    pub fn watcher(&self) -> Watcher {
-        self.inner.watcher()
-    }
-
-    /// Signal every connection and wait for them, at most `grace`. Call after
-    /// the accept loops (which hold clones) have ended. Returns false when the
-    /// grace period ran out first.
-    pub async fn drain(self, grace: Duration) -> bool {
-        match Arc::try_unwrap(self.inner) {
-            Ok(g) => tokio::time::timeout(grace, g.shutdown()).await.is_ok(),
-            Err(_) => false,
-        }
-    }
-}
-
-impl Default for Connections {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 // === impl Tunnels ===
@@ -126,6 +85,7 @@ impl Drop for TunnelGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn guards_count_and_closed_wakes() {

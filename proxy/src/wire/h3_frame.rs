@@ -584,6 +584,26 @@ impl FrameDecoder {
     }
 }
 
+/// Frame builders for tests here and in the shims.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub(crate) fn frame(ty: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(FrameType(ty), payload, &mut out).expect("encodable frame");
+        out
+    }
+
+    pub(crate) fn settings_payload(pairs: &[(u64, u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(k, v) in pairs {
+            encode_setting(SettingId(k), v, &mut out).expect("encodable setting");
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -602,19 +622,7 @@ mod tests {
         all[8 - len..].to_vec()
     }
 
-    fn frame(ty: u64, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_frame(FrameType(ty), payload, &mut out).unwrap();
-        out
-    }
-
-    fn settings_payload(pairs: &[(u64, u64)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for &(k, v) in pairs {
-            encode_setting(SettingId(k), v, &mut out).unwrap();
-        }
-        out
-    }
+    use super::testing::{frame, settings_payload};
 
     const OURS: u64 = 0x5E_CC02;
 

@@ -137,26 +137,14 @@ impl ControlParser {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::wire::h3_frame::{encode_frame, encode_setting};
+
     use crate::wire::varint;
     use proptest::prelude::*;
 
     const OUR_SETTING: u64 = 0x5E_CC02;
     const OUR_FRAME: u64 = 0x5E_CC01;
 
-    fn frame(ty: u64, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_frame(FrameType(ty), payload, &mut out).unwrap();
-        out
-    }
-
-    fn settings_payload(pairs: &[(u64, u64)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for &(k, v) in pairs {
-            encode_setting(SettingId(k), v, &mut out).unwrap();
-        }
-        out
-    }
+    use crate::wire::h3_frame::testing::{frame, settings_payload};
 
     fn control_events(bytes: &[u8], cuts: &[usize]) -> Vec<ControlEvent> {
         let mut p = ControlParser::new(SettingId(OUR_SETTING));

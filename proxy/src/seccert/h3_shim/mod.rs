@@ -438,27 +438,46 @@ impl quic::OpenStreams<Bytes> for H3Shim {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let bidi = ready!(quic::OpenStreams::<Bytes>::poll_open_bidi(
-            &mut self.inner,
-            cx
-        ))?;
-        Poll::Ready(Ok(ShimBidiStream::new(&self.shared, bidi, false)))
+        open_bidi(&mut self.inner, &self.shared, cx)
     }
 
     fn poll_open_send(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        let send = ready!(quic::OpenStreams::<Bytes>::poll_open_send(
-            &mut self.inner,
-            cx
-        ))?;
-        Poll::Ready(Ok(ShimSendStream::new(send, &self.shared)))
+        open_send(&mut self.inner, &self.shared, cx)
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
         quic::OpenStreams::<Bytes>::close(&mut self.inner, code, reason)
     }
+}
+
+// h3's traits want `OpenStreams` on both the connection and its opener;
+// both open h3-quinn streams and wrap them the same way.
+
+fn open_bidi<O>(
+    inner: &mut O,
+    shared: &Arc<Shared>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<ShimBidiStream, StreamErrorIncoming>>
+where
+    O: quic::OpenStreams<Bytes, BidiStream = h3_quinn::BidiStream<Bytes>>,
+{
+    let bidi = ready!(inner.poll_open_bidi(cx))?;
+    Poll::Ready(Ok(ShimBidiStream::new(shared, bidi, false)))
+}
+
+fn open_send<O>(
+    inner: &mut O,
+    shared: &Arc<Shared>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<ShimSendStream, StreamErrorIncoming>>
+where
+    O: quic::OpenStreams<Bytes, SendStream = h3_quinn::SendStream<Bytes>>,
+{
+    let send = ready!(inner.poll_open_send(cx))?;
+    Poll::Ready(Ok(ShimSendStream::new(send, shared)))
 }
 
 /// The shim's stream opener (`Connection::opener`).
@@ -475,22 +494,14 @@ impl quic::OpenStreams<Bytes> for ShimOpener {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let bidi = ready!(quic::OpenStreams::<Bytes>::poll_open_bidi(
-            &mut self.inner,
-            cx
-        ))?;
-        Poll::Ready(Ok(ShimBidiStream::new(&self.shared, bidi, false)))
+        open_bidi(&mut self.inner, &self.shared, cx)
     }
 
     fn poll_open_send(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        let send = ready!(quic::OpenStreams::<Bytes>::poll_open_send(
-            &mut self.inner,
-            cx
-        ))?;
-        Poll::Ready(Ok(ShimSendStream::new(send, &self.shared)))
+        open_send(&mut self.inner, &self.shared, cx)
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {

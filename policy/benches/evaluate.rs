@@ -1,5 +1,7 @@
-//! `evaluate` and `precheck` against a 1,000-rule policy: a hit on the first rule, a
-//! hit on the last rule, and no match (the default).
+//! `evaluate` (indexed) beside `evaluate_linear` (every rule in order, the
+//! baseline) and `precheck`, against 1,000- and 10,000-rule policies: a hit on
+//! the first rule, a hit on the last rule, and no match (the default). Prints
+//! one summary line per size with ns/decision for both and their ratio.
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -7,7 +9,7 @@ use std::net::IpAddr;
 use bauta_policy::{Host, Policy, PolicyConfig, PortSpec, Protocol, Request, RuleConfig, Verdict};
 use criterion::{criterion_group, criterion_main, Criterion};
 
-const RULES: usize = 1_000;
+const SIZES: [usize; 2] = [1_000, 10_000];
 
 /// Rule `i` is one of four kinds, in rotation: exact hosts on one port; a wildcard on
 /// a port range; exact hosts, several ports, CONNECT only; a wildcard with a /24 CIDR.
@@ -53,10 +55,10 @@ fn rule(i: usize) -> RuleConfig {
     rule
 }
 
-fn policy() -> Policy {
+fn policy(rules: usize) -> Policy {
     let cfg = PolicyConfig {
         default: Verdict::Deny,
-        rules: (0..RULES).map(rule).collect(),
+        rules: (0..rules).map(rule).collect(),
     };
     Policy::compile(&cfg).expect("benchmark policy compiles")
 }
@@ -69,10 +71,17 @@ struct Target {
     rule: &'static str,
 }
 
-fn targets() -> Vec<Target> {
+fn targets(rules: usize) -> Vec<Target> {
     let host = |s: &str| Host::parse(s).expect("benchmark host");
     let addr = |s: &str| s.parse::<IpAddr>().expect("benchmark address");
-    // Rule 999 is a wildcard-with-CIDR rule: 999 = 3 * 256 + 231.
+    // The last rule is a wildcard-with-CIDR rule (rules is a multiple of 4).
+    let last = rules - 1;
+    let last_host = host(&format!("db.lab{last}.internal"));
+    let last_addrs = vec![
+        addr(&format!("10.{}.{}.5", last / 256, last % 256)),
+        addr(&format!("10.{}.{}.6", last / 256, last % 256)),
+    ];
+    let last_rule: &'static str = Box::leak(format!("rule-{last}").into_boxed_str());
     vec![
         Target {
             label: "first rule",
@@ -83,10 +92,10 @@ fn targets() -> Vec<Target> {
         },
         Target {
             label: "last rule",
-            host: host("db.lab999.internal"),
+            host: last_host,
             port: 5432,
-            addrs: vec![addr("10.3.231.5"), addr("10.3.231.6")],
-            rule: "rule-999",
+            addrs: last_addrs,
+            rule: last_rule,
         },
         Target {
             label: "default",
@@ -99,30 +108,48 @@ fn targets() -> Vec<Target> {
 }
 
 fn bench(c: &mut Criterion) {
-    let policy = policy();
-    let targets = targets();
+    for rules in SIZES {
+        bench_size(c, rules);
+    }
+}
 
-    let mut group = c.benchmark_group("evaluate/1000 rules");
-    for target in &targets {
-        let req = Request {
+fn bench_size(c: &mut Criterion, rules: usize) {
+    let policy = policy(rules);
+    let targets = targets(rules);
+    let requests: Vec<Request<'_>> = targets
+        .iter()
+        .map(|target| Request {
             protocol: Protocol::Connect,
             host: &target.host,
             port: target.port,
             addrs: &target.addrs,
-        };
+        })
+        .collect();
+    for (target, req) in targets.iter().zip(&requests) {
         assert_eq!(
-            policy.evaluate(&req).rule_name(),
+            policy.evaluate(req).rule_name(),
             target.rule,
             "{}",
             target.label
         );
-        group.bench_function(target.label, |b| {
-            b.iter(|| policy.evaluate(black_box(&req)))
+        assert_eq!(
+            policy.evaluate_linear(req),
+            policy.evaluate(req),
+            "{}",
+            target.label
+        );
+    }
+
+    let mut group = c.benchmark_group(format!("evaluate/{rules} rules"));
+    for (target, req) in targets.iter().zip(&requests) {
+        group.bench_function(target.label, |b| b.iter(|| policy.evaluate(black_box(req))));
+        group.bench_function(format!("{} (linear)", target.label), |b| {
+            b.iter(|| policy.evaluate_linear(black_box(req)))
         });
     }
     group.finish();
 
-    let mut group = c.benchmark_group("precheck/1000 rules");
+    let mut group = c.benchmark_group(format!("precheck/{rules} rules"));
     for target in &targets {
         group.bench_function(target.label, |b| {
             b.iter(|| {
@@ -136,10 +163,33 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    c.bench_function("compile/1000 rules", |b| {
+    // One line to read: ns/decision, indexed beside linear, measured here.
+    let per = |f: &dyn Fn()| {
+        let n = if rules > 1_000 { 2_000 } else { 20_000 };
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed().as_nanos() as f64 / f64::from(n)
+    };
+    for (target, req) in targets.iter().zip(&requests) {
+        let indexed = per(&|| {
+            black_box(policy.evaluate(black_box(req)));
+        });
+        let linear = per(&|| {
+            black_box(policy.evaluate_linear(black_box(req)));
+        });
+        println!(
+            "policy rules={rules} case=\"{}\" indexed_ns={indexed:.0} linear_ns={linear:.0} speedup={:.1}",
+            target.label,
+            linear / indexed
+        );
+    }
+
+    c.bench_function(&format!("compile/{rules} rules"), |b| {
         let cfg = PolicyConfig {
             default: Verdict::Deny,
-            rules: (0..RULES).map(rule).collect(),
+            rules: (0..rules).map(rule).collect(),
         };
         b.iter(|| Policy::compile(black_box(&cfg)))
     });

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::cidr::{Cidr, CidrError, CidrSet};
 use crate::config::{PolicyConfig, PortSpec, RuleConfig};
 use crate::host_pattern::{HostPattern, HostPatternError, HostPatterns};
+use crate::index::RuleIndex;
 use crate::port::{PortError, PortRange, PortRanges};
 use crate::rule::{ProtocolSet, Rule};
 use crate::Policy;
@@ -78,8 +79,10 @@ impl Policy {
                 numbered.compile()
             })
             .collect::<Result<_, _>>()?;
+        let rules: Box<[Rule]> = rules;
         Ok(Policy {
             default: cfg.default,
+            index: RuleIndex::new(&rules),
             rules,
         })
     }

@@ -129,6 +129,21 @@ impl HostPatterns {
         }
     }
 
+    /// Whether every host matches (`"*"`, or no `hosts` key).
+    pub(crate) fn is_any(&self) -> bool {
+        self.any
+    }
+
+    /// The exact hosts, in no particular order.
+    pub(crate) fn exact_hosts(&self) -> impl Iterator<Item = &Host> {
+        self.exact.values().flat_map(|hosts| hosts.iter())
+    }
+
+    /// The wildcard suffixes, each with its leading dot (`".example.com"`).
+    pub(crate) fn subdomain_suffixes(&self) -> impl Iterator<Item = &str> {
+        self.subdomains.iter().map(|s| &**s)
+    }
+
     pub(crate) fn matches(&self, probe: &HostProbe<'_>) -> bool {
         self.any || self.matches_exact(probe) || self.matches_subdomain(probe.host)
     }

@@ -38,6 +38,11 @@ impl Rule {
         self.protocols.contains(protocol) && self.ports.contains(port) && self.hosts.matches(host)
     }
 
+    /// Whether protocols and ports match (the index has already matched the host).
+    pub(crate) fn matches_protocol_and_port(&self, protocol: Protocol, port: u16) -> bool {
+        self.protocols.contains(protocol) && self.ports.contains(port)
+    }
+
     /// Whether `cidrs`, if given, contains every address. With `cidrs` given and no
     /// addresses, no.
     pub(crate) fn contains_all(&self, addrs: &[IpAddr]) -> bool {

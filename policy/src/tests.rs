@@ -639,3 +639,112 @@ proptest! {
         }
     }
 }
+
+// === the index agrees with the linear scan ===
+
+/// Hosts, suffixes and addresses from a small vocabulary, so that random rules
+/// and requests often meet.
+const NAMES: &[&str] = &[
+    "example.com",
+    "a.example.com",
+    "b.a.example.com",
+    "example.org",
+    "x.example.org",
+    "lab.internal",
+    "db.lab.internal",
+    "com",
+];
+const IPS: &[&str] = &["10.0.0.1", "192.0.2.7", "8.8.8.8", "::1", "2001:db8::1"];
+const CIDR_VOCAB: &[&str] = &[
+    "10.0.0.0/8",
+    "192.0.2.0/24",
+    "8.8.8.8/32",
+    "::1/128",
+    "2001:db8::/32",
+];
+
+fn arb_host_pattern() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("*".to_string()),
+        prop::sample::select(NAMES).prop_map(str::to_string),
+        prop::sample::select(NAMES).prop_map(|n| format!("*.{n}")),
+        prop::sample::select(IPS).prop_map(str::to_string),
+    ]
+}
+
+fn arb_rule_config(i: usize) -> impl Strategy<Value = RuleConfig> {
+    (
+        any::<bool>(),
+        prop::option::of(prop::collection::vec(arb_protocol(), 1..3)),
+        prop::option::of(prop::collection::vec(arb_host_pattern(), 1..4)),
+        prop::option::of(prop::collection::vec(
+            prop::sample::select(&[80i64, 443, 8080][..]).prop_map(PortSpec::Single),
+            1..3,
+        )),
+        prop::option::of(prop::collection::vec(
+            prop::sample::select(CIDR_VOCAB).prop_map(str::to_string),
+            1..3,
+        )),
+    )
+        .prop_map(move |(allow, protocols, hosts, ports, cidrs)| RuleConfig {
+            name: format!("r{i}"),
+            action: if allow { Allow } else { Deny },
+            protocols,
+            hosts,
+            ports,
+            cidrs,
+        })
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (
+        any::<bool>(),
+        prop::collection::vec(any::<u8>(), 0..40).prop_flat_map(|seeds| {
+            seeds
+                .iter()
+                .enumerate()
+                .map(|(i, _)| arb_rule_config(i))
+                .collect::<Vec<_>>()
+        }),
+    )
+        .prop_map(|(allow, rules)| {
+            let cfg = PolicyConfig {
+                default: if allow { Allow } else { Deny },
+                rules,
+            };
+            Policy::compile(&cfg).expect("generated policy compiles")
+        })
+}
+
+fn arb_request_host() -> impl Strategy<Value = Host> {
+    prop_oneof![
+        prop::sample::select(NAMES).prop_map(host),
+        prop::sample::select(NAMES).prop_map(|n| host(&format!("deep.z.{n}"))),
+        prop::sample::select(IPS).prop_map(host),
+        arb_host(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// The indexed `evaluate` and the linear walk give the same decision for
+    /// every policy and request.
+    #[test]
+    fn index_agrees_with_linear_scan(
+        policy in arb_policy(),
+        protocol in arb_protocol(),
+        host in arb_request_host(),
+        port in prop::sample::select(&[80u16, 443, 8080, 22][..]),
+        addrs in prop::collection::vec(
+            prop_oneof![
+                prop::sample::select(IPS).prop_map(|a| a.parse::<IpAddr>().expect("ip")),
+                arb_addr(),
+            ],
+            0..3,
+        ),
+    ) {
+        let req = Request { protocol, host: &host, port, addrs: &addrs };
+        prop_assert_eq!(policy.evaluate(&req), policy.evaluate_linear(&req));
+    }
+}

@@ -21,6 +21,7 @@ fn rule(i: usize) -> RuleConfig {
         hosts: None,
         ports: None,
         cidrs: None,
+        clients: None,
     };
     match i % 4 {
         0 => {
@@ -123,6 +124,7 @@ fn bench_size(c: &mut Criterion, rules: usize) {
             host: &target.host,
             port: target.port,
             addrs: &target.addrs,
+            client: None,
         })
         .collect();
     for (target, req) in targets.iter().zip(&requests) {

@@ -51,6 +51,13 @@ pub enum CompileError {
         value: String,
         problem: CidrError,
     },
+    #[error("rule #{index} ({name:?}): clients: {value:?}: {problem}")]
+    Clients {
+        index: usize,
+        name: String,
+        value: String,
+        problem: CidrError,
+    },
 }
 
 // === impl Policy ===
@@ -151,6 +158,22 @@ impl NumberedRule<'_> {
                     .collect::<Result<_, _>>()?,
             )),
         };
+        let clients = match &rule.clients {
+            None => None,
+            Some(list) => Some(CidrSet::new(
+                self.non_empty("clients", list)?
+                    .iter()
+                    .map(|value| {
+                        Cidr::parse(value).map_err(|problem| CompileError::Clients {
+                            index: self.index,
+                            name: rule.name.clone(),
+                            value: value.clone(),
+                            problem,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            )),
+        };
         Ok(Rule {
             name: Arc::from(rule.name.as_str()),
             action: rule.action,
@@ -158,6 +181,7 @@ impl NumberedRule<'_> {
             hosts,
             ports,
             cidrs,
+            clients,
         })
     }
 

@@ -11,7 +11,11 @@
 //! hosts = ["*.example.com", "example.org"] # omit: every host; "*" also
 //! ports = [443, "8000-9000"]             # omit: every port
 //! cidrs = ["127.0.0.0/8", "::1/128"]     # omit: no address condition, public only
+//! clients = ["10.0.0.0/8"]               # omit: any client source address
 //! ```
+//!
+//! `action` (and `default`) is `allow`, `deny`, or `report`: allowed, but logged
+//! and counted as a would-be denial.
 //!
 //! [`Policy::compile`]: crate::Policy::compile
 
@@ -51,6 +55,9 @@ pub struct RuleConfig {
     /// inside; naming a non-public range here is the only way to allow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidrs: Option<Vec<String>>,
+    /// The client's source address must be inside one of these (`"10.0.0.0/8"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<String>>,
 }
 
 /// A port (`443`) or an inclusive range (`"8000-9000"`; `"443"` also accepted).
@@ -127,6 +134,7 @@ mod tests {
                         PortSpec::Range("8000-9000".into())
                     ]),
                     cidrs: Some(vec!["127.0.0.0/8".into(), "::1/128".into()]),
+                    clients: None,
                 }],
             }
         );
@@ -252,6 +260,7 @@ mod tests {
                     hosts: None,
                     ports: Some(vec![PortSpec::Single(53), PortSpec::Range("1-2".into())]),
                     cidrs: Some(vec!["10.0.0.0/8".into()]),
+                    clients: None,
                 },
                 RuleConfig {
                     name: "b".into(),
@@ -260,6 +269,7 @@ mod tests {
                     hosts: Some(vec!["*".into()]),
                     ports: None,
                     cidrs: None,
+                    clients: None,
                 },
             ],
         };

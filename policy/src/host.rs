@@ -39,6 +39,8 @@ pub enum HostError {
     InvalidCharacter(char),
     #[error("percent-encoding is not allowed in a host")]
     PercentEncoded,
+    #[error("not a valid internationalised domain name (IDNA)")]
+    InvalidIdna,
     #[error("IPv6 zone identifiers are not allowed")]
     ZoneId,
     #[error("not a valid IPv6 address")]
@@ -59,8 +61,8 @@ impl Host {
     ///   (`1.2.3.999`, `256.1`); never a name.
     /// * Anything else is a name: lowercased, one trailing dot stripped, labels of
     ///   1..=63 letters, digits, `-` and `_`, not starting or ending with `-`, 253
-    ///   bytes at most. Non-ASCII (pass IDNA A-labels), `%`, spaces, `@`, `/`, `\` are
-    ///   rejected.
+    ///   bytes at most. A Unicode name is first mapped to its IDNA A-labels (UTS
+    ///   #46; an invalid one is rejected). `%`, spaces, `@`, `/`, `\` are rejected.
     pub fn parse(s: &str) -> Result<Host, HostError> {
         if let Some(inner) = s.strip_prefix('[') {
             let inner = inner.strip_suffix(']').ok_or(HostError::InvalidIpv6)?;
@@ -70,6 +72,16 @@ impl Host {
             return parse_ipv6(s);
         }
 
+        // IDNA (UTS #46): a Unicode name is checked and mapped to its A-label
+        // form once, so `bücher.example` and `xn--bcher-kva.example` are one
+        // host everywhere (rules, requests, logs).
+        let ascii;
+        let s = if s.is_ascii() {
+            s
+        } else {
+            ascii = idna::domain_to_ascii(s).map_err(|_| HostError::InvalidIdna)?;
+            ascii.as_str()
+        };
         let trimmed = s.strip_suffix('.').unwrap_or(s);
         if trimmed.is_empty() {
             return Err(HostError::Empty);
@@ -245,9 +257,14 @@ mod tests {
             ("backslash", "a\\b", HostError::InvalidCharacter('\\')),
             ("star", "*.example.com", HostError::InvalidCharacter('*')),
             (
-                "non-ascii",
-                "bücher.example",
-                HostError::InvalidCharacter('ü'),
+                "disallowed by IDNA",
+                "a\u{2028}b.example",
+                HostError::InvalidIdna,
+            ),
+            (
+                "IDNA mapping to a space",
+                "a\u{3000}b.example",
+                HostError::InvalidCharacter(' '),
             ),
             ("nul", "a\0b", HostError::InvalidCharacter('\0')),
             ("percent", "a%2eb", HostError::PercentEncoded),
@@ -267,6 +284,31 @@ mod tests {
         ];
         for (case, input, want) in cases {
             assert_eq!(Host::parse(input).as_ref(), Err(want), "{case}");
+        }
+    }
+
+    /// UTS #46: Unicode names become their A-labels; full-width spellings of an
+    /// address become the address (and meet the SSRF guard as such).
+    #[test]
+    fn idna_names_are_normalised() {
+        let cases = [
+            ("bücher.example", Host::Name("xn--bcher-kva.example".into())),
+            (
+                "BÜCHER.Example.",
+                Host::Name("xn--bcher-kva.example".into()),
+            ),
+            (
+                "xn--bcher-kva.example",
+                Host::Name("xn--bcher-kva.example".into()),
+            ),
+            ("☃.net", Host::Name("xn--n3h.net".into())),
+            (
+                "\u{ff11}\u{ff12}\u{ff17}\u{ff0e}\u{ff10}\u{ff0e}\u{ff10}\u{ff0e}\u{ff11}",
+                Host::Ip(IpAddr::from([127, 0, 0, 1])),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Host::parse(input), Ok(want), "{input}");
         }
     }
 

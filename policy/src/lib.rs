@@ -49,6 +49,9 @@ use rule::Rule;
 pub enum Verdict {
     Allow,
     Deny,
+    /// Allowed, but logged and counted as a would-be denial: for rolling out
+    /// a policy safely (Smokescreen's "report" mode).
+    Report,
 }
 
 /// How the client asked to reach the destination.
@@ -76,6 +79,9 @@ pub struct Request<'a> {
     pub port: u16,
     /// Resolved addresses (or the literal). Empty = not resolved yet.
     pub addrs: &'a [IpAddr],
+    /// The client's source address, when known; rules with `clients` match
+    /// only a known address inside them.
+    pub client: Option<IpAddr>,
 }
 
 /// The answer to a [`Request`].
@@ -95,10 +101,14 @@ pub enum Reason {
     RuleAllow,
     /// "rule denies"
     RuleDeny,
+    /// "rule reports; allowed"
+    RuleReport,
     /// "no rule matched; default allow"
     DefaultAllow,
     /// "no rule matched; default deny"
     DefaultDeny,
+    /// "no rule matched; default report; allowed"
+    DefaultReport,
     /// `"destination address is <class> and no matching rule's cidrs names it"`, with
     /// [`AddrClass::as_str`] for `<class>`.
     AddressProhibited(AddrClass),
@@ -131,7 +141,13 @@ impl Verdict {
         match self {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
+            Verdict::Report => "report",
         }
+    }
+
+    /// Whether the request may go ahead (`Allow` or `Report`).
+    pub const fn allows(&self) -> bool {
+        !matches!(self, Verdict::Deny)
     }
 }
 
@@ -202,8 +218,10 @@ impl Reason {
         match self {
             Reason::RuleAllow => "rule allows",
             Reason::RuleDeny => "rule denies",
+            Reason::RuleReport => "rule reports; allowed",
             Reason::DefaultAllow => "no rule matched; default allow",
             Reason::DefaultDeny => "no rule matched; default deny",
+            Reason::DefaultReport => "no rule matched; default report; allowed",
             Reason::AddressProhibited(class) => class.prohibited_reason(),
         }
     }
@@ -244,33 +262,41 @@ impl Policy {
     ///
     /// `Deny` is returned only when [`Policy::evaluate`] would deny whatever the
     /// resolved addresses are.
-    pub fn precheck(&self, protocol: Protocol, host: &Host, port: u16) -> Precheck {
+    pub fn precheck(
+        &self,
+        protocol: Protocol,
+        host: &Host,
+        port: u16,
+        client: Option<IpAddr>,
+    ) -> Precheck {
         if let Host::Ip(ip) = host {
             let decision = self.evaluate(&Request {
                 protocol,
                 host,
                 port,
                 addrs: &[*ip],
+                client,
             });
             return match decision.verdict {
                 Verdict::Deny => Precheck::Deny(decision),
-                Verdict::Allow => Precheck::Resolve,
+                Verdict::Allow | Verdict::Report => Precheck::Resolve,
             };
         }
 
         let first = self.index.first(host, |i| {
-            self.rule(i)
-                .is_some_and(|rule| rule.matches_protocol_and_port(protocol, port))
+            self.rule(i).is_some_and(|rule| {
+                rule.matches_protocol_and_port(protocol, port) && rule.matches_client(client)
+            })
         });
         match first.and_then(|i| self.rule(i)) {
             Some(rule) if rule.cidrs.is_some() => Precheck::Resolve,
             Some(rule) => match rule.action {
                 Verdict::Deny => Precheck::Deny(Decision::deny_by(rule)),
-                Verdict::Allow => Precheck::Resolve,
+                Verdict::Allow | Verdict::Report => Precheck::Resolve,
             },
             None => match self.default {
                 Verdict::Deny => Precheck::Deny(Decision::deny_by_default()),
-                Verdict::Allow => Precheck::Resolve,
+                Verdict::Allow | Verdict::Report => Precheck::Resolve,
             },
         }
     }
@@ -318,6 +344,7 @@ impl Policy {
             .first(req.host, |i| {
                 self.rule(i).is_some_and(|rule| {
                     rule.matches_protocol_and_port(req.protocol, req.port)
+                        && rule.matches_client(req.client)
                         && rule.contains_all(addrs)
                 })
             })
@@ -339,7 +366,9 @@ impl Policy {
         };
         let probe = HostProbe::new(req.host);
         let matched = self.rules.iter().find(|rule| {
-            rule.matches_target(req.protocol, &probe, req.port) && rule.contains_all(addrs)
+            rule.matches_target(req.protocol, &probe, req.port)
+                && rule.matches_client(req.client)
+                && rule.contains_all(addrs)
         });
         self.decide(matched, addrs)
     }
@@ -356,7 +385,7 @@ impl Policy {
         };
 
         // 2. Address check.
-        if verdict == Verdict::Allow {
+        if verdict.allows() {
             let prohibited = addrs.iter().find_map(|&addr| {
                 let class = classify(addr);
                 let named = named.is_some_and(|cidrs| cidrs.contains(addr));
@@ -374,8 +403,10 @@ impl Policy {
         let reason = match (verdict, rule.is_some()) {
             (Verdict::Allow, true) => Reason::RuleAllow,
             (Verdict::Deny, true) => Reason::RuleDeny,
+            (Verdict::Report, true) => Reason::RuleReport,
             (Verdict::Allow, false) => Reason::DefaultAllow,
             (Verdict::Deny, false) => Reason::DefaultDeny,
+            (Verdict::Report, false) => Reason::DefaultReport,
         };
         Decision {
             verdict,

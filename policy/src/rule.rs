@@ -19,6 +19,8 @@ pub(crate) struct Rule {
     pub(crate) hosts: HostPatterns,
     pub(crate) ports: PortRanges,
     pub(crate) cidrs: Option<CidrSet>,
+    /// The client's source address must be inside (`clients`), when given.
+    pub(crate) clients: Option<CidrSet>,
 }
 
 /// A set of protocols as a bit mask.
@@ -41,6 +43,16 @@ impl Rule {
     /// Whether protocols and ports match (the index has already matched the host).
     pub(crate) fn matches_protocol_and_port(&self, protocol: Protocol, port: u16) -> bool {
         self.protocols.contains(protocol) && self.ports.contains(port)
+    }
+
+    /// Whether `clients`, if given, contains the client's address (an unknown
+    /// client matches no rule that names clients).
+    pub(crate) fn matches_client(&self, client: Option<IpAddr>) -> bool {
+        match (&self.clients, client) {
+            (None, _) => true,
+            (Some(clients), Some(ip)) => clients.contains(ip),
+            (Some(_), None) => false,
+        }
     }
 
     /// Whether `cidrs`, if given, contains every address. With `cidrs` given and no

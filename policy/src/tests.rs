@@ -45,6 +45,7 @@ fn run(policy_toml: &str, cases: &[Case]) {
             host: &host,
             port: case.port,
             addrs: &addrs,
+            client: None,
         });
         assert_eq!(
             (decision.verdict, decision.rule.as_deref(), decision.reason),
@@ -79,7 +80,7 @@ fn connect(
 }
 
 use Reason::{AddressProhibited as Prohibited, DefaultAllow, DefaultDeny, RuleAllow, RuleDeny};
-use Verdict::{Allow, Deny};
+use Verdict::{Allow, Deny, Report};
 
 const PUBLIC: &[&str] = &["93.184.216.34"];
 
@@ -252,6 +253,7 @@ fn non_public_addresses_are_denied_without_cidrs() {
                     host: &host,
                     port: 443,
                     addrs: &addrs,
+                    client: None,
                 });
                 assert_eq!(
                     (decision.verdict, decision.rule.as_deref(), decision.reason),
@@ -363,7 +365,7 @@ fn precheck() {
     ];
     for &(case, policy_toml, protocol, host_text, port, want) in cases {
         let policy = policy(policy_toml);
-        let got = policy.precheck(protocol, &host(host_text), port);
+        let got = policy.precheck(protocol, &host(host_text), port, None);
         let want = match want {
             None => Precheck::Resolve,
             Some((rule, reason)) => Precheck::Deny(Decision {
@@ -592,8 +594,8 @@ proptest! {
         addrs in prop::collection::vec(arb_addr(), 0..4),
     ) {
         let policy = policy(ALL_POLICIES[which]);
-        let _ = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs });
-        let _ = policy.precheck(protocol, &host, port);
+        let _ = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client: None });
+        let _ = policy.precheck(protocol, &host, port, None);
     }
 
     /// A precheck `Deny` is final: whatever the addresses, `evaluate` returns the same
@@ -609,8 +611,8 @@ proptest! {
         let policy = policy(ALL_POLICIES[which]);
         // The proxy resolves an IP literal to itself.
         let addrs = match host { Host::Ip(ip) => vec![ip], Host::Name(_) => addrs };
-        if let Precheck::Deny(early) = policy.precheck(protocol, &host, port) {
-            let late = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs });
+        if let Precheck::Deny(early) = policy.precheck(protocol, &host, port, None) {
+            let late = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client: None });
             prop_assert_eq!(late, early);
         }
     }
@@ -625,7 +627,7 @@ proptest! {
         addrs in prop::collection::vec(arb_addr(), 0..4),
     ) {
         let policy = policy(ALL_POLICIES[which]);
-        let decision = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs });
+        let decision = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client: None });
         if decision.verdict == Allow {
             let rule = decision.rule.as_deref().and_then(|name| {
                 policy.rules.iter().find(|rule| &*rule.name == name)
@@ -674,7 +676,7 @@ fn arb_host_pattern() -> impl Strategy<Value = String> {
 
 fn arb_rule_config(i: usize) -> impl Strategy<Value = RuleConfig> {
     (
-        any::<bool>(),
+        prop::sample::select(&[Allow, Deny, Report][..]),
         prop::option::of(prop::collection::vec(arb_protocol(), 1..3)),
         prop::option::of(prop::collection::vec(arb_host_pattern(), 1..4)),
         prop::option::of(prop::collection::vec(
@@ -685,20 +687,27 @@ fn arb_rule_config(i: usize) -> impl Strategy<Value = RuleConfig> {
             prop::sample::select(CIDR_VOCAB).prop_map(str::to_string),
             1..3,
         )),
+        prop::option::of(prop::collection::vec(
+            prop::sample::select(CIDR_VOCAB).prop_map(str::to_string),
+            1..3,
+        )),
     )
-        .prop_map(move |(allow, protocols, hosts, ports, cidrs)| RuleConfig {
-            name: format!("r{i}"),
-            action: if allow { Allow } else { Deny },
-            protocols,
-            hosts,
-            ports,
-            cidrs,
-        })
+        .prop_map(
+            move |(action, protocols, hosts, ports, cidrs, clients)| RuleConfig {
+                name: format!("r{i}"),
+                action,
+                protocols,
+                hosts,
+                ports,
+                cidrs,
+                clients,
+            },
+        )
 }
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
     (
-        any::<bool>(),
+        prop::sample::select(&[Allow, Deny, Report][..]),
         prop::collection::vec(any::<u8>(), 0..40).prop_flat_map(|seeds| {
             seeds
                 .iter()
@@ -707,11 +716,8 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                 .collect::<Vec<_>>()
         }),
     )
-        .prop_map(|(allow, rules)| {
-            let cfg = PolicyConfig {
-                default: if allow { Allow } else { Deny },
-                rules,
-            };
+        .prop_map(|(default, rules)| {
+            let cfg = PolicyConfig { default, rules };
             Policy::compile(&cfg).expect("generated policy compiles")
         })
 }
@@ -743,8 +749,139 @@ proptest! {
             ],
             0..3,
         ),
+        client in prop::option::of(prop_oneof![
+            prop::sample::select(IPS).prop_map(|a| a.parse::<IpAddr>().expect("ip")),
+            arb_addr(),
+        ]),
     ) {
-        let req = Request { protocol, host: &host, port, addrs: &addrs };
+        let req = Request { protocol, host: &host, port, addrs: &addrs, client };
         prop_assert_eq!(policy.evaluate(&req), policy.evaluate_linear(&req));
+        // precheck agrees with evaluate: a precheck deny is evaluate's answer.
+        if let Precheck::Deny(early) = policy.precheck(protocol, &host, port, client) {
+            let addrs = match host { Host::Ip(ip) => vec![ip], Host::Name(_) => addrs.clone() };
+            if !addrs.is_empty() {
+                let late = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client });
+                prop_assert_eq!(late, early);
+            }
+        }
     }
+}
+
+// === clients and report ===
+
+const CLIENTS_AND_REPORT: &str = r#"
+    default = "deny"
+
+    [[rule]]
+    name = "office"
+    action = "allow"
+    hosts = ["*.example.com"]
+    clients = ["10.0.0.0/8", "fd00::/8"]
+
+    [[rule]]
+    name = "rollout"
+    action = "report"
+    hosts = ["*.example.com", "example.org"]
+"#;
+
+#[test]
+fn clients_and_report() {
+    let policy = policy(CLIENTS_AND_REPORT);
+    let public = addrs(&["93.184.216.34"]);
+    let decide = |h: &str, client: Option<&str>| {
+        let h = host(h);
+        let client = client.map(|c| c.parse::<IpAddr>().expect("client"));
+        policy.evaluate(&Request {
+            protocol: Protocol::Connect,
+            host: &h,
+            port: 443,
+            addrs: &public,
+            client,
+        })
+    };
+    // (host, client, verdict, rule, reason)
+    let cases: &[(&str, Option<&str>, Verdict, &str, Reason)] = &[
+        (
+            "a.example.com",
+            Some("10.1.2.3"),
+            Allow,
+            "office",
+            RuleAllow,
+        ),
+        ("a.example.com", Some("fd00::7"), Allow, "office", RuleAllow),
+        // Outside `clients`: the next rule (report) decides.
+        (
+            "a.example.com",
+            Some("192.0.2.1"),
+            Report,
+            "rollout",
+            Reason::RuleReport,
+        ),
+        // Unknown client: a rule with `clients` never matches.
+        ("a.example.com", None, Report, "rollout", Reason::RuleReport),
+        (
+            "example.org",
+            Some("10.1.2.3"),
+            Report,
+            "rollout",
+            Reason::RuleReport,
+        ),
+        ("other.net", Some("10.1.2.3"), Deny, "default", DefaultDeny),
+    ];
+    for &(h, client, verdict, rule, reason) in cases {
+        let d = decide(h, client);
+        assert_eq!(
+            (d.verdict, d.rule_name(), d.reason),
+            (verdict, rule, reason),
+            "{h} from {client:?}"
+        );
+        assert_eq!(Reason::RuleReport.as_str(), "rule reports; allowed");
+    }
+    // Report allows, so the address check still applies.
+    let h = host("a.example.com");
+    let loopback = addrs(&["127.0.0.1"]);
+    let d = policy.evaluate(&Request {
+        protocol: Protocol::Connect,
+        host: &h,
+        port: 443,
+        addrs: &loopback,
+        client: None,
+    });
+    assert_eq!(d.verdict, Deny);
+    assert_eq!(d.rule_name(), "rollout");
+    assert!(d.reason.is_address_prohibited(), "{d:?}");
+    // precheck: a report rule never denies before DNS.
+    assert_eq!(
+        policy.precheck(Protocol::Connect, &h, 443, None),
+        Precheck::Resolve
+    );
+    // A default `report` allows what no rule matches.
+    let lenient = crate::tests::policy("default = \"report\"");
+    let d = lenient.evaluate(&Request {
+        protocol: Protocol::Connect,
+        host: &host("x.test"),
+        port: 443,
+        addrs: &public,
+        client: None,
+    });
+    assert_eq!((d.verdict, d.reason), (Report, Reason::DefaultReport));
+}
+
+#[test]
+fn clients_must_be_cidrs() {
+    let cfg: PolicyConfig = toml::from_str(
+        r#"
+        [[rule]]
+        name = "bad"
+        action = "allow"
+        clients = ["not-an-address"]
+    "#,
+    )
+    .expect("parses");
+    let err = Policy::compile(&cfg).expect_err("bad clients");
+    assert!(
+        err.to_string()
+            .starts_with("rule #1 (\"bad\"): clients: \"not-an-address\""),
+        "{err}"
+    );
 }

@@ -95,13 +95,16 @@ fn evaluate_and_precheck_do_not_allocate() {
                 host,
                 port: *port,
                 addrs,
+                client: Some(IpAddr::from([10, 1, 2, 3])),
             };
             let mut decision = None;
             let n = allocations_during(|| decision = Some(policy.evaluate(&req)));
             assert_eq!(n, 0, "evaluate allocated for {host} {port} {addrs:?}");
             drop(decision);
             let mut precheck = None;
-            let n = allocations_during(|| precheck = Some(policy.precheck(protocol, host, *port)));
+            let n = allocations_during(|| {
+                precheck = Some(policy.precheck(protocol, host, *port, None))
+            });
             assert_eq!(n, 0, "precheck allocated for {host} {port}");
             drop(precheck);
         }

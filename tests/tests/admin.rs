@@ -65,7 +65,7 @@ const FAMILIES: &[Family] = &[
         name: "bauta_policy_decisions_total",
         histogram: false,
         labels: &[
-            ("verdict", &["allow", "deny"]),
+            ("verdict", &["allow", "deny", "report"]),
             ("rule", &["lab", "default"]),
         ],
     },

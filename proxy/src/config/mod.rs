@@ -619,7 +619,8 @@ fn rule_index(e: &CompileError) -> Option<usize> {
         | E::EmptyList { index, .. }
         | E::Host { index, .. }
         | E::Port { index, .. }
-        | E::Cidr { index, .. } => Some(*index),
+        | E::Cidr { index, .. }
+        | E::Clients { index, .. } => Some(*index),
     }
 }
 

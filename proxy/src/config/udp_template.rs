@@ -505,6 +505,7 @@ fn host_error_reason(e: &HostError) -> &'static str {
         HostError::EmptyLabel => "target_host has an empty label",
         HostError::LabelTooLong { .. } => "target_host has a label longer than 63 bytes",
         HostError::HyphenAtLabelEdge => "target_host has a label starting or ending with '-'",
+        HostError::InvalidIdna => "target_host is not a valid internationalised domain name",
         HostError::InvalidCharacter(_) | HostError::PercentEncoded => {
             "target_host has a character not allowed in a host name"
         }

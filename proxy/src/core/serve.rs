@@ -74,7 +74,12 @@ async fn tunnel(
     }
     let dialed = services
         .dialer
-        .dial(&ex.config.policy, Protocol::Connect, target)
+        .dial(
+            &ex.config.policy,
+            Protocol::Connect,
+            target,
+            ex.conn.client.ip(),
+        )
         .await
         .map_err(dial_failure)?;
     ex.count(&services.metrics, "ok");
@@ -97,7 +102,12 @@ async fn udp_tunnel(
 ) -> Result<Reply, Failure> {
     let auth = services
         .dialer
-        .authorize(&ex.config.policy, Protocol::ConnectUdp, target)
+        .authorize(
+            &ex.config.policy,
+            Protocol::ConnectUdp,
+            target,
+            ex.conn.client.ip(),
+        )
         .await
         .map_err(dial_failure)?;
     let (socket, _peer) = services
@@ -124,7 +134,12 @@ async fn forward(
 ) -> Result<Reply, Failure> {
     let auth = services
         .dialer
-        .authorize(&ex.config.policy, Protocol::Http, target)
+        .authorize(
+            &ex.config.policy,
+            Protocol::Http,
+            target,
+            ex.conn.client.ip(),
+        )
         .await
         .map_err(dial_failure)?;
     let up = Arc::new(AtomicU64::new(0));
@@ -152,9 +167,14 @@ async fn reverse(
     head: RequestHead,
     body: Body,
 ) -> Result<Reply, Failure> {
-    let auth = reverse::authorize(&services.dialer, &ex.config.policy, origin)
-        .await
-        .map_err(dial_failure)?;
+    let auth = reverse::authorize(
+        &services.dialer,
+        &ex.config.policy,
+        origin,
+        ex.conn.client.ip(),
+    )
+    .await
+    .map_err(dial_failure)?;
     let up = Arc::new(AtomicU64::new(0));
     let req = request(head, metered(body, &up));
     let started = std::time::Instant::now();

@@ -19,7 +19,7 @@ pub const RELOAD_OUTCOMES: &[&str] = &["ok", "error"];
 const DIRECTIONS: &[&str] = &["upstream", "downstream"];
 const TUNNEL_KINDS: &[&str] = &["connect", "connect-udp"];
 const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx"];
-const VERDICTS: &[&str] = &["allow", "deny"];
+const VERDICTS: &[&str] = &["allow", "deny", "report"];
 
 /// Create the series for `config`. Idempotent: call again after a reload
 /// (new rule names get their series; existing ones keep their counts).

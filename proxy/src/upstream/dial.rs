@@ -123,8 +123,9 @@ impl Dialer {
         policy: &Policy,
         protocol: Protocol,
         target: &Target,
+        client: IpAddr,
     ) -> Result<Dialed, DialError> {
-        let auth = self.authorize(policy, protocol, target).await?;
+        let auth = self.authorize(policy, protocol, target, client).await?;
         let (stream, peer) = self.connect(&auth, target.port).await?;
         Ok(Dialed {
             stream,
@@ -134,13 +135,16 @@ impl Dialer {
     }
 
     /// Policy before DNS, the lookup, then policy over every resolved address.
+    /// `client` is the source address of the client asking.
     pub async fn authorize(
         &self,
         policy: &Policy,
         protocol: Protocol,
         target: &Target,
+        client: IpAddr,
     ) -> Result<Authorized, DialError> {
-        if let Precheck::Deny(d) = policy.precheck(protocol, &target.host, target.port) {
+        let precheck = policy.precheck(protocol, &target.host, target.port, Some(client));
+        if let Precheck::Deny(d) = precheck {
             self.count_decision(&d);
             return Err(DialError::Denied(d));
         }
@@ -148,7 +152,9 @@ impl Dialer {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => self.resolve(name).await?,
         };
-        let decision = self.decide(policy, protocol, target, &addrs)?;
+        let decision = self
+            .decide_for(policy, protocol, &target.host, target.port, &addrs, client)?
+            .decision;
         Ok(Authorized { addrs, decision })
     }
 
@@ -208,17 +214,6 @@ impl Dialer {
         Ok((stream, peer))
     }
 
-    fn decide(
-        &self,
-        policy: &Policy,
-        protocol: Protocol,
-        target: &Target,
-        addrs: &[IpAddr],
-    ) -> Result<Decision, DialError> {
-        self.decide_for(policy, protocol, &target.host, target.port, addrs)
-            .map(|a| a.decision)
-    }
-
     /// The full decision for `host:port` reached at `addrs`, counted.
     pub fn decide_for(
         &self,
@@ -227,16 +222,20 @@ impl Dialer {
         host: &Host,
         port: u16,
         addrs: &[IpAddr],
+        client: IpAddr,
     ) -> Result<Authorized, DialError> {
         let decision = policy.evaluate(&Request {
             protocol,
             host,
             port,
             addrs,
+            client: Some(client),
         });
         self.count_decision(&decision);
         match decision.verdict {
-            Verdict::Allow => Ok(Authorized {
+            // Report: allowed; the decision (verdict "report") goes to the
+            // access log and the metrics as a would-be denial.
+            Verdict::Allow | Verdict::Report => Ok(Authorized {
                 addrs: addrs.to_vec(),
                 decision,
             }),

@@ -79,13 +79,21 @@ pub async fn authorize(
     dialer: &Dialer,
     policy: &bauta_policy::Policy,
     origin: &Origin,
+    client: std::net::IpAddr,
 ) -> Result<Authorized, DialError> {
     let host = Host::Name(origin.host.clone());
     let addrs = match &origin.upstream.host {
         Host::Ip(ip) => vec![*ip],
         Host::Name(n) => dialer.resolve(n).await?,
     };
-    dialer.decide_for(policy, Protocol::Reverse, &host, origin.port, &addrs)
+    dialer.decide_for(
+        policy,
+        Protocol::Reverse,
+        &host,
+        origin.port,
+        &addrs,
+        client,
+    )
 }
 
 /// Send one request to the origin's upstream and stream the answer back.

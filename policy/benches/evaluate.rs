@@ -159,6 +159,7 @@ fn bench_size(c: &mut Criterion, rules: usize) {
                     black_box(Protocol::Connect),
                     black_box(&target.host),
                     black_box(target.port),
+                    black_box(None),
                 )
             })
         });

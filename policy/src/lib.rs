@@ -114,6 +114,17 @@ pub enum Reason {
     AddressProhibited(AddrClass),
 }
 
+/// One address of a decision, explained (for `bauta policy explain`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressNote {
+    pub addr: IpAddr,
+    pub class: AddrClass,
+    /// The deciding rule's `cidrs` names this address.
+    pub named: bool,
+    /// The SSRF guard refuses it: not public, and not named.
+    pub prohibited: bool,
+}
+
 /// The answer of [`Policy::precheck`], before DNS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Precheck {
@@ -413,6 +424,38 @@ impl Policy {
             rule,
             reason,
         }
+    }
+
+    /// Each address of `req` as the decision saw it: its class, whether the
+    /// deciding rule's `cidrs` names it, and whether the SSRF guard refuses
+    /// it. For explaining a decision, not for deciding.
+    pub fn explain_addresses(&self, req: &Request<'_>, decision: &Decision) -> Vec<AddressNote> {
+        let cidrs = decision
+            .rule
+            .as_deref()
+            .and_then(|name| self.rules.iter().find(|r| &*r.name == name))
+            .and_then(|r| r.cidrs.as_ref());
+        let literal: [IpAddr; 1];
+        let addrs = match (req.addrs, req.host) {
+            ([], Host::Ip(ip)) => {
+                literal = [*ip];
+                &literal[..]
+            }
+            (addrs, _) => addrs,
+        };
+        addrs
+            .iter()
+            .map(|&addr| {
+                let class = classify(addr);
+                let named = cidrs.is_some_and(|c| c.contains(addr));
+                AddressNote {
+                    addr,
+                    class,
+                    named,
+                    prohibited: class != AddrClass::Public && !named,
+                }
+            })
+            .collect()
     }
 
     /// How many rules the policy has.

@@ -14,6 +14,7 @@ pub mod core;
 pub mod front;
 pub mod listen;
 pub mod ops;
+pub mod policy_tool;
 pub mod probe;
 pub mod seccert;
 pub mod server;

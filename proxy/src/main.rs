@@ -1,8 +1,10 @@
-//! The `bauta` command line: run (default), check.
+//! The `bauta` command line: run (default), check, probe, policy explain | test.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bauta_policy::Protocol;
 use clap::{Parser, Subcommand};
 
 use bauta::config::default as default_config;
@@ -50,6 +52,39 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         wait_ms: u64,
     },
+    /// Ask the configured policy about destinations, without reaching them.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Decide one request as the proxy would and say why: the verdict, the
+    /// rule, and each address with the SSRF guard's view of it. Exit 0
+    /// allowed (allow or report), 1 denied, 2 error.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_name = "HOST:PORT")]
+        target: String,
+        /// connect, connect-udp, http or reverse.
+        #[arg(long, default_value = "connect", value_parser = bauta::policy_tool::parse_protocol)]
+        protocol: Protocol,
+        /// The client's source address (for rules with `clients`).
+        #[arg(long, value_name = "IP")]
+        client_ip: Option<IpAddr>,
+        /// Decide with this address instead of resolving the name (repeatable).
+        #[arg(long = "addr", value_name = "IP")]
+        addrs: Vec<IpAddr>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a table of expected verdicts (`[[case]]`, see the README) against
+    /// a configuration's policy. Exit 0 all as expected, 1 any mismatch, 2 error.
+    Test { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -76,7 +111,90 @@ fn main() -> ExitCode {
             },
             json,
         ),
+        Some(Command::Policy { command }) => policy(command),
         None => run(None),
+    }
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    match command {
+        PolicyCommand::Explain {
+            config,
+            target,
+            protocol,
+            client_ip,
+            addrs,
+            json,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let question = bauta::policy_tool::Question {
+                target,
+                protocol,
+                client: client_ip,
+                addrs,
+            };
+            match runtime.block_on(bauta::policy_tool::explain(&config, &question)) {
+                Ok(e) => {
+                    if json {
+                        match serde_json::to_string_pretty(&e) {
+                            Ok(s) => println!("{s}"),
+                            Err(err) => {
+                                eprintln!("error: {err}");
+                                return ExitCode::from(2);
+                            }
+                        }
+                    } else {
+                        e.print_text();
+                    }
+                    if e.allowed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        PolicyCommand::Test { file } => match bauta::policy_tool::cases::run(&file) {
+            Ok(outcome) => {
+                for f in &outcome.failures {
+                    println!("FAIL {f}");
+                }
+                println!(
+                    "policy test: {} cases, {} failed",
+                    outcome.cases,
+                    outcome.failures.len()
+                );
+                if outcome.failures.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

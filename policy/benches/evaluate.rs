@@ -22,6 +22,7 @@ fn rule(i: usize) -> RuleConfig {
         ports: None,
         cidrs: None,
         clients: None,
+        identities: None,
     };
     match i % 4 {
         0 => {
@@ -125,6 +126,7 @@ fn bench_size(c: &mut Criterion, rules: usize) {
             port: target.port,
             addrs: &target.addrs,
             client: None,
+            identity: None,
         })
         .collect();
     for (target, req) in targets.iter().zip(&requests) {
@@ -155,12 +157,14 @@ fn bench_size(c: &mut Criterion, rules: usize) {
     for target in &targets {
         group.bench_function(target.label, |b| {
             b.iter(|| {
-                policy.precheck(
-                    black_box(Protocol::Connect),
-                    black_box(&target.host),
-                    black_box(target.port),
-                    black_box(None),
-                )
+                policy.precheck(black_box(&Request {
+                    protocol: Protocol::Connect,
+                    host: &target.host,
+                    port: target.port,
+                    addrs: &[],
+                    client: None,
+                    identity: None,
+                }))
             })
         });
     }

@@ -9,7 +9,7 @@ use crate::config::{PolicyConfig, PortSpec, RuleConfig};
 use crate::host_pattern::{HostPattern, HostPatternError, HostPatterns};
 use crate::index::RuleIndex;
 use crate::port::{PortError, PortRange, PortRanges};
-use crate::rule::{ProtocolSet, Rule};
+use crate::rule::{IdentityPatterns, ProtocolSet, Rule};
 use crate::Policy;
 
 /// Why a policy does not compile. `index` is the rule's 1-based position among the
@@ -50,6 +50,12 @@ pub enum CompileError {
         name: String,
         value: String,
         problem: CidrError,
+    },
+    #[error("rule #{index} ({name:?}): identities: {value:?}: must be non-empty, with '*' only as a trailing prefix wildcard")]
+    Identity {
+        index: usize,
+        name: String,
+        value: String,
     },
     #[error("rule #{index} ({name:?}): clients: {value:?}: {problem}")]
     Clients {
@@ -174,6 +180,23 @@ impl NumberedRule<'_> {
                     .collect::<Result<_, _>>()?,
             )),
         };
+        let identities = match &rule.identities {
+            None => None,
+            Some(list) => {
+                let list = self.non_empty("identities", list)?;
+                if let Some(bad) = list
+                    .iter()
+                    .find(|p| p.is_empty() || p.trim_end_matches('*').contains('*'))
+                {
+                    return Err(CompileError::Identity {
+                        index: self.index,
+                        name: rule.name.clone(),
+                        value: bad.clone(),
+                    });
+                }
+                Some(IdentityPatterns::new(list.iter().map(String::as_str)))
+            }
+        };
         Ok(Rule {
             name: Arc::from(rule.name.as_str()),
             action: rule.action,
@@ -182,6 +205,7 @@ impl NumberedRule<'_> {
             ports,
             cidrs,
             clients,
+            identities,
         })
     }
 

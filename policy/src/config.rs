@@ -12,6 +12,7 @@
 //! ports = [443, "8000-9000"]             # omit: every port
 //! cidrs = ["127.0.0.0/8", "::1/128"]     # omit: no address condition, public only
 //! clients = ["10.0.0.0/8"]               # omit: any client source address
+//! identities = ["spiffe://corp/payments/*", "alice"]   # omit: anyone, anonymous too
 //! ```
 //!
 //! `action` (and `default`) is `allow`, `deny`, or `report`: allowed, but logged
@@ -58,6 +59,11 @@ pub struct RuleConfig {
     /// The client's source address must be inside one of these (`"10.0.0.0/8"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients: Option<Vec<String>>,
+    /// The client's verified identity must be one of these: exact
+    /// (`"spiffe://corp/payments/api"`, `"alice"`), or a prefix ending in `*`
+    /// (`"spiffe://corp/payments/*"`). An anonymous client matches none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identities: Option<Vec<String>>,
 }
 
 /// A port (`443`) or an inclusive range (`"8000-9000"`; `"443"` also accepted).
@@ -135,6 +141,7 @@ mod tests {
                     ]),
                     cidrs: Some(vec!["127.0.0.0/8".into(), "::1/128".into()]),
                     clients: None,
+                    identities: None,
                 }],
             }
         );
@@ -261,6 +268,7 @@ mod tests {
                     ports: Some(vec![PortSpec::Single(53), PortSpec::Range("1-2".into())]),
                     cidrs: Some(vec!["10.0.0.0/8".into()]),
                     clients: None,
+                    identities: None,
                 },
                 RuleConfig {
                     name: "b".into(),
@@ -270,6 +278,7 @@ mod tests {
                     ports: None,
                     cidrs: None,
                     clients: None,
+                    identities: None,
                 },
             ],
         };

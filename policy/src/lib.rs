@@ -82,6 +82,9 @@ pub struct Request<'a> {
     /// The client's source address, when known; rules with `clients` match
     /// only a known address inside them.
     pub client: Option<IpAddr>,
+    /// Who is asking (a verified identity); `None`: anonymous, which no rule
+    /// with `identities` matches.
+    pub identity: Option<&'a str>,
 }
 
 /// The answer to a [`Request`].
@@ -258,7 +261,7 @@ impl Policy {
 
     /// Decides before DNS, from protocol, host and port alone.
     ///
-    /// Walks the rules in order with the addresses unknown:
+    /// `req.addrs` is ignored. Walks the rules in order with the addresses unknown:
     ///
     /// * a rule without `cidrs` whose protocols, hosts and ports match decides: `Deny`
     ///   ends the walk with [`Precheck::Deny`], `Allow` with [`Precheck::Resolve`];
@@ -273,20 +276,12 @@ impl Policy {
     ///
     /// `Deny` is returned only when [`Policy::evaluate`] would deny whatever the
     /// resolved addresses are.
-    pub fn precheck(
-        &self,
-        protocol: Protocol,
-        host: &Host,
-        port: u16,
-        client: Option<IpAddr>,
-    ) -> Precheck {
+    pub fn precheck(&self, req: &Request<'_>) -> Precheck {
+        let (protocol, host, port) = (req.protocol, req.host, req.port);
         if let Host::Ip(ip) = host {
             let decision = self.evaluate(&Request {
-                protocol,
-                host,
-                port,
                 addrs: &[*ip],
-                client,
+                ..*req
             });
             return match decision.verdict {
                 Verdict::Deny => Precheck::Deny(decision),
@@ -296,7 +291,7 @@ impl Policy {
 
         let first = self.index.first(host, |i| {
             self.rule(i).is_some_and(|rule| {
-                rule.matches_protocol_and_port(protocol, port) && rule.matches_client(client)
+                rule.matches_protocol_and_port(protocol, port) && rule.matches_who(req)
             })
         });
         match first.and_then(|i| self.rule(i)) {
@@ -355,7 +350,7 @@ impl Policy {
             .first(req.host, |i| {
                 self.rule(i).is_some_and(|rule| {
                     rule.matches_protocol_and_port(req.protocol, req.port)
-                        && rule.matches_client(req.client)
+                        && rule.matches_who(req)
                         && rule.contains_all(addrs)
                 })
             })
@@ -378,7 +373,7 @@ impl Policy {
         let probe = HostProbe::new(req.host);
         let matched = self.rules.iter().find(|rule| {
             rule.matches_target(req.protocol, &probe, req.port)
-                && rule.matches_client(req.client)
+                && rule.matches_who(req)
                 && rule.contains_all(addrs)
         });
         self.decide(matched, addrs)

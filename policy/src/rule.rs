@@ -21,6 +21,16 @@ pub(crate) struct Rule {
     pub(crate) cidrs: Option<CidrSet>,
     /// The client's source address must be inside (`clients`), when given.
     pub(crate) clients: Option<CidrSet>,
+    /// The client's identity must match (`identities`), when given.
+    pub(crate) identities: Option<IdentityPatterns>,
+}
+
+/// A rule's `identities`: exact names, and prefixes (written with a
+/// trailing `*`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct IdentityPatterns {
+    exact: std::collections::HashSet<Box<str>>,
+    prefixes: Box<[Box<str>]>,
 }
 
 /// A set of protocols as a bit mask.
@@ -45,14 +55,21 @@ impl Rule {
         self.protocols.contains(protocol) && self.ports.contains(port)
     }
 
-    /// Whether `clients`, if given, contains the client's address (an unknown
-    /// client matches no rule that names clients).
-    pub(crate) fn matches_client(&self, client: Option<IpAddr>) -> bool {
-        match (&self.clients, client) {
+    /// Whether who asks matches: `clients`, if given, contains the client's
+    /// address, and `identities`, if given, the client's identity (an unknown
+    /// address or an anonymous client matches no rule that names them).
+    pub(crate) fn matches_who(&self, req: &crate::Request<'_>) -> bool {
+        let client = match (&self.clients, req.client) {
             (None, _) => true,
             (Some(clients), Some(ip)) => clients.contains(ip),
             (Some(_), None) => false,
-        }
+        };
+        let identity = match (&self.identities, req.identity) {
+            (None, _) => true,
+            (Some(patterns), Some(id)) => patterns.matches(id),
+            (Some(_), None) => false,
+        };
+        client && identity
     }
 
     /// Whether `cidrs`, if given, contains every address. With `cidrs` given and no
@@ -62,6 +79,29 @@ impl Rule {
             None => true,
             Some(cidrs) => !addrs.is_empty() && addrs.iter().all(|&addr| cidrs.contains(addr)),
         }
+    }
+}
+
+// === impl IdentityPatterns ===
+
+impl IdentityPatterns {
+    pub(crate) fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> IdentityPatterns {
+        let mut out = IdentityPatterns::default();
+        let mut prefixes = Vec::new();
+        for p in patterns {
+            match p.strip_suffix('*') {
+                Some(prefix) => prefixes.push(prefix.into()),
+                None => {
+                    out.exact.insert(p.into());
+                }
+            }
+        }
+        out.prefixes = prefixes.into_boxed_slice();
+        out
+    }
+
+    pub(crate) fn matches(&self, identity: &str) -> bool {
+        self.exact.contains(identity) || self.prefixes.iter().any(|p| identity.starts_with(&**p))
     }
 }
 

@@ -46,6 +46,7 @@ fn run(policy_toml: &str, cases: &[Case]) {
             port: case.port,
             addrs: &addrs,
             client: None,
+            identity: None,
         });
         assert_eq!(
             (decision.verdict, decision.rule.as_deref(), decision.reason),
@@ -254,6 +255,7 @@ fn non_public_addresses_are_denied_without_cidrs() {
                     port: 443,
                     addrs: &addrs,
                     client: None,
+                    identity: None,
                 });
                 assert_eq!(
                     (decision.verdict, decision.rule.as_deref(), decision.reason),
@@ -365,7 +367,15 @@ fn precheck() {
     ];
     for &(case, policy_toml, protocol, host_text, port, want) in cases {
         let policy = policy(policy_toml);
-        let got = policy.precheck(protocol, &host(host_text), port, None);
+        let h = host(host_text);
+        let got = policy.precheck(&Request {
+            protocol,
+            host: &h,
+            port,
+            addrs: &[],
+            client: None,
+            identity: None,
+        });
         let want = match want {
             None => Precheck::Resolve,
             Some((rule, reason)) => Precheck::Deny(Decision {
@@ -594,8 +604,8 @@ proptest! {
         addrs in prop::collection::vec(arb_addr(), 0..4),
     ) {
         let policy = policy(ALL_POLICIES[which]);
-        let _ = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client: None });
-        let _ = policy.precheck(protocol, &host, port, None);
+        let _ = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client: None, identity: None });
+        let _ = policy.precheck(&Request { protocol, host: &host, port, addrs: &[], client: None, identity: None });
     }
 
     /// A precheck `Deny` is final: whatever the addresses, `evaluate` returns the same
@@ -611,8 +621,8 @@ proptest! {
         let policy = policy(ALL_POLICIES[which]);
         // The proxy resolves an IP literal to itself.
         let addrs = match host { Host::Ip(ip) => vec![ip], Host::Name(_) => addrs };
-        if let Precheck::Deny(early) = policy.precheck(protocol, &host, port, None) {
-            let late = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client: None });
+        if let Precheck::Deny(early) = policy.precheck(&Request { protocol, host: &host, port, addrs: &[], client: None, identity: None }) {
+            let late = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client: None, identity: None });
             prop_assert_eq!(late, early);
         }
     }
@@ -627,7 +637,7 @@ proptest! {
         addrs in prop::collection::vec(arb_addr(), 0..4),
     ) {
         let policy = policy(ALL_POLICIES[which]);
-        let decision = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client: None });
+        let decision = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client: None, identity: None });
         if decision.verdict == Allow {
             let rule = decision.rule.as_deref().and_then(|name| {
                 policy.rules.iter().find(|rule| &*rule.name == name)
@@ -665,6 +675,19 @@ const CIDR_VOCAB: &[&str] = &[
     "2001:db8::/32",
 ];
 
+const IDENTITY_PATTERNS: &[&str] = &[
+    "alice",
+    "bob",
+    "spiffe://corp/payments/*",
+    "spiffe://corp/*",
+];
+const IDENTITIES: &[&str] = &[
+    "alice",
+    "spiffe://corp/payments/api",
+    "spiffe://corp/web",
+    "mallory",
+];
+
 fn arb_host_pattern() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("*".to_string()),
@@ -691,9 +714,13 @@ fn arb_rule_config(i: usize) -> impl Strategy<Value = RuleConfig> {
             prop::sample::select(CIDR_VOCAB).prop_map(str::to_string),
             1..3,
         )),
+        prop::option::of(prop::collection::vec(
+            prop::sample::select(IDENTITY_PATTERNS).prop_map(str::to_string),
+            1..3,
+        )),
     )
         .prop_map(
-            move |(action, protocols, hosts, ports, cidrs, clients)| RuleConfig {
+            move |(action, protocols, hosts, ports, cidrs, clients, identities)| RuleConfig {
                 name: format!("r{i}"),
                 action,
                 protocols,
@@ -701,6 +728,7 @@ fn arb_rule_config(i: usize) -> impl Strategy<Value = RuleConfig> {
                 ports,
                 cidrs,
                 clients,
+                identities,
             },
         )
 }
@@ -753,14 +781,15 @@ proptest! {
             prop::sample::select(IPS).prop_map(|a| a.parse::<IpAddr>().expect("ip")),
             arb_addr(),
         ]),
+        identity in prop::option::of(prop::sample::select(IDENTITIES)),
     ) {
-        let req = Request { protocol, host: &host, port, addrs: &addrs, client };
+        let req = Request { protocol, host: &host, port, addrs: &addrs, client, identity };
         prop_assert_eq!(policy.evaluate(&req), policy.evaluate_linear(&req));
         // precheck agrees with evaluate: a precheck deny is evaluate's answer.
-        if let Precheck::Deny(early) = policy.precheck(protocol, &host, port, client) {
+        if let Precheck::Deny(early) = policy.precheck(&Request { addrs: &[], ..req }) {
             let addrs = match host { Host::Ip(ip) => vec![ip], Host::Name(_) => addrs.clone() };
             if !addrs.is_empty() {
-                let late = policy.evaluate(&Request { protocol, host: &host, port, addrs: &addrs, client });
+                let late = policy.evaluate(&Request { addrs: &addrs, ..req });
                 prop_assert_eq!(late, early);
             }
         }
@@ -797,6 +826,7 @@ fn clients_and_report() {
             port: 443,
             addrs: &public,
             client,
+            identity: None,
         })
     };
     // (host, client, verdict, rule, reason)
@@ -846,13 +876,21 @@ fn clients_and_report() {
         port: 443,
         addrs: &loopback,
         client: None,
+        identity: None,
     });
     assert_eq!(d.verdict, Deny);
     assert_eq!(d.rule_name(), "rollout");
     assert!(d.reason.is_address_prohibited(), "{d:?}");
     // precheck: a report rule never denies before DNS.
     assert_eq!(
-        policy.precheck(Protocol::Connect, &h, 443, None),
+        policy.precheck(&Request {
+            protocol: Protocol::Connect,
+            host: &h,
+            port: 443,
+            addrs: &[],
+            client: None,
+            identity: None
+        }),
         Precheck::Resolve
     );
     // A default `report` allows what no rule matches.
@@ -863,6 +901,7 @@ fn clients_and_report() {
         port: 443,
         addrs: &public,
         client: None,
+        identity: None,
     });
     assert_eq!((d.verdict, d.reason), (Report, Reason::DefaultReport));
 }
@@ -883,5 +922,44 @@ fn clients_must_be_cidrs() {
         err.to_string()
             .starts_with("rule #1 (\"bad\"): clients: \"not-an-address\""),
         "{err}"
+    );
+}
+
+#[test]
+fn identities_match_exactly_or_by_prefix_and_never_anonymous() {
+    let policy = policy(
+        r#"
+        default = "deny"
+
+        [[rule]]
+        name = "payments"
+        action = "allow"
+        identities = ["spiffe://corp/payments/*", "alice"]
+    "#,
+    );
+    let public = addrs(&["93.184.216.34"]);
+    let h = host("psp.example");
+    let decide = |identity: Option<&str>| {
+        policy
+            .evaluate(&Request {
+                protocol: Protocol::Connect,
+                host: &h,
+                port: 443,
+                addrs: &public,
+                client: None,
+                identity,
+            })
+            .rule_name()
+            .to_string()
+    };
+    assert_eq!(decide(Some("spiffe://corp/payments/api")), "payments");
+    assert_eq!(decide(Some("spiffe://corp/payments/")), "payments");
+    assert_eq!(decide(Some("alice")), "payments");
+    assert_eq!(decide(Some("alice2")), "default");
+    assert_eq!(decide(Some("spiffe://corp/web")), "default");
+    assert_eq!(
+        decide(None),
+        "default",
+        "anonymous matches no identities rule"
     );
 }

@@ -96,6 +96,7 @@ fn evaluate_and_precheck_do_not_allocate() {
                 port: *port,
                 addrs,
                 client: Some(IpAddr::from([10, 1, 2, 3])),
+                identity: None,
             };
             let mut decision = None;
             let n = allocations_during(|| decision = Some(policy.evaluate(&req)));
@@ -103,7 +104,14 @@ fn evaluate_and_precheck_do_not_allocate() {
             drop(decision);
             let mut precheck = None;
             let n = allocations_during(|| {
-                precheck = Some(policy.precheck(protocol, host, *port, None))
+                precheck = Some(policy.precheck(&Request {
+                    protocol,
+                    host,
+                    port: *port,
+                    addrs: &[],
+                    client: None,
+                    identity: None,
+                }))
             });
             assert_eq!(n, 0, "precheck allocated for {host} {port}");
             drop(precheck);

@@ -75,6 +75,9 @@ enum PolicyCommand {
         /// The client's source address (for rules with `clients`).
         #[arg(long, value_name = "IP")]
         client_ip: Option<IpAddr>,
+        /// The client's verified identity (for rules with `identities`).
+        #[arg(long, value_name = "ID")]
+        identity: Option<String>,
         /// Decide with this address instead of resolving the name (repeatable).
         #[arg(long = "addr", value_name = "IP")]
         addrs: Vec<IpAddr>,
@@ -123,6 +126,7 @@ fn policy(command: PolicyCommand) -> ExitCode {
             target,
             protocol,
             client_ip,
+            identity,
             addrs,
             json,
         } => {
@@ -147,6 +151,7 @@ fn policy(command: PolicyCommand) -> ExitCode {
                 target,
                 protocol,
                 client: client_ip,
+                identity,
                 addrs,
             };
             match runtime.block_on(bauta::policy_tool::explain(&config, &question)) {

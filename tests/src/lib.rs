@@ -637,6 +637,14 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
+    /// The bound address of the listener `name` (from the test's TOML).
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.running
+            .as_ref()
+            .and_then(|r| r.listener_addr(name))
+            .unwrap_or_else(|| panic!("listener {name:?} bound"))
+    }
+
     pub fn secure(&self) -> SocketAddr {
         self.secure.expect("proxy started with a TLS listener")
     }

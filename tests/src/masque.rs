@@ -468,15 +468,31 @@ pub type H3Request = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Byte
 
 /// QUIC client config: TLS 1.3 trusting the test CA, ALPN h3, datagrams on.
 pub fn quic_client_config(certs: &Certs) -> quinn::ClientConfig {
+    quic_client_config_with_cert(certs, None)
+}
+
+/// [`quic_client_config`], presenting a client certificate (chain, key) when given.
+pub fn quic_client_config_with_cert(
+    certs: &Certs,
+    client: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> quinn::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certs.ca_der.clone()).expect("add test CA");
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS13])
     .expect("TLS 1.3")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let mut tls = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate"),
+        None => builder.with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![b"h3".to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
         .expect("QUIC client TLS config");
@@ -502,10 +518,15 @@ pub struct H3Client {
 impl H3Client {
     /// Connect and set up HTTP/3 with SETTINGS_H3_DATAGRAM = 1 and extended CONNECT.
     pub async fn connect(proxy: SocketAddr, certs: &Certs) -> H3Client {
+        H3Client::connect_with(proxy, quic_client_config(certs)).await
+    }
+
+    /// [`H3Client::connect`] with this QUIC client config.
+    pub async fn connect_with(proxy: SocketAddr, config: quinn::ClientConfig) -> H3Client {
         let endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
             .expect("bind QUIC client endpoint");
         let conn = endpoint
-            .connect_with(quic_client_config(certs), proxy, "localhost")
+            .connect_with(config, proxy, "localhost")
             .expect("start QUIC connection")
             .await
             .expect("QUIC handshake with the proxy");

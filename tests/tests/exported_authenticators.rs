@@ -556,7 +556,7 @@ async fn quic_capture_and_exporters_agree() {
         let certs = make_certs();
         let chain = bauta::tls::load_certs(&certs.cert_pem).expect("chain");
         let key = bauta::tls::load_key(&certs.key_pem).expect("key");
-        let base = bauta::tls::quic_server_config(chain, key).expect("QUIC TLS config");
+        let base = bauta::tls::quic_server_config(chain, key, None).expect("QUIC TLS config");
         let listener_crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(base.clone()).expect("QUIC crypto");
         let server_ep = quinn::Endpoint::server(

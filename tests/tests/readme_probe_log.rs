@@ -136,11 +136,12 @@ async fn probe_exits_0_when_every_authenticator_is_valid() {
 
 // === the access log ===
 
-const FIELDS: [&str; 16] = [
+const FIELDS: [&str; 17] = [
     "timestamp",
     "level",
     "listener",
     "client",
+    "identity",
     "protocol",
     "method",
     "kind",
@@ -203,6 +204,7 @@ async fn access_log_is_one_json_object_per_request_on_stdout() {
         let v = &parse_lines(&lines)[0];
         assert_eq!(v["listener"], "plain", "{v}");
         assert_eq!(v["client"], client.as_str(), "{v}");
+        assert_eq!(v["identity"], "anonymous", "no client certificate: {v}");
         assert_eq!(v["protocol"], "http1", "{v}");
         assert_eq!(v["method"], "CONNECT", "{v}");
         assert_eq!(v["kind"], "connect", "{v}");

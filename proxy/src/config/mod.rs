@@ -24,6 +24,7 @@ use crate::config::udp_template::UdpTemplate;
 use crate::seccert::advertiser::Advertise;
 use crate::seccert::negotiation::Codepoints;
 use crate::tls;
+use crate::tls::identity::IdentitySource;
 use crate::wire::target::Target;
 
 // === file types (mirror the TOML) ===
@@ -100,6 +101,12 @@ struct ListenerSection {
     protocols: Spanned<Vec<Spanned<String>>>,
     tls_cert: Option<Spanned<String>>,
     tls_key: Option<Spanned<String>>,
+    /// Trust anchors for client certificates (mTLS).
+    client_ca: Option<Spanned<String>>,
+    /// `required` (default with client_ca) or `optional`.
+    client_auth: Option<Spanned<String>>,
+    /// Where a client certificate's identity is read from, in order.
+    identity_from: Option<Spanned<Vec<IdentitySource>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +193,8 @@ pub struct ListenerSpec {
     pub leaf: Option<rustls::pki_types::CertificateDer<'static>>,
     /// Origins the listener's own certificate covers.
     pub handshake_covers: Arc<std::collections::HashSet<Target>>,
+    /// Where a verified client certificate's identity is read from, in order.
+    pub identity_from: Arc<[IdentitySource]>,
 }
 
 #[derive(Clone, Debug)]
@@ -496,6 +505,18 @@ fn compile_listener(
             "\"h3\" needs \"http1\" or \"h2\" beside it on the same listener (clients discover HTTP/3 through Alt-Svc)",
         ));
     }
+    let client_auth = compile_client_auth(l, src, base)?;
+    let identity_from: Arc<[IdentitySource]> = match &l.identity_from {
+        None => Arc::new(tls::identity::DEFAULT_ORDER),
+        Some(list) if list.get_ref().is_empty() => {
+            return Err(src.err(
+                list.span(),
+                "listener.identity_from",
+                "name at least one of \"uri\", \"dns\", \"cn\"",
+            ))
+        }
+        Some(list) => list.get_ref().clone().into(),
+    };
     let mut quic_tls = None;
     let mut leaf = None;
     let tls = match (&l.tls_cert, &l.tls_key) {
@@ -516,11 +537,15 @@ fn compile_listener(
                 alpn.push(b"http/1.1".to_vec());
             }
             if h3 {
-                let q = tls::quic_server_config(chain.clone(), key_der.clone_key())
-                    .map_err(|e| src.err(key.span(), "listener.tls_key", e))?;
+                let q = tls::quic_server_config(
+                    chain.clone(),
+                    key_der.clone_key(),
+                    client_auth.as_ref(),
+                )
+                .map_err(|e| src.err(key.span(), "listener.tls_key", e))?;
                 quic_tls = Some(Arc::new(q));
             }
-            let cfg = tls::server_config(chain, key_der, alpn)
+            let cfg = tls::server_config(chain, key_der, alpn, client_auth.as_ref())
                 .map_err(|e| src.err(key.span(), "listener.tls_key", e))?;
             Some(Arc::new(cfg))
         }
@@ -549,7 +574,58 @@ fn compile_listener(
         quic_tls,
         leaf,
         handshake_covers: Arc::default(),
+        identity_from,
     })
+}
+
+/// `client_ca` and `client_auth` of a TLS listener.
+fn compile_client_auth(
+    l: &ListenerSection,
+    src: &Source<'_>,
+    base: &Path,
+) -> Result<Option<tls::ClientAuth>, ConfigError> {
+    let required = match &l.client_auth {
+        None => true,
+        Some(v) => match v.get_ref().as_str() {
+            "required" => true,
+            "optional" => false,
+            other => {
+                return Err(src.err(
+                    v.span(),
+                    "listener.client_auth",
+                    format!("{other:?}: expected \"required\" or \"optional\""),
+                ))
+            }
+        },
+    };
+    let Some(ca) = &l.client_ca else {
+        if let Some(v) = &l.client_auth {
+            return Err(src.err(
+                v.span(),
+                "listener.client_auth",
+                "client_auth needs client_ca (the trust anchors for client certificates)",
+            ));
+        }
+        return Ok(None);
+    };
+    if l.tls_cert.is_none() {
+        return Err(src.err(
+            ca.span(),
+            "listener.client_ca",
+            "client certificates need a TLS listener (tls_cert and tls_key)",
+        ));
+    }
+    let path = base.join(ca.get_ref());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in tls::load_certs(&path).map_err(|e| src.err(ca.span(), "listener.client_ca", e))? {
+        roots
+            .add(cert)
+            .map_err(|e| src.err(ca.span(), "listener.client_ca", e.to_string()))?;
+    }
+    Ok(Some(tls::ClientAuth {
+        roots: Arc::new(roots),
+        required,
+    }))
 }
 
 fn compile_policy(p: &PolicySection, src: &Source<'_>, base: &Path) -> Result<Policy, ConfigError> {
@@ -620,7 +696,8 @@ fn rule_index(e: &CompileError) -> Option<usize> {
         | E::Host { index, .. }
         | E::Port { index, .. }
         | E::Cidr { index, .. }
-        | E::Clients { index, .. } => Some(*index),
+        | E::Clients { index, .. }
+        | E::Identity { index, .. } => Some(*index),
     }
 }
 
@@ -952,5 +1029,61 @@ protocols = ["http1"]
         assert!(!is_sf_token("1proxy"));
         assert!(!is_sf_token("a b"));
         assert!(!is_sf_token(""));
+    }
+}
+
+#[cfg(test)]
+mod client_auth_tests {
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        match Config::parse(text, "test.toml", Path::new("/nonexistent")) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn client_auth_keys_are_checked() {
+        let e = err(
+            "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\nclient_ca = \"c.pem\"\n",
+        );
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("listener.client_ca", Some(5)),
+            "{e}"
+        );
+        assert!(e.message.contains("need a TLS listener"), "{e}");
+
+        let e = err(
+            "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\nclient_auth = \"optional\"\n",
+        );
+        assert_eq!(e.key, "listener.client_auth", "{e}");
+        assert!(e.message.contains("needs client_ca"), "{e}");
+
+        let e = err(
+            "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\nclient_auth = \"sometimes\"\n",
+        );
+        assert_eq!(e.key, "listener.client_auth", "{e}");
+        assert!(e.message.contains("\"required\" or \"optional\""), "{e}");
+
+        let e = err(
+            "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\nidentity_from = []\n",
+        );
+        assert_eq!(e.key, "listener.identity_from", "{e}");
+
+        let e = err(
+            "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\nidentity_from = [\"email\"]\n",
+        );
+        assert!(e.message.contains("email"), "{e}");
+    }
+
+    #[test]
+    fn identities_rules_are_checked() {
+        let e = err(
+            "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n[[policy.rule]]\nname = \"r\"\naction = \"allow\"\nidentities = [\"spiffe://*/x\"]\n",
+        );
+        assert!(e.message.contains("identities"), "{e}");
+        assert_eq!(e.line, Some(6), "{e}");
     }
 }

@@ -15,7 +15,7 @@ use crate::ops::access_log::{self, Entry};
 use crate::ops::metrics::Metrics;
 use crate::seccert::advertiser::Advertiser;
 use crate::seccert::coverage::Coverage;
-use crate::upstream::dial::DialError;
+use crate::upstream::dial::{Asker, DialError};
 
 /// The protocol a client spoke to us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub struct ConnInfo {
     pub front: Front,
     /// TLS-terminated: requests without a scheme are `https` requests to us.
     pub tls: bool,
+    /// Who is asking, from a verified client certificate; `None`: anonymous.
+    pub identity: Option<Arc<str>>,
     /// Origins this connection may be served directly for.
     pub coverage: Arc<Coverage>,
     /// Sends secondary certificates on this connection (HTTP/2, HTTP/3).
@@ -112,6 +114,7 @@ impl ConnInfo {
             client: self.client,
             front,
             tls: self.tls,
+            identity: self.identity.clone(),
             coverage: Arc::clone(&self.coverage),
             advertiser: self.advertiser.clone(),
         }
@@ -138,6 +141,14 @@ impl Exchange {
         }
     }
 
+    /// Who asks, for the policy.
+    pub fn asker(&self) -> Asker<'_> {
+        Asker {
+            client: self.conn.client.ip(),
+            identity: self.conn.identity.as_deref(),
+        }
+    }
+
     /// Count the request in `bauta_requests_total`.
     pub fn count(&self, metrics: &Metrics, outcome: &str) {
         metrics
@@ -156,6 +167,7 @@ impl Exchange {
         access_log::write(&Entry {
             listener: &self.conn.listener,
             client: self.conn.client,
+            identity: self.conn.identity.as_deref(),
             protocol: self.conn.front.as_str(),
             method: self.method.as_str(),
             kind: self.kind.as_str(),

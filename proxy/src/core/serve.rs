@@ -74,12 +74,7 @@ async fn tunnel(
     }
     let dialed = services
         .dialer
-        .dial(
-            &ex.config.policy,
-            Protocol::Connect,
-            target,
-            ex.conn.client.ip(),
-        )
+        .dial(&ex.config.policy, Protocol::Connect, target, ex.asker())
         .await
         .map_err(dial_failure)?;
     ex.count(&services.metrics, "ok");
@@ -102,12 +97,7 @@ async fn udp_tunnel(
 ) -> Result<Reply, Failure> {
     let auth = services
         .dialer
-        .authorize(
-            &ex.config.policy,
-            Protocol::ConnectUdp,
-            target,
-            ex.conn.client.ip(),
-        )
+        .authorize(&ex.config.policy, Protocol::ConnectUdp, target, ex.asker())
         .await
         .map_err(dial_failure)?;
     let (socket, _peer) = services
@@ -134,12 +124,7 @@ async fn forward(
 ) -> Result<Reply, Failure> {
     let auth = services
         .dialer
-        .authorize(
-            &ex.config.policy,
-            Protocol::Http,
-            target,
-            ex.conn.client.ip(),
-        )
+        .authorize(&ex.config.policy, Protocol::Http, target, ex.asker())
         .await
         .map_err(dial_failure)?;
     let up = Arc::new(AtomicU64::new(0));
@@ -167,14 +152,9 @@ async fn reverse(
     head: RequestHead,
     body: Body,
 ) -> Result<Reply, Failure> {
-    let auth = reverse::authorize(
-        &services.dialer,
-        &ex.config.policy,
-        origin,
-        ex.conn.client.ip(),
-    )
-    .await
-    .map_err(dial_failure)?;
+    let auth = reverse::authorize(&services.dialer, &ex.config.policy, origin, ex.asker())
+        .await
+        .map_err(dial_failure)?;
     let up = Arc::new(AtomicU64::new(0));
     let req = request(head, metered(body, &up));
     let started = std::time::Instant::now();

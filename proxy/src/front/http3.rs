@@ -25,8 +25,10 @@ use crate::seccert::advertiser::{Advertise, Advertiser, Channel};
 use crate::seccert::coverage::Coverage;
 use crate::seccert::h3_shim::{H3Shim, H3ShimConfig, RequestStream, ServerConnection};
 use crate::seccert::{ClientHelloSlot, Exporter, HashAlg, ServerAuthenticator};
+use crate::tls::identity::client_identity;
 use crate::tunnel::udp::NoDatagrams;
 use crate::wire::h3_error::H3ErrorCode;
+use rustls::pki_types::CertificateDer;
 
 pub type H3Stream = RequestStream;
 
@@ -84,11 +86,21 @@ pub async fn serve_connection(
         Arc::clone(&services.metrics),
     );
     advertiser.start();
+    // Verified by the handshake (client_ca); who the certificate names.
+    let identity = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| {
+            chain
+                .first()
+                .and_then(|leaf| client_identity(leaf, &spec.identity_from))
+        });
     let info = Arc::new(ConnInfo {
         listener: Arc::clone(&spec.name),
         client,
         front: Front::Http3,
         tls: true,
+        identity,
         coverage,
         advertiser: Some(advertiser),
     });

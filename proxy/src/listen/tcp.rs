@@ -19,6 +19,7 @@ use crate::seccert::advertiser::{Advertise, Advertiser, Channel};
 use crate::seccert::coverage::Coverage;
 use crate::seccert::h2_shim::{self, H2ShimConfig};
 use crate::seccert::{CapturingResolver, Exporter, ServerAuthenticator};
+use crate::tls::identity::client_identity;
 
 /// A TLS handshake that takes longer than this is abandoned.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,7 +74,14 @@ async fn serve_connection(
     let coverage = Arc::new(Coverage::new(Arc::clone(&spec.handshake_covers)));
     let Some(tls) = &spec.tls else {
         let front = if spec.http1 { None } else { Some(Front::Http2) };
-        let info = conn_info(&spec, client, front.unwrap_or(Front::Http1), coverage, None);
+        let info = conn_info(
+            &spec,
+            client,
+            front.unwrap_or(Front::Http1),
+            coverage,
+            None,
+            None,
+        );
         return serve_http(stream, info, &spec, services, watcher, front, None).await;
     };
     let config = services.snapshot();
@@ -100,6 +108,11 @@ async fn serve_connection(
             }
         };
     let session = tls_stream.get_ref().1;
+    // Verified by the handshake (client_ca); who the certificate names.
+    let identity = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| client_identity(leaf, &spec.identity_from));
     let front = match session.alpn_protocol() {
         Some(b"h2") => Front::Http2,
         _ => Front::Http1,
@@ -108,7 +121,7 @@ async fn serve_connection(
     // TLS 1.3 do we offer the extension (spec §2).
     let tls13 = session.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
     if !(secondary && front == Front::Http2 && tls13) {
-        let info = conn_info(&spec, client, front, coverage, None);
+        let info = conn_info(&spec, client, front, coverage, None, identity);
         return serve_http(
             tls_stream,
             info,
@@ -143,7 +156,7 @@ async fn serve_connection(
     );
     advertiser.start();
     let metrics = Arc::clone(&services.metrics);
-    let info = conn_info(&spec, client, front, coverage, Some(advertiser));
+    let info = conn_info(&spec, client, front, coverage, Some(advertiser), identity);
     serve_http(io, info, &spec, services, watcher, Some(front), alt_svc).await;
     if let Some(v) = control.violation() {
         tracing::debug!(%client, violation = %v, "client broke the secondary-certificate rules");
@@ -160,12 +173,14 @@ fn conn_info(
     front: Front,
     coverage: Arc<Coverage>,
     advertiser: Option<Arc<Advertiser>>,
+    identity: Option<Arc<str>>,
 ) -> ConnInfo {
     ConnInfo {
         listener: Arc::clone(&spec.name),
         client,
         front,
         tls: spec.tls.is_some(),
+        identity,
         coverage,
         advertiser,
     }

@@ -10,6 +10,8 @@ use bauta_policy::Decision;
 pub struct Entry<'a> {
     pub listener: &'a str,
     pub client: SocketAddr,
+    /// Who is asking (verified); `None` is logged as `anonymous`.
+    pub identity: Option<&'a str>,
     pub protocol: &'a str,
     pub method: &'a str,
     pub kind: &'a str,
@@ -31,6 +33,7 @@ pub fn write(e: &Entry<'_>) {
         target: "bauta::access",
         listener = e.listener,
         client = %e.client,
+        identity = e.identity.unwrap_or("anonymous"),
         protocol = e.protocol,
         method = e.method,
         kind = e.kind,

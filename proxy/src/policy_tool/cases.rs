@@ -10,6 +10,7 @@
 //! target = "api.psp.example:443"
 //! protocol = "connect"           # default connect
 //! client = "10.1.2.3"            # optional: the client's source address
+//! identity = "spiffe://corp/payments/api"   # optional: the verified identity
 //! addrs = ["93.184.216.34"]      # optional: what the name resolves to
 //! expect = "allow"               # allow | deny | report
 //! rule = "payments"              # optional: the deciding rule ("default")
@@ -40,6 +41,7 @@ struct Case {
     #[serde(default = "default_protocol")]
     protocol: Protocol,
     client: Option<IpAddr>,
+    identity: Option<String>,
     #[serde(default)]
     addrs: Vec<IpAddr>,
     expect: Verdict,
@@ -112,9 +114,15 @@ fn decide(config: &Config, case: &Case) -> Result<Decision, String> {
     let target = Target::parse_authority(&case.target, None)
         .map_err(|e| format!("target {:?}: {e} (want host:port)", case.target))?;
     let policy = &config.policy;
-    if let Precheck::Deny(d) =
-        policy.precheck(case.protocol, &target.host, target.port, case.client)
-    {
+    let ask = Request {
+        protocol: case.protocol,
+        host: &target.host,
+        port: target.port,
+        addrs: &[],
+        client: case.client,
+        identity: case.identity.as_deref(),
+    };
+    if let Precheck::Deny(d) = policy.precheck(&ask) {
         return Ok(d);
     }
     let addrs = match &target.host {
@@ -122,10 +130,7 @@ fn decide(config: &Config, case: &Case) -> Result<Decision, String> {
         Host::Name(_) => case.addrs.clone(),
     };
     Ok(policy.evaluate(&Request {
-        protocol: case.protocol,
-        host: &target.host,
-        port: target.port,
         addrs: &addrs,
-        client: case.client,
+        ..ask
     }))
 }

@@ -22,6 +22,8 @@ pub struct Question {
     pub target: String,
     pub protocol: Protocol,
     pub client: Option<IpAddr>,
+    /// The client's verified identity (`None`: anonymous).
+    pub identity: Option<String>,
     /// Decide with these addresses instead of resolving the name.
     pub addrs: Vec<IpAddr>,
 }
@@ -32,6 +34,7 @@ pub struct Explanation {
     pub target: String,
     pub protocol: &'static str,
     pub client: Option<IpAddr>,
+    pub identity: Option<String>,
     /// `deny` when the policy refused before DNS, else `resolve`.
     pub precheck: &'static str,
     /// Where the addresses came from: `literal`, `given` or `dns`.
@@ -65,6 +68,9 @@ impl Explanation {
         if let Some(c) = self.client {
             println!("client:    {c}");
         }
+        if let Some(id) = &self.identity {
+            println!("identity:  {id}");
+        }
         println!("verdict:   {}", self.verdict);
         println!("rule:      {}", self.rule);
         println!("reason:    {}", self.reason);
@@ -96,6 +102,7 @@ pub async fn explain(config: &Config, q: &Question) -> Result<Explanation, Strin
         target: target.to_string(),
         protocol: q.protocol.as_str(),
         client: q.client,
+        identity: q.identity.clone(),
         precheck,
         addresses_from: from,
         addresses,
@@ -103,7 +110,15 @@ pub async fn explain(config: &Config, q: &Question) -> Result<Explanation, Strin
         rule: decision.rule_name().to_string(),
         reason: decision.reason.as_str(),
     };
-    if let Precheck::Deny(d) = policy.precheck(q.protocol, &target.host, target.port, q.client) {
+    let ask = Request {
+        protocol: q.protocol,
+        host: &target.host,
+        port: target.port,
+        addrs: &[],
+        client: q.client,
+        identity: q.identity.as_deref(),
+    };
+    if let Precheck::Deny(d) = policy.precheck(&ask) {
         return Ok(base(&d, "deny", "none", Vec::new()));
     }
     let (addrs, from) = match (&target.host, q.addrs.is_empty()) {
@@ -112,11 +127,8 @@ pub async fn explain(config: &Config, q: &Question) -> Result<Explanation, Strin
         (Host::Name(name), true) => (resolve(config, name).await?, "dns"),
     };
     let req = Request {
-        protocol: q.protocol,
-        host: &target.host,
-        port: target.port,
         addrs: &addrs,
-        client: q.client,
+        ..ask
     };
     let decision = policy.evaluate(&req);
     let addresses = policy

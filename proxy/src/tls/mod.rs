@@ -7,6 +7,8 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
+pub mod identity;
+
 /// The one crypto provider of the process (aws-lc-rs). Installed once at
 /// start so that no library falls back to a different default.
 pub fn install_crypto_provider() {
@@ -42,16 +44,46 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         })
 }
 
-/// A server config with the given ALPN list, TLS 1.2 and 1.3.
+/// Client certificates a listener asks for: verified against `roots`;
+/// without one the handshake fails when `required`, else the client is
+/// anonymous.
+#[derive(Clone, Debug)]
+pub struct ClientAuth {
+    pub roots: Arc<rustls::RootCertStore>,
+    pub required: bool,
+}
+
+fn client_verifier(
+    client: Option<&ClientAuth>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let Some(c) = client else {
+        return Ok(rustls::server::WebPkiClientVerifier::no_client_auth());
+    };
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::clone(&c.roots), provider);
+    let builder = if c.required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder
+        .build()
+        .map_err(|e| format!("client certificate verifier: {e}"))
+}
+
+/// A server config with the given ALPN list, TLS 1.2 and 1.3, and client
+/// certificates if `client` asks for them.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     alpn: Vec<Vec<u8>>,
+    client: Option<&ClientAuth>,
 ) -> Result<rustls::ServerConfig, String> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier(client, provider())?)
         .with_single_cert(chain, key)
         .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))?;
     cfg.alpn_protocols = alpn;
@@ -78,11 +110,13 @@ pub fn quic_provider() -> rustls::crypto::CryptoProvider {
 pub fn quic_server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    client: Option<&ClientAuth>,
 ) -> Result<rustls::ServerConfig, String> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(quic_provider()))
+    let provider = Arc::new(quic_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| format!("QUIC TLS setup: {e}"))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier(client, provider)?)
         .with_single_cert(chain, key)
         .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))?;
     cfg.alpn_protocols = vec![b"h3".to_vec()];
@@ -204,7 +238,7 @@ mod tests {
         let key = load_key(&k).expect("key");
         let fp = fingerprint(&chain[0]);
         assert_eq!(fp.len(), 32 * 3 - 1);
-        server_config(chain, key, vec![b"h2".to_vec()]).expect("config");
+        server_config(chain, key, vec![b"h2".to_vec()], None).expect("config");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -49,6 +49,14 @@ pub enum DialError {
     Io(io::Error),
 }
 
+/// Who asks: the client's source address and its verified identity (`None`:
+/// anonymous).
+#[derive(Clone, Copy, Debug)]
+pub struct Asker<'a> {
+    pub client: IpAddr,
+    pub identity: Option<&'a str>,
+}
+
 /// The addresses the policy allowed for one request, and the decision.
 #[derive(Debug)]
 pub struct Authorized {
@@ -123,9 +131,9 @@ impl Dialer {
         policy: &Policy,
         protocol: Protocol,
         target: &Target,
-        client: IpAddr,
+        who: Asker<'_>,
     ) -> Result<Dialed, DialError> {
-        let auth = self.authorize(policy, protocol, target, client).await?;
+        let auth = self.authorize(policy, protocol, target, who).await?;
         let (stream, peer) = self.connect(&auth, target.port).await?;
         Ok(Dialed {
             stream,
@@ -135,15 +143,22 @@ impl Dialer {
     }
 
     /// Policy before DNS, the lookup, then policy over every resolved address.
-    /// `client` is the source address of the client asking.
+    /// `who` is the client asking: its source address and verified identity.
     pub async fn authorize(
         &self,
         policy: &Policy,
         protocol: Protocol,
         target: &Target,
-        client: IpAddr,
+        who: Asker<'_>,
     ) -> Result<Authorized, DialError> {
-        let precheck = policy.precheck(protocol, &target.host, target.port, Some(client));
+        let precheck = policy.precheck(&Request {
+            protocol,
+            host: &target.host,
+            port: target.port,
+            addrs: &[],
+            client: Some(who.client),
+            identity: who.identity,
+        });
         if let Precheck::Deny(d) = precheck {
             self.count_decision(&d);
             return Err(DialError::Denied(d));
@@ -153,7 +168,7 @@ impl Dialer {
             Host::Name(name) => self.resolve(name).await?,
         };
         let decision = self
-            .decide_for(policy, protocol, &target.host, target.port, &addrs, client)?
+            .decide_for(policy, protocol, &target.host, target.port, &addrs, who)?
             .decision;
         Ok(Authorized { addrs, decision })
     }
@@ -222,14 +237,15 @@ impl Dialer {
         host: &Host,
         port: u16,
         addrs: &[IpAddr],
-        client: IpAddr,
+        who: Asker<'_>,
     ) -> Result<Authorized, DialError> {
         let decision = policy.evaluate(&Request {
             protocol,
             host,
             port,
             addrs,
-            client: Some(client),
+            client: Some(who.client),
+            identity: who.identity,
         });
         self.count_decision(&decision);
         match decision.verdict {

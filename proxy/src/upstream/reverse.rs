@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::error::UpstreamError;
 use crate::body::Body;
 use crate::config::origin::Origin;
-use crate::upstream::dial::{Authorized, DialError, Dialer};
+use crate::upstream::dial::{Asker, Authorized, DialError, Dialer};
 use crate::upstream::headers::{strip_hop_by_hop, via_value};
 use crate::upstream::pool::UpstreamPool;
 use crate::wire::target::Target;
@@ -79,21 +79,14 @@ pub async fn authorize(
     dialer: &Dialer,
     policy: &bauta_policy::Policy,
     origin: &Origin,
-    client: std::net::IpAddr,
+    who: Asker<'_>,
 ) -> Result<Authorized, DialError> {
     let host = Host::Name(origin.host.clone());
     let addrs = match &origin.upstream.host {
         Host::Ip(ip) => vec![*ip],
         Host::Name(n) => dialer.resolve(n).await?,
     };
-    dialer.decide_for(
-        policy,
-        Protocol::Reverse,
-        &host,
-        origin.port,
-        &addrs,
-        client,
-    )
+    dialer.decide_for(policy, Protocol::Reverse, &host, origin.port, &addrs, who)
 }
 
 /// Send one request to the origin's upstream and stream the answer back.

@@ -407,3 +407,112 @@ async fn curl_proxy_cert_is_the_identity() {
     })
     .await
 }
+
+/// A reverse-proxied origin with `identity_header`: the verified identity
+/// goes upstream in that header, and a copy forged by the client is removed
+/// first (an anonymous client's forgery is removed too).
+#[tokio::test]
+async fn reverse_proxied_origins_get_the_verified_identity_in_their_header() {
+    bounded(async {
+        use bauta_tests::seccert_env::{KeyKind, Pki};
+        let pki = Pki::new();
+        // The listener's own certificate covers origin.test: requests for it
+        // on this connection are reverse-proxied.
+        let own = pki.origin("origin.test", KeyKind::EcdsaP256, "own");
+        let clients = ClientPki::new("mtls-reverse");
+        let payments = clients.issue("payments", Some("spiffe://corp/payments/api"), "api");
+        let upstream = Origin::start().await;
+        let proxy = start_proxy(&format!(
+            r#"
+[[listener]]
+name = "mtls"
+listen = "127.0.0.1:0"
+protocols = ["http1"]
+tls_cert = '{cert}'
+tls_key = '{key}'
+client_ca = '{ca}'
+client_auth = "optional"
+
+[[origin]]
+host = "origin.test"
+cert = '{cert}'
+key = '{key}'
+upstream = "http://{up}"
+identity_header = "x-client-identity"
+
+[policy]
+default = "deny"
+
+[[policy.rule]]
+name = "upstreams"
+action = "allow"
+protocols = ["reverse"]
+cidrs = ["127.0.0.0/8"]
+"#,
+            cert = own.cert_pem.display(),
+            key = own.key_pem.display(),
+            ca = clients.ca_pem.display(),
+            up = upstream.addr,
+        ))
+        .await;
+        let addr = mtls_addr(&proxy);
+
+        let get = |cert: Option<&ClientCert>| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(pki.certs.ca_der.clone()).expect("CA");
+            let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+            let mut cfg = match cert {
+                Some(c) => builder
+                    .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+                    .expect("client cert"),
+                None => builder.with_no_client_auth(),
+            };
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            async move {
+                let tcp = TcpStream::connect(addr).await.expect("connect");
+                let name = ServerName::try_from("origin.test").expect("name");
+                let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                    .connect(name, tcp)
+                    .await
+                    .expect("TLS");
+                s.write_all(
+                    b"GET /who HTTP/1.1\r\nHost: origin.test\r\n\
+                      x-client-identity: spiffe://corp/admin/forged\r\n\
+                      Connection: close\r\n\r\n",
+                )
+                .await
+                .expect("request");
+                read_head(&mut s).await.expect("response").0.status
+            }
+        };
+
+        assert_eq!(get(Some(&payments)).await, 200, "identified client");
+        assert_eq!(get(None).await, 200, "anonymous client (optional)");
+        let seen = upstream.seen();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let values = |i: usize| -> Vec<String> {
+            seen[i]
+                .headers
+                .get_all("x-client-identity")
+                .iter()
+                .map(|v| v.to_str().expect("ascii").to_string())
+                .collect()
+        };
+        assert_eq!(
+            values(0),
+            ["spiffe://corp/payments/api"],
+            "the verified identity only"
+        );
+        assert!(
+            values(1).is_empty(),
+            "the forged copy is removed: {:?}",
+            values(1)
+        );
+    })
+    .await
+}

@@ -70,6 +70,8 @@ struct OriginSection {
     key: Spanned<String>,
     upstream: Spanned<String>,
     upstream_ca: Option<Spanned<String>>,
+    /// The header that carries the client's verified identity upstream.
+    identity_header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -894,7 +896,26 @@ fn compile_origins(
         let certified = rustls::sign::CertifiedKey::new(chain.clone(), Arc::clone(&key));
         let cert = crate::seccert::OriginCert::new(Arc::new(certified))
             .map_err(|e| src.err(o.cert.span(), "origin.cert", e.to_string()))?;
+        let identity_header = match &o.identity_header {
+            None => None,
+            Some(h) => Some(
+                http::HeaderName::from_bytes(h.get_ref().trim().as_bytes())
+                    .ok()
+                    .filter(|n| !is_reserved_header(n))
+                    .ok_or_else(|| {
+                        src.err(
+                            h.span(),
+                            "origin.identity_header",
+                            format!(
+                                "{:?} is not a header name this proxy may set (a valid name, not a hop-by-hop, Host, Forwarded or Via field)",
+                                h.get_ref()
+                            ),
+                        )
+                    })?,
+            ),
+        };
         out.push(Arc::new(Origin {
+            identity_header,
             authority: Target { host: name, port },
             host,
             port,
@@ -925,6 +946,25 @@ fn parse_socket_addr(
             ),
         )
     })
+}
+
+/// Fields the proxy manages itself and an identity header must not name.
+fn is_reserved_header(name: &http::HeaderName) -> bool {
+    use http::header;
+    [
+        header::HOST,
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::CONTENT_LENGTH,
+        header::UPGRADE,
+        header::TE,
+        header::TRAILER,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::FORWARDED,
+        header::VIA,
+    ]
+    .contains(name)
 }
 
 /// RFC 8941 §3.3.4 token syntax.
@@ -1085,5 +1125,46 @@ mod client_auth_tests {
         );
         assert!(e.message.contains("identities"), "{e}");
         assert_eq!(e.line, Some(6), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod identity_header_tests {
+    use super::*;
+
+    #[test]
+    fn identity_header_must_be_a_header_we_may_set() {
+        let dir = std::env::temp_dir().join(format!("bauta-idh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["origin.test".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        std::fs::write(dir.join("o.pem"), cert.pem()).expect("write cert");
+        std::fs::write(dir.join("o.key"), key.serialize_pem()).expect("write key");
+        let config = |header: &str| {
+            format!(
+                "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n\
+                 [[origin]]\nhost = \"origin.test\"\ncert = \"o.pem\"\nkey = \"o.key\"\n\
+                 upstream = \"http://127.0.0.1:9\"\nidentity_header = \"{header}\"\n"
+            )
+        };
+        for bad in ["Host", "via", "x bad", ""] {
+            match Config::parse(&config(bad), "test.toml", &dir) {
+                Ok(_) => panic!("{bad:?} accepted"),
+                Err(e) => {
+                    assert_eq!(e.key, "origin.identity_header", "{bad:?}: {e}");
+                    assert_eq!(e.line, Some(11), "{bad:?}: {e}");
+                }
+            }
+        }
+        let ok = Config::parse(&config("X-Client-Identity"), "test.toml", &dir).expect("valid");
+        let origin = ok.origins.list.first().expect("one origin");
+        assert_eq!(
+            origin.identity_header.as_ref().map(|h| h.as_str()),
+            Some("x-client-identity")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -26,6 +26,9 @@ pub struct Origin {
     /// The chain and key ready for authenticators (Certificate message cached).
     pub cert: Arc<crate::seccert::OriginCert>,
     pub upstream: Upstream,
+    /// When set, the client's verified identity goes upstream in this
+    /// header, and any copy the client sent is removed first.
+    pub identity_header: Option<http::HeaderName>,
 }
 
 impl fmt::Debug for Origin {

@@ -164,6 +164,7 @@ async fn reverse(
         &auth,
         origin,
         ex.conn.client,
+        ex.conn.identity.as_deref(),
         &ex.config.proxy_name,
         req,
     )

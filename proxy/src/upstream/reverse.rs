@@ -96,6 +96,7 @@ pub async fn send(
     auth: &Authorized,
     origin: &Origin,
     client: SocketAddr,
+    identity: Option<&str>,
     proxy_name: &str,
     req: Request<Body>,
 ) -> Result<Response<Body>, UpstreamError> {
@@ -107,6 +108,14 @@ pub async fn send(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
+    // Only the proxy speaks for the client's identity: drop every copy the
+    // client sent, then add the verified one (if any).
+    if let Some(name) = &origin.identity_header {
+        parts.headers.remove(name);
+        if let Some(v) = identity.and_then(|id| HeaderValue::from_str(id).ok()) {
+            parts.headers.insert(name.clone(), v);
+        }
+    }
     parts.headers.append(header::VIA, via.clone());
     // RFC 7239: who asked, over what, for which host.
     let forwarded = format!(

@@ -163,8 +163,7 @@ async fn reverse(
         &services.dialer,
         &auth,
         origin,
-        ex.conn.client,
-        ex.conn.identity.as_deref(),
+        ex.asker(),
         &ex.config.proxy_name,
         req,
     )

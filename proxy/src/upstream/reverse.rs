@@ -95,8 +95,7 @@ pub async fn send(
     dialer: &Dialer,
     auth: &Authorized,
     origin: &Origin,
-    client: SocketAddr,
-    identity: Option<&str>,
+    who: Asker<'_>,
     proxy_name: &str,
     req: Request<Body>,
 ) -> Result<Response<Body>, UpstreamError> {
@@ -112,7 +111,7 @@ pub async fn send(
     // client sent, then add the verified one (if any).
     if let Some(name) = &origin.identity_header {
         parts.headers.remove(name);
-        if let Some(v) = identity.and_then(|id| HeaderValue::from_str(id).ok()) {
+        if let Some(v) = who.identity.and_then(|id| HeaderValue::from_str(id).ok()) {
             parts.headers.insert(name.clone(), v);
         }
     }
@@ -120,7 +119,7 @@ pub async fn send(
     // RFC 7239: who asked, over what, for which host.
     let forwarded = format!(
         "for={};proto=https;host={}",
-        forwarded_node(client),
+        forwarded_node(who.client),
         quote_if_needed(&authority_of(origin))
     );
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
@@ -188,10 +187,10 @@ fn authority_of(origin: &Origin) -> String {
 }
 
 /// RFC 7239 §6: IPv6 nodes are quoted and bracketed.
-fn forwarded_node(addr: SocketAddr) -> String {
+fn forwarded_node(addr: std::net::IpAddr) -> String {
     match addr {
-        SocketAddr::V4(a) => a.ip().to_string(),
-        SocketAddr::V6(a) => format!("\"[{}]\"", a.ip()),
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => format!("\"[{a}]\""),
     }
 }
 
@@ -272,11 +271,11 @@ mod tests {
     #[test]
     fn forwarded_nodes() {
         assert_eq!(
-            forwarded_node("192.0.2.1:5000".parse().expect("addr")),
+            forwarded_node("192.0.2.1".parse().expect("addr")),
             "192.0.2.1"
         );
         assert_eq!(
-            forwarded_node("[2001:db8::1]:5000".parse().expect("addr")),
+            forwarded_node("2001:db8::1".parse().expect("addr")),
             "\"[2001:db8::1]\""
         );
         assert_eq!(quote_if_needed("api.example.com"), "api.example.com");

@@ -23,6 +23,7 @@ fn rule(i: usize) -> RuleConfig {
         cidrs: None,
         clients: None,
         identities: None,
+        groups: None,
     };
     match i % 4 {
         0 => {
@@ -61,6 +62,7 @@ fn policy(rules: usize) -> Policy {
     let cfg = PolicyConfig {
         default: Verdict::Deny,
         rules: (0..rules).map(rule).collect(),
+        groups: Default::default(),
     };
     Policy::compile(&cfg).expect("benchmark policy compiles")
 }
@@ -197,6 +199,7 @@ fn bench_size(c: &mut Criterion, rules: usize) {
         let cfg = PolicyConfig {
             default: Verdict::Deny,
             rules: (0..rules).map(rule).collect(),
+            groups: Default::default(),
         };
         b.iter(|| Policy::compile(black_box(&cfg)))
     });

@@ -51,6 +51,12 @@ pub enum CompileError {
         value: String,
         problem: CidrError,
     },
+    #[error("rule #{index} ({name:?}): groups: {group:?} is not defined in [groups]")]
+    UnknownGroup {
+        index: usize,
+        name: String,
+        group: String,
+    },
     #[error("rule #{index} ({name:?}): identities: {value:?}: must be non-empty, with '*' only as a trailing prefix wildcard")]
     Identity {
         index: usize,
@@ -77,7 +83,11 @@ impl Policy {
             .iter()
             .zip(1..)
             .map(|(rule, index)| {
-                let numbered = NumberedRule { index, rule };
+                let numbered = NumberedRule {
+                    index,
+                    rule,
+                    groups: &cfg.groups,
+                };
                 if rule.name.is_empty() {
                     return Err(CompileError::EmptyName { index });
                 }
@@ -105,6 +115,7 @@ impl Policy {
 struct NumberedRule<'a> {
     index: usize,
     rule: &'a RuleConfig,
+    groups: &'a std::collections::BTreeMap<String, Vec<String>>,
 }
 
 // === impl NumberedRule ===
@@ -180,23 +191,40 @@ impl NumberedRule<'_> {
                     .collect::<Result<_, _>>()?,
             )),
         };
-        let identities = match &rule.identities {
-            None => None,
-            Some(list) => {
-                let list = self.non_empty("identities", list)?;
-                if let Some(bad) = list
+        // `identities` and the patterns of the named `groups`: either may match.
+        let mut patterns: Vec<&str> = Vec::new();
+        if let Some(list) = &rule.identities {
+            patterns.extend(
+                self.non_empty("identities", list)?
                     .iter()
-                    .find(|p| p.is_empty() || p.trim_end_matches('*').contains('*'))
-                {
-                    return Err(CompileError::Identity {
+                    .map(String::as_str),
+            );
+        }
+        if let Some(names) = &rule.groups {
+            for group in self.non_empty("groups", names)? {
+                let members = self
+                    .groups
+                    .get(group)
+                    .ok_or_else(|| CompileError::UnknownGroup {
                         index: self.index,
                         name: rule.name.clone(),
-                        value: bad.clone(),
-                    });
-                }
-                Some(IdentityPatterns::new(list.iter().map(String::as_str)))
+                        group: group.clone(),
+                    })?;
+                patterns.extend(members.iter().map(String::as_str));
             }
-        };
+        }
+        if let Some(bad) = patterns
+            .iter()
+            .find(|p| p.is_empty() || p.trim_end_matches('*').contains('*'))
+        {
+            return Err(CompileError::Identity {
+                index: self.index,
+                name: rule.name.clone(),
+                value: (*bad).to_string(),
+            });
+        }
+        let identities = (rule.identities.is_some() || rule.groups.is_some())
+            .then(|| IdentityPatterns::new(patterns));
         Ok(Rule {
             name: Arc::from(rule.name.as_str()),
             action: rule.action,

@@ -13,6 +13,10 @@
 //! cidrs = ["127.0.0.0/8", "::1/128"]     # omit: no address condition, public only
 //! clients = ["10.0.0.0/8"]               # omit: any client source address
 //! identities = ["spiffe://corp/payments/*", "alice"]   # omit: anyone, anonymous too
+//! groups = ["payments"]                  # names of [groups] (below); either may match
+//!
+//! [groups]
+//! payments = ["spiffe://corp/payments/*", "alice"]
 //! ```
 //!
 //! `action` (and `default`) is `allow`, `deny`, or `report`: allowed, but logged
@@ -20,6 +24,7 @@
 //!
 //! [`Policy::compile`]: crate::Policy::compile
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +40,10 @@ pub struct PolicyConfig {
     pub default: Verdict,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
+    /// Named sets of identity patterns (`[groups] payments = ["spiffe://corp/payments/*", "alice"]`),
+    /// referenced by rules' `groups`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 /// One `[[rule]]` table. Each matcher that is given must match; an omitted matcher
@@ -64,6 +73,10 @@ pub struct RuleConfig {
     /// (`"spiffe://corp/payments/*"`). An anonymous client matches none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identities: Option<Vec<String>>,
+    /// Names of `[groups]`: the identity must match one of their patterns
+    /// (together with `identities`, either may match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
 }
 
 /// A port (`443`) or an inclusive range (`"8000-9000"`; `"443"` also accepted).
@@ -87,6 +100,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             default: default_verdict(),
             rules: Vec::new(),
+            groups: Default::default(),
         }
     }
 }
@@ -142,7 +156,9 @@ mod tests {
                     cidrs: Some(vec!["127.0.0.0/8".into(), "::1/128".into()]),
                     clients: None,
                     identities: None,
+                    groups: None,
                 }],
+                groups: Default::default(),
             }
         );
     }
@@ -269,6 +285,7 @@ mod tests {
                     cidrs: Some(vec!["10.0.0.0/8".into()]),
                     clients: None,
                     identities: None,
+                    groups: None,
                 },
                 RuleConfig {
                     name: "b".into(),
@@ -279,8 +296,10 @@ mod tests {
                     cidrs: None,
                     clients: None,
                     identities: None,
+                    groups: None,
                 },
             ],
+            groups: [("ops".to_string(), vec!["bob".to_string()])].into(),
         };
         let text = toml::to_string(&cfg).expect("serialises");
         let back: PolicyConfig = toml::from_str(&text).expect("parses back");

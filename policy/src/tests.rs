@@ -729,6 +729,7 @@ fn arb_rule_config(i: usize) -> impl Strategy<Value = RuleConfig> {
                 cidrs,
                 clients,
                 identities,
+                groups: None,
             },
         )
 }
@@ -745,7 +746,11 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
         }),
     )
         .prop_map(|(default, rules)| {
-            let cfg = PolicyConfig { default, rules };
+            let cfg = PolicyConfig {
+                default,
+                rules,
+                groups: Default::default(),
+            };
             Policy::compile(&cfg).expect("generated policy compiles")
         })
 }
@@ -961,5 +966,63 @@ fn identities_match_exactly_or_by_prefix_and_never_anonymous() {
         decide(None),
         "default",
         "anonymous matches no identities rule"
+    );
+}
+
+#[test]
+fn groups_name_sets_of_identities() {
+    let policy = policy(
+        r#"
+        default = "deny"
+
+        [groups]
+        payments = ["spiffe://corp/payments/*", "alice"]
+        ops = ["bob"]
+
+        [[rule]]
+        name = "psp"
+        action = "allow"
+        groups = ["payments"]
+        identities = ["carol"]
+    "#,
+    );
+    let public = addrs(&["93.184.216.34"]);
+    let h = host("psp.example");
+    let rule = |identity: Option<&str>| {
+        policy
+            .evaluate(&Request {
+                protocol: Protocol::Connect,
+                host: &h,
+                port: 443,
+                addrs: &public,
+                client: None,
+                identity,
+            })
+            .rule_name()
+            .to_string()
+    };
+    assert_eq!(
+        rule(Some("spiffe://corp/payments/api")),
+        "psp",
+        "group prefix"
+    );
+    assert_eq!(rule(Some("alice")), "psp", "group member");
+    assert_eq!(rule(Some("carol")), "psp", "identities beside groups");
+    assert_eq!(rule(Some("bob")), "default", "another group");
+    assert_eq!(rule(None), "default", "anonymous");
+
+    let cfg: PolicyConfig = toml::from_str(
+        r#"
+        [[rule]]
+        name = "r"
+        action = "allow"
+        groups = ["nobody"]
+    "#,
+    )
+    .expect("parses");
+    let err = Policy::compile(&cfg).expect_err("unknown group");
+    assert_eq!(
+        err.to_string(),
+        "rule #1 (\"r\"): groups: \"nobody\" is not defined in [groups]"
     );
 }

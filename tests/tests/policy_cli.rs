@@ -265,3 +265,70 @@ rule = "lab"
     let (code, _, err) = bauta(&["policy", "test", broken.to_str().expect("utf-8")]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// `[groups]` in a separate policy file and inline (`[policy.groups]`), as
+/// `bauta policy explain` sees them with `--identity`.
+#[test]
+fn groups_decide_by_identity() {
+    let dir = TempDir::new("policy-groups");
+    dir.write(
+        "policy.toml",
+        r#"
+default = "deny"
+
+[groups]
+payments = ["spiffe://corp/payments/*", "alice"]
+
+[[rule]]
+name = "psp"
+action = "allow"
+groups = ["payments"]
+hosts = ["psp.example"]
+"#,
+    );
+    let from_file = dir.write(
+        "file.toml",
+        "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n[policy]\nfile = \"policy.toml\"\n",
+    );
+    let inline = dir.write(
+        "inline.toml",
+        "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n\
+         [policy]\ndefault = \"deny\"\n\n[policy.groups]\npayments = [\"spiffe://corp/payments/*\"]\n\n\
+         [[policy.rule]]\nname = \"psp\"\naction = \"allow\"\ngroups = [\"payments\"]\nhosts = [\"psp.example\"]\n",
+    );
+    for config in [&from_file, &inline] {
+        let config = config.to_str().expect("utf-8");
+        let ask = |identity: Option<&str>| {
+            let mut extra = vec!["--target", "psp.example:443", "--addr", "93.184.216.34"];
+            if let Some(id) = identity {
+                extra.extend(["--identity", id]);
+            }
+            let (code, v) = explain_json(config, &extra);
+            (code, v["rule"].as_str().unwrap_or_default().to_string())
+        };
+        assert_eq!(
+            ask(Some("spiffe://corp/payments/api")),
+            (0, "psp".into()),
+            "{config}"
+        );
+        assert_eq!(
+            ask(Some("spiffe://corp/web")),
+            (1, "default".into()),
+            "{config}"
+        );
+        assert_eq!(ask(None), (1, "default".into()), "{config}: anonymous");
+    }
+    let (code, _, err) = bauta(&[
+        "check",
+        "--config",
+        dir.write(
+            "bad.toml",
+            "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n\
+             [[policy.rule]]\nname = \"r\"\naction = \"allow\"\ngroups = [\"nobody\"]\n",
+        )
+        .to_str()
+        .expect("utf-8"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("groups: \"nobody\" is not defined"), "{err}");
+}

@@ -125,6 +125,8 @@ struct PolicySection {
     default: Option<Spanned<Verdict>>,
     #[serde(default, rename = "rule")]
     rules: Vec<Spanned<RuleConfig>>,
+    #[serde(default)]
+    groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The content of a separate policy file (`[policy] file = "…"`).
@@ -134,6 +136,8 @@ struct PolicyFile {
     default: Option<Spanned<Verdict>>,
     #[serde(default, rename = "rule")]
     rules: Vec<Spanned<RuleConfig>>,
+    #[serde(default)]
+    groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -632,11 +636,11 @@ fn compile_client_auth(
 
 fn compile_policy(p: &PolicySection, src: &Source<'_>, base: &Path) -> Result<Policy, ConfigError> {
     if let Some(file) = &p.file {
-        if p.default.is_some() || !p.rules.is_empty() {
+        if p.default.is_some() || !p.rules.is_empty() || !p.groups.is_empty() {
             return Err(src.err(
                 file.span(),
                 "policy.file",
-                "give either `file` or inline `default`/`[[policy.rule]]`, not both",
+                "give either `file` or inline `default`/`[[policy.rule]]`/`[policy.groups]`, not both",
             ));
         }
         let path = base.join(file.get_ref());
@@ -652,20 +656,22 @@ fn compile_policy(p: &PolicySection, src: &Source<'_>, base: &Path) -> Result<Po
             text: &text,
         };
         let pf: PolicyFile = toml::from_str(&text).map_err(|e| psrc.toml_err(e))?;
-        return build_policy(pf.default.as_ref(), &pf.rules, &psrc, "");
+        return build_policy(pf.default.as_ref(), &pf.rules, &pf.groups, &psrc, "");
     }
-    build_policy(p.default.as_ref(), &p.rules, src, "policy.")
+    build_policy(p.default.as_ref(), &p.rules, &p.groups, src, "policy.")
 }
 
 fn build_policy(
     default: Option<&Spanned<Verdict>>,
     rules: &[Spanned<RuleConfig>],
+    groups: &std::collections::BTreeMap<String, Vec<String>>,
     src: &Source<'_>,
     prefix: &str,
 ) -> Result<Policy, ConfigError> {
     let cfg = PolicyConfig {
         default: default.map(|d| *d.get_ref()).unwrap_or(Verdict::Deny),
         rules: rules.iter().map(|r| r.get_ref().clone()).collect(),
+        groups: groups.clone(),
     };
     Policy::compile(&cfg).map_err(|e| {
         // Point at the offending rule when the error names one.
@@ -699,7 +705,8 @@ fn rule_index(e: &CompileError) -> Option<usize> {
         | E::Port { index, .. }
         | E::Cidr { index, .. }
         | E::Clients { index, .. }
-        | E::Identity { index, .. } => Some(*index),
+        | E::Identity { index, .. }
+        | E::UnknownGroup { index, .. } => Some(*index),
     }
 }
 

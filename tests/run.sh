@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (curl, the independent HTTP client), then runs format, lint and every test.
+# (curl, the independent HTTP client; iproute2 for a test's network
+# namespace), then runs format, lint and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# `ip netns`: a test runs the proxy in a network namespace with only lo.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then

@@ -10,7 +10,7 @@ use bauta_policy::Decision;
 use http::Method;
 
 use crate::config::Config;
-use crate::core::respond::ProxyError;
+use crate::core::respond::{Answer, ProxyError};
 use crate::ops::access_log::{self, Entry};
 use crate::ops::metrics::Metrics;
 use crate::seccert::advertiser::Advertiser;
@@ -181,11 +181,11 @@ impl Exchange {
         });
     }
 
-    /// Count and log a failed exchange.
-    pub fn fail(&self, metrics: &Metrics, failure: &Failure, status: u16) {
-        let answer = failure.0.answer();
+    /// Count and log a failed exchange, answered with `answer`.
+    pub fn fail(&self, metrics: &Metrics, answer: &Answer, decision: Option<&Decision>) {
+        let status = answer.status.as_u16();
         self.count(metrics, answer.outcome);
-        self.log(failure.1.as_ref(), status, answer.outcome, 0, 0);
+        self.log(decision, status, answer.outcome, 0, 0);
         macro_rules! refused {
             ($level:expr) => {
                 tracing::event!(

@@ -241,17 +241,25 @@ impl ProxyError {
 
     /// The response head and body text, for fronts that send them separately.
     pub fn head_and_body(&self, proxy_name: &str) -> (Response<()>, Bytes) {
-        let ans = self.answer();
-        let mut value = format!("{proxy_name}; error={}", ans.error);
-        if let Some(p) = &ans.params {
+        self.answer().head_and_body(proxy_name)
+    }
+}
+
+// === impl Answer ===
+
+impl Answer {
+    /// The response head (status, `Proxy-Status`) and body text.
+    pub fn head_and_body(&self, proxy_name: &str) -> (Response<()>, Bytes) {
+        let mut value = format!("{proxy_name}; error={}", self.error);
+        if let Some(p) = &self.params {
             value.push_str("; ");
             value.push_str(p);
         }
         value.push_str("; details=");
-        value.push_str(&sf_string(&ans.details));
-        let text = Bytes::from(format!("{}\n", ans.details));
+        value.push_str(&sf_string(&self.details));
+        let text = Bytes::from(format!("{}\n", self.details));
         let mut resp = Response::new(());
-        *resp.status_mut() = ans.status;
+        *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,

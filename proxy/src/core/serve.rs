@@ -51,9 +51,10 @@ pub async fn serve(
 
 /// Count and log a refused exchange, and build the answer `respond` gives.
 fn refuse(services: &Services, ex: &Exchange, failure: Failure) -> Reply {
+    // One answer for the response, the count, the log line and the reset.
     let answer = failure.0.answer();
-    let (head, text) = failure.0.head_and_body(&ex.config.proxy_name);
-    ex.fail(&services.metrics, &failure, head.status().as_u16());
+    let (head, text) = answer.head_and_body(&ex.config.proxy_name);
+    ex.fail(&services.metrics, &answer, failure.1.as_ref());
     Reply::Refusal {
         head,
         text,

@@ -63,6 +63,8 @@ impl fmt::Debug for Upstream {
 pub struct Origins {
     pub list: Vec<Arc<Origin>>,
     by_authority: HashMap<Target, usize>,
+    /// Built once per configuration, shared by every connection's advertiser.
+    provable: Provable,
 }
 
 impl Origins {
@@ -72,7 +74,15 @@ impl Origins {
             .enumerate()
             .map(|(i, o)| (o.authority.clone(), i))
             .collect();
-        Origins { list, by_authority }
+        let provable = list
+            .iter()
+            .map(|o| (o.authority.clone(), Arc::clone(&o.cert)))
+            .collect();
+        Origins {
+            list,
+            by_authority,
+            provable,
+        }
     }
 
     /// The origin for an authority (`Target` hosts are already lower-case,
@@ -84,10 +94,7 @@ impl Origins {
 
     /// What the secondary-certificate advertiser may prove, in configuration order.
     pub fn provable(&self) -> Provable {
-        self.list
-            .iter()
-            .map(|o| (o.authority.clone(), Arc::clone(&o.cert)))
-            .collect()
+        Arc::clone(&self.provable)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -117,6 +117,29 @@ pub enum Reason {
     AddressProhibited(AddrClass),
 }
 
+/// The addresses a decision is about: the resolved ones, or the host itself
+/// when it is an IP literal and nothing was resolved. Never allocates.
+enum DecisionAddrs<'a> {
+    Resolved(&'a [IpAddr]),
+    Literal([IpAddr; 1]),
+}
+
+impl<'a> DecisionAddrs<'a> {
+    fn of(req: &Request<'a>) -> DecisionAddrs<'a> {
+        match (req.addrs, req.host) {
+            ([], Host::Ip(ip)) => DecisionAddrs::Literal([*ip]),
+            (addrs, _) => DecisionAddrs::Resolved(addrs),
+        }
+    }
+
+    fn as_slice(&self) -> &[IpAddr] {
+        match self {
+            DecisionAddrs::Resolved(addrs) => addrs,
+            DecisionAddrs::Literal(one) => one,
+        }
+    }
+}
+
 /// One address of a decision, explained (for `bauta policy explain`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddressNote {
@@ -126,6 +149,21 @@ pub struct AddressNote {
     pub named: bool,
     /// The SSRF guard refuses it: not public, and not named.
     pub prohibited: bool,
+}
+
+impl AddressNote {
+    /// The SSRF guard's rule for one address: a non-public address passes
+    /// only when the deciding rule's `cidrs` names it.
+    fn of(addr: IpAddr, cidrs: Option<&cidr::CidrSet>) -> AddressNote {
+        let class = classify(addr);
+        let named = cidrs.is_some_and(|c| c.contains(addr));
+        AddressNote {
+            addr,
+            class,
+            named,
+            prohibited: class != AddrClass::Public && !named,
+        }
+    }
 }
 
 /// The answer of [`Policy::precheck`], before DNS.
@@ -336,14 +374,8 @@ impl Policy {
     /// wildcard suffix, any), with the same answer as walking them in order
     /// ([`Policy::evaluate_linear`]). Does not allocate.
     pub fn evaluate(&self, req: &Request<'_>) -> Decision {
-        let literal: [IpAddr; 1];
-        let addrs = match (req.addrs, req.host) {
-            ([], Host::Ip(ip)) => {
-                literal = [*ip];
-                &literal[..]
-            }
-            (addrs, _) => addrs,
-        };
+        let addrs = DecisionAddrs::of(req);
+        let addrs = addrs.as_slice();
         // 1. Rule match: the first rule in config order, found through the index.
         let matched = self
             .index
@@ -362,14 +394,8 @@ impl Policy {
     /// index is tested against and benchmarked beside. Same answers, slower.
     #[doc(hidden)]
     pub fn evaluate_linear(&self, req: &Request<'_>) -> Decision {
-        let literal: [IpAddr; 1];
-        let addrs = match (req.addrs, req.host) {
-            ([], Host::Ip(ip)) => {
-                literal = [*ip];
-                &literal[..]
-            }
-            (addrs, _) => addrs,
-        };
+        let addrs = DecisionAddrs::of(req);
+        let addrs = addrs.as_slice();
         let probe = HostProbe::new(req.host);
         let matched = self.rules.iter().find(|rule| {
             rule.matches_target(req.protocol, &probe, req.port)
@@ -392,11 +418,11 @@ impl Policy {
 
         // 2. Address check.
         if verdict.allows() {
-            let prohibited = addrs.iter().find_map(|&addr| {
-                let class = classify(addr);
-                let named = named.is_some_and(|cidrs| cidrs.contains(addr));
-                (class != AddrClass::Public && !named).then_some(class)
-            });
+            let prohibited = addrs
+                .iter()
+                .map(|&addr| AddressNote::of(addr, named))
+                .find(|note| note.prohibited)
+                .map(|note| note.class);
             if let Some(class) = prohibited {
                 return Decision {
                     verdict: Verdict::Deny,
@@ -430,26 +456,11 @@ impl Policy {
             .as_deref()
             .and_then(|name| self.rules.iter().find(|r| &*r.name == name))
             .and_then(|r| r.cidrs.as_ref());
-        let literal: [IpAddr; 1];
-        let addrs = match (req.addrs, req.host) {
-            ([], Host::Ip(ip)) => {
-                literal = [*ip];
-                &literal[..]
-            }
-            (addrs, _) => addrs,
-        };
+        let addrs = DecisionAddrs::of(req);
+        let addrs = addrs.as_slice();
         addrs
             .iter()
-            .map(|&addr| {
-                let class = classify(addr);
-                let named = cidrs.is_some_and(|c| c.contains(addr));
-                AddressNote {
-                    addr,
-                    class,
-                    named,
-                    prohibited: class != AddrClass::Public && !named,
-                }
-            })
+            .map(|&addr| AddressNote::of(addr, cidrs))
             .collect()
     }
 

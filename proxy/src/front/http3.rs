@@ -5,7 +5,6 @@
 //! stream (TCP) and QUIC datagrams or capsules (UDP, RFC 9298, RFC 9220).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -21,6 +20,7 @@ use crate::core::serve::serve;
 use crate::front::h3_body::{self, H3RequestBody, RecvHalf, SendHalf};
 use crate::front::h3_datagrams::QuicDatagrams;
 use crate::front::h3_io::H3Io;
+use crate::front::REFUSAL_LINGER;
 use crate::seccert::advertiser::{Advertise, Advertiser, Channel};
 use crate::seccert::coverage::Coverage;
 use crate::seccert::h3_shim::{H3Shim, H3ShimConfig, RequestStream, ServerConnection};
@@ -34,9 +34,6 @@ pub type H3Stream = RequestStream;
 
 /// Largest HTTP/3 request header section we accept.
 const MAX_FIELD_SECTION: u64 = 64 * 1024;
-/// Before resetting a refused stream, give the refusal's HEADERS and DATA
-/// this long to leave: RESET_STREAM discards whatever is still unsent.
-const REFUSAL_LINGER: Duration = Duration::from_millis(25);
 
 /// What a request handler needs of its QUIC connection.
 #[derive(Clone)]

@@ -24,13 +24,12 @@ use crate::core::exchange::{ConnInfo, Front};
 use crate::core::reply::Reply;
 use crate::core::request::RequestHead;
 use crate::core::serve::serve;
+use crate::front::REFUSAL_LINGER;
 use crate::tunnel::udp::NoDatagrams;
 use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
 
 /// Slowloris guard: the request header section must arrive within this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Before resetting a refused stream, give the refusal this long to leave.
-const REFUSAL_LINGER: Duration = Duration::from_millis(25);
 /// Concurrent HTTP/2 streams per connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 

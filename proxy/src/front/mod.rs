@@ -8,6 +8,13 @@
 //!   `AsyncRead + AsyncWrite`), [`h3_body`] (bodies) and [`h3_datagrams`]
 //!   (QUIC datagrams as a `DatagramChannel`).
 
+use std::time::Duration;
+
+/// Before a refused stream is reset (HTTP/2 RST_STREAM, HTTP/3
+/// RESET_STREAM), its 400 and Proxy-Status get this long to leave: both
+/// protocols' stacks discard what is still queued when the reset goes out.
+pub(crate) const REFUSAL_LINGER: Duration = Duration::from_millis(25);
+
 pub mod h3_body;
 pub mod h3_datagrams;
 pub mod h3_io;

@@ -23,7 +23,6 @@ use bauta_policy::{Decision, Host, Precheck, Protocol, Request, Verdict};
 use serde::Deserialize;
 
 use crate::config::Config;
-use crate::wire::target::Target;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,8 +110,7 @@ pub fn run(file: &Path) -> Result<Outcome, String> {
 }
 
 fn decide(config: &Config, case: &Case) -> Result<Decision, String> {
-    let target = Target::parse_authority(&case.target, None)
-        .map_err(|e| format!("target {:?}: {e} (want host:port)", case.target))?;
+    let target = super::parse_target(&case.target)?;
     let policy = &config.policy;
     let ask = Request {
         protocol: case.protocol,

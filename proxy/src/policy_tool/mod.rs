@@ -95,8 +95,7 @@ impl Explanation {
 /// Decide `q` under the policy of `config` as the proxy would, resolving the
 /// name with the configuration's DNS servers unless addresses are given.
 pub async fn explain(config: &Config, q: &Question) -> Result<Explanation, String> {
-    let target = Target::parse_authority(&q.target, None)
-        .map_err(|e| format!("target {:?}: {e} (want host:port)", q.target))?;
+    let target = parse_target(&q.target)?;
     let policy = &config.policy;
     let base = |decision: &Decision, precheck, from, addresses| Explanation {
         target: target.to_string(),
@@ -156,6 +155,11 @@ async fn resolve(config: &Config, name: &str) -> Result<Vec<IpAddr>, String> {
         .resolve(name)
         .await
         .map_err(|e| format!("DNS lookup of {name} failed: {e:?}"))
+}
+
+/// A target as the proxy parses a CONNECT's: `host:port`.
+fn parse_target(s: &str) -> Result<Target, String> {
+    Target::parse_authority(s, None).map_err(|e| format!("target {s:?}: {e} (want host:port)"))
 }
 
 /// A `--protocol` value.

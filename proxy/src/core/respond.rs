@@ -7,7 +7,6 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::body::{self, Body};
 use crate::upstream::dial::DialError;
 use crate::upstream::UpstreamError;
 use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
@@ -232,13 +231,6 @@ impl ProxyError {
         }
     }
 
-    /// The complete error response.
-    pub fn response(&self, proxy_name: &str) -> Response<Body> {
-        let (head, text) = self.head_and_body(proxy_name);
-        let (parts, ()) = head.into_parts();
-        Response::from_parts(parts, body::full(text))
-    }
-
     /// The response head and body text, for fronts that send them separately.
     pub fn head_and_body(&self, proxy_name: &str) -> (Response<()>, Bytes) {
         self.answer().head_and_body(proxy_name)
@@ -374,7 +366,7 @@ mod tests {
             assert_eq!(ans.h2_reset, h2, "{err:?}");
             assert_eq!(ans.h3_reset, h3, "{err:?}");
             assert_eq!(ans.level, level, "{err:?}");
-            let resp = err.response("bauta");
+            let (resp, _) = err.head_and_body("bauta");
             let ps = resp.headers()["proxy-status"].to_str().expect("ascii");
             assert!(ps.starts_with(&format!("bauta; error={token}")), "{ps}");
         }
@@ -395,7 +387,8 @@ mod tests {
         let resp = ProxyError::Dial(DialError::Dns {
             rcode: Some("NXDOMAIN".into()),
         })
-        .response("bauta");
+        .head_and_body("bauta")
+        .0;
         let ps = resp.headers()["proxy-status"].to_str().expect("ascii");
         assert!(ps.contains("; rcode=\"NXDOMAIN\""), "{ps}");
     }

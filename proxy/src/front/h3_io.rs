@@ -9,7 +9,6 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
 
-use crate::seccert::h3_shim::RequestStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::wire::h3_error::H3ErrorCode;
@@ -39,11 +38,6 @@ enum SendState {
 // === impl H3Io ===
 
 impl H3Io {
-    pub fn new(stream: RequestStream) -> H3Io {
-        let (send, recv) = stream.split();
-        H3Io::from_halves(send, recv)
-    }
-
     pub fn from_halves(send: SendHalf, recv: RecvHalf) -> H3Io {
         H3Io {
             recv,

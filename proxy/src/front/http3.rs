@@ -11,7 +11,7 @@ use http::{Method, Request, Response};
 use tokio::sync::watch;
 
 use crate::body::{self};
-use crate::config::ListenerSpec;
+use crate::config::{Config, ListenerSpec};
 use crate::core::context::Services;
 use crate::core::exchange::{ConnInfo, Front};
 use crate::core::reply::{Reply, TunnelEnd};
@@ -49,10 +49,10 @@ pub async fn serve_connection(
     conn: quinn::Connection,
     hello: ClientHelloSlot,
     spec: ListenerSpec,
+    config: Arc<Config>,
     services: Arc<Services>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let config = services.snapshot();
     let client = conn.remote_address();
     services
         .metrics

@@ -68,8 +68,10 @@ pub async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
-        // The listener as the configuration in force has it now.
-        let Some(spec) = services.snapshot().listener(&name).cloned() else {
+        // The connection's snapshot, taken once: its listener (certificates
+        // reload on SIGHUP) and everything else it is served under.
+        let config = services.snapshot();
+        let Some(spec) = config.listener(&name).cloned() else {
             incoming.refuse();
             continue;
         };
@@ -94,7 +96,7 @@ pub async fn accept_loop(
                     return;
                 }
             };
-            http3::serve_connection(conn, hello, spec, services, shutdown).await;
+            http3::serve_connection(conn, hello, spec, config, services, shutdown).await;
         });
     }
     // Refuse new connections; open ones got GOAWAY from their front and

@@ -10,7 +10,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::config::ListenerSpec;
+use crate::config::{Config, ListenerSpec};
 use crate::core::context::Services;
 use crate::core::exchange::{ConnInfo, Front};
 use crate::front::hyper_front;
@@ -48,9 +48,10 @@ pub async fn accept_loop(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        // The listener as the current configuration has it (certificates
-        // reload on SIGHUP; the socket stays).
-        let spec = match services.snapshot().listener(&spec.name) {
+        // The connection's snapshot, taken once: its listener (certificates
+        // reload on SIGHUP; the socket stays) and everything else.
+        let config = services.snapshot();
+        let spec = match config.listener(&spec.name) {
             Some(current) => Arc::new(current.clone()),
             None => Arc::clone(&spec),
         };
@@ -58,7 +59,7 @@ pub async fn accept_loop(
         let watcher = graceful.watcher();
         let alt_svc = alt_svc.clone();
         tokio::spawn(async move {
-            serve_connection(stream, client, spec, services, watcher, alt_svc).await;
+            serve_connection(stream, client, spec, config, services, watcher, alt_svc).await;
         });
     }
 }
@@ -67,6 +68,7 @@ async fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
     spec: Arc<ListenerSpec>,
+    config: Arc<Config>,
     services: Arc<Services>,
     watcher: Watcher,
     alt_svc: Option<http::HeaderValue>,
@@ -84,7 +86,6 @@ async fn serve_connection(
         );
         return serve_http(stream, info, &spec, services, watcher, front, None).await;
     };
-    let config = services.snapshot();
     // Secondary certificates need the ClientHello's signature schemes.
     let secondary =
         spec.h2 && config.secondary.advertise != Advertise::Off && !config.origins.is_empty();

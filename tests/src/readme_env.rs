@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use rustls_pki_types::ServerName;
 
 use crate::masque::python;
-use crate::seccert_env::{KeyKind, OriginCert, Pki};
+use crate::seccert_env::{peer_json, KeyKind, OriginCert, Pki};
 use crate::{bauta_bin, h2_client, tls_client_config, Certs, H2Sender, TempDir};
 
 // === network namespaces ===
@@ -359,25 +359,7 @@ pub async fn run_readme_h2(mode: &str, port: u16, ca: &Path, args: &[String]) ->
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let what = format!("readme_h2_client.py {mode} {args:?}");
-    let out = match tokio::time::timeout(Duration::from_secs(20), cmd.output()).await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => panic!("{what}: cannot run {}: {e}", python().display()),
-        Err(_) => panic!("{what}: did not finish within 20 s"),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{what}: exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
-        out.status
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or_else(|| panic!("{what}: no JSON\nstdout: {stdout}\nstderr: {stderr}"));
-    eprintln!("{what}:\n{line}");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: bad JSON {line:?}: {e}"))
+    peer_json(&what, cmd.output()).await
 }
 
 // === a TLS listener whose own certificate covers an origin ===

@@ -380,7 +380,16 @@ pub async fn run_peer(peer: Peer, args: &[String]) -> Value {
         .stdin(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{what}: cannot start {}: {e}", python().display()));
-    let out = match tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await {
+    peer_json(&what, child.wait_with_output()).await
+}
+
+/// Wait (20 s bound) for a peer script's output; its last JSON line. Fails
+/// the test (with its stderr) if it exits non-zero or prints no JSON.
+pub async fn peer_json(
+    what: &str,
+    output: impl std::future::Future<Output = std::io::Result<std::process::Output>>,
+) -> Value {
+    let out = match tokio::time::timeout(Duration::from_secs(20), output).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => panic!("{what}: {e}"),
         Err(_) => panic!("{what}: did not finish within 20 s"),

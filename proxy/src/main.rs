@@ -137,15 +137,9 @@ fn policy(command: PolicyCommand) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::from(2);
-                }
+            let runtime = match runtime(false) {
+                Some(r) => r,
+                None => return ExitCode::from(2),
             };
             let question = bauta::policy_tool::Question {
                 target,
@@ -157,12 +151,8 @@ fn policy(command: PolicyCommand) -> ExitCode {
             match runtime.block_on(bauta::policy_tool::explain(&config, &question)) {
                 Ok(e) => {
                     if json {
-                        match serde_json::to_string_pretty(&e) {
-                            Ok(s) => println!("{s}"),
-                            Err(err) => {
-                                eprintln!("error: {err}");
-                                return ExitCode::from(2);
-                            }
+                        if !print_json(&e) {
+                            return ExitCode::from(2);
                         }
                     } else {
                         e.print_text();
@@ -217,25 +207,15 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn probe(opts: bauta::probe::ProbeOptions, json: bool) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let runtime = match runtime(false) {
+        Some(r) => r,
+        None => return ExitCode::FAILURE,
     };
     match runtime.block_on(bauta::probe::run(&opts)) {
         Ok(report) => {
             if json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::FAILURE;
-                    }
+                if !print_json(&report) {
+                    return ExitCode::FAILURE;
                 }
             } else {
                 report.print_text();
@@ -266,15 +246,9 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let runtime = match runtime(true) {
+        Some(r) => r,
+        None => return ExitCode::FAILURE,
     };
     runtime.block_on(async move {
         let running = match bauta::start(config).await {
@@ -316,4 +290,34 @@ fn embedded_default() -> Result<Config, bauta::config::ConfigError> {
         cert.display()
     );
     default_config::build(&cert, &key)
+}
+
+/// The tokio runtime for a command; `None` (after saying why) if it cannot start.
+fn runtime(multi_thread: bool) -> Option<tokio::runtime::Runtime> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    match builder.enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Print `value` as pretty JSON on stdout; false (after saying why) if it cannot be.
+fn print_json(value: &impl serde::Serialize) -> bool {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => {
+            println!("{s}");
+            true
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
+        }
+    }
 }

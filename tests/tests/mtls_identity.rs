@@ -114,13 +114,14 @@ fn mtls_addr(proxy: &TestProxy) -> std::net::SocketAddr {
     proxy.listener("mtls")
 }
 
+/// A client trusting `ca` for the proxy, presenting `cert` if given.
 fn client_config(
-    certs: &Certs,
+    ca: &CertificateDer<'static>,
     cert: Option<&ClientCert>,
     alpn: &[u8],
 ) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(certs.ca_der.clone()).expect("proxy CA");
+    roots.add(ca.clone()).expect("proxy CA");
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -174,23 +175,29 @@ async fn required_client_certificates_name_the_identity_on_h1_and_h2() {
         let addr = mtls_addr(&proxy);
 
         // HTTP/1.1: URI SAN first → payments rule.
-        let s = tls(addr, client_config(&certs, Some(&payments), b"http/1.1"))
-            .await
-            .expect("handshake with a client certificate");
+        let s = tls(
+            addr,
+            client_config(&certs.ca_der, Some(&payments), b"http/1.1"),
+        )
+        .await
+        .expect("handshake with a client certificate");
         assert_eq!(h1_connect_status(s, &target).await, Some(200));
         // No URI SAN: the CN decides → alice rule.
-        let s = tls(addr, client_config(&certs, Some(&alice), b"http/1.1"))
-            .await
-            .expect("handshake");
+        let s = tls(
+            addr,
+            client_config(&certs.ca_der, Some(&alice), b"http/1.1"),
+        )
+        .await
+        .expect("handshake");
         assert_eq!(h1_connect_status(s, &target).await, Some(200));
         // Verified, but no rule names it: default deny.
-        let s = tls(addr, client_config(&certs, Some(&web), b"http/1.1"))
+        let s = tls(addr, client_config(&certs.ca_der, Some(&web), b"http/1.1"))
             .await
             .expect("handshake");
         assert_eq!(h1_connect_status(s, &target).await, Some(403));
 
         // HTTP/2 (ALPN h2) on the same listener.
-        let s = tls(addr, client_config(&certs, Some(&payments), b"h2"))
+        let s = tls(addr, client_config(&certs.ca_der, Some(&payments), b"h2"))
             .await
             .expect("h2 handshake");
         let h2 = h2_client(s).await;
@@ -217,7 +224,7 @@ async fn required_client_certificates_name_the_identity_on_h1_and_h2() {
         let other =
             ClientPki::new("mtls-other").issue("stranger", Some("spiffe://corp/payments/x"), "x");
         for (what, cert) in [("no certificate", None), ("another CA", Some(&other))] {
-            let status = match tls(addr, client_config(&certs, cert, b"http/1.1")).await {
+            let status = match tls(addr, client_config(&certs.ca_der, cert, b"http/1.1")).await {
                 Err(_) => None,
                 Ok(s) => h1_connect_status(s, &target).await,
             };
@@ -243,7 +250,7 @@ async fn optional_client_certificates_serve_anonymous_clients() {
         let proxy = start(&certs, &pki, "optional").await;
         let addr = mtls_addr(&proxy);
 
-        let anonymous = tls(addr, client_config(&certs, None, b"http/1.1"))
+        let anonymous = tls(addr, client_config(&certs.ca_der, None, b"http/1.1"))
             .await
             .expect("optional: handshake without a certificate");
         assert_eq!(
@@ -251,9 +258,12 @@ async fn optional_client_certificates_serve_anonymous_clients() {
             Some(403),
             "anonymous matches no identities rule"
         );
-        let s = tls(addr, client_config(&certs, Some(&payments), b"http/1.1"))
-            .await
-            .expect("handshake");
+        let s = tls(
+            addr,
+            client_config(&certs.ca_der, Some(&payments), b"http/1.1"),
+        )
+        .await
+        .expect("handshake");
         assert_eq!(h1_connect_status(s, &target).await, Some(200));
     })
     .await
@@ -458,25 +468,11 @@ cidrs = ["127.0.0.0/8"]
         let addr = mtls_addr(&proxy);
 
         let get = |cert: Option<&ClientCert>| {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(pki.certs.ca_der.clone()).expect("CA");
-            let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots);
-            let mut cfg = match cert {
-                Some(c) => builder
-                    .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
-                    .expect("client cert"),
-                None => builder.with_no_client_auth(),
-            };
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let cfg = client_config(&pki.certs.ca_der, cert, b"http/1.1");
             async move {
                 let tcp = TcpStream::connect(addr).await.expect("connect");
                 let name = ServerName::try_from("origin.test").expect("name");
-                let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                let mut s = tokio_rustls::TlsConnector::from(cfg)
                     .connect(name, tcp)
                     .await
                     .expect("TLS");

@@ -364,6 +364,20 @@ async fn happy_eyeballs(
     addrs: &[SocketAddr],
     timeout: Duration,
 ) -> Result<(TcpStream, SocketAddr), DialError> {
+    race(addrs, timeout, TcpStream::connect).await
+}
+
+/// [`happy_eyeballs`] over any `connect`, so that its timing can be tested
+/// with a paused clock and scripted attempts.
+async fn race<S, F, Fut>(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+    connect: F,
+) -> Result<(S, SocketAddr), DialError>
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = io::Result<S>>,
+{
     let ordered = interleave(addrs);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pending = FuturesUnordered::new();
@@ -372,7 +386,8 @@ async fn happy_eyeballs(
     loop {
         if let Some(addr) = ordered.get(next) {
             let addr = *addr;
-            pending.push(async move { (addr, TcpStream::connect(addr).await) });
+            let attempt = connect(addr);
+            pending.push(async move { (addr, attempt.await) });
             next += 1;
         }
         if pending.is_empty() {
@@ -469,6 +484,68 @@ mod tests {
             .await
             .expect("connects");
         assert_eq!(peer, live_addr);
+    }
+
+    /// RFC 8305 §5: the next address is tried 250 ms after the previous
+    /// attempt started if it has not finished, at once if it failed; the
+    /// first to connect wins. Paused clock, scripted attempts.
+    #[tokio::test(start_paused = true)]
+    async fn happy_eyeballs_staggers_by_250_ms() {
+        use std::sync::Mutex;
+        let v6 = sa("[2001:db8::1]:443");
+        let v4 = sa("192.0.2.1:443");
+        let t0 = tokio::time::Instant::now();
+        let started: Mutex<Vec<(SocketAddr, Duration)>> = Mutex::new(Vec::new());
+        let log = |addr| {
+            started
+                .lock()
+                .expect("log")
+                .push((addr, tokio::time::Instant::now() - t0))
+        };
+
+        // IPv6 hangs: IPv4 starts exactly 250 ms later and wins.
+        let won = race(&[v4, v6], Duration::from_secs(10), |addr| {
+            log(addr);
+            async move {
+                if addr == v6 {
+                    std::future::pending::<()>().await;
+                }
+                Ok(addr)
+            }
+        })
+        .await
+        .expect("IPv4 connects");
+        assert_eq!(won.1, v4);
+        assert_eq!(
+            *started.lock().expect("log"),
+            [(v6, Duration::ZERO), (v4, Duration::from_millis(250))]
+        );
+
+        // IPv6 fails at once: IPv4 starts without waiting.
+        started.lock().expect("log").clear();
+        let t1 = tokio::time::Instant::now() - t0;
+        let won = race(&[v4, v6], Duration::from_secs(10), |addr| {
+            log(addr);
+            async move {
+                if addr == v6 {
+                    return Err(io::Error::from(io::ErrorKind::ConnectionRefused));
+                }
+                Ok(addr)
+            }
+        })
+        .await
+        .expect("IPv4 connects");
+        assert_eq!(won.1, v4);
+        assert_eq!(*started.lock().expect("log"), [(v6, t1), (v4, t1)]);
+
+        // Nothing connects within the timeout: Timeout, after exactly it.
+        let before = tokio::time::Instant::now();
+        let r = race(&[v4, v6], Duration::from_secs(3), |_| async {
+            std::future::pending::<io::Result<()>>().await
+        })
+        .await;
+        assert!(matches!(r, Err(DialError::Timeout)), "{r:?}");
+        assert_eq!(tokio::time::Instant::now() - before, Duration::from_secs(3));
     }
 
     #[test]

@@ -19,7 +19,9 @@ Modes (one JSON object on stdout):
              --advertise eager: wait for --expect-certs SERVER_CERTIFICATEs;
              --advertise on-connect: CONNECT <origin>:443 first (the proxy
              sends the certificate before answering);
-             --advertise off: wait --settle-ms and expect nothing;
+             --advertise off: CONNECT <origin>:443 (what on-connect would
+             answer with a certificate) and expect nothing;
+             every mode ends its wait with a PING round trip (see `sync`);
              then GET https://<origin><path>, CONNECT 127.0.0.1:<echo> with
              echo bytes, GET https://<other>/. With --hold, print the JSON, wait
              for a line on stdin, then GET the origin again on the same
@@ -281,6 +283,7 @@ class H2Client:
         self.streams = {}
         self.terminated = None
         self.h2_error = None
+        self.ping_acks = []  # payloads of the PING ACKs received
 
     def st(self, sid):
         return self.streams.setdefault(
@@ -338,6 +341,8 @@ class H2Client:
                     self.st(e.stream_id)["reset"] = e.error_code
                 elif isinstance(e, ev.ConnectionTerminated):
                     self.terminated = e.error_code
+                elif isinstance(e, ev.PingAckReceived):
+                    self.ping_acks.append(e.ping_data)
         self.flush()
 
     def closed(self):
@@ -421,9 +426,23 @@ def echo_through(client, sid, msg):
     return {"echo": echoed.decode(errors="replace"), "after_eof": bytes(s["data"]).decode(errors="replace")}
 
 
-def settle(client, seconds):
-    """Keep reading for `seconds` (late frames)."""
-    client.pump(lambda: False, seconds)
+def sync(client, timeout=5):
+    """A PING round trip, the positive end of every "nothing more came" check:
+    h2 answers frames in the order it reads them, and the proxy's shim writes
+    a queued frame of its own whole before h2's next byte, so whatever the
+    proxy had queued when it read this PING arrives before the ACK. True when
+    the ACK came (False: the connection ended or time ran out)."""
+    if client.closed():
+        return False
+    data = os.urandom(8)
+    try:
+        client.conn.ping(data)
+        client.flush()
+    except Exception:  # noqa: BLE001  (the proxy closed first: no ACK can come)
+        client.pump(lambda: client.tls.eof, timeout)
+        return False
+    client.pump(lambda: data in client.ping_acks or client.closed(), timeout)
+    return data in client.ping_acks
 
 
 # --- modes ----------------------------------------------------------------------
@@ -470,7 +489,12 @@ def cmd_flow(args):
         if args.connect_twice:
             _sid, r2 = connect(c, f"{args.origin}:443")
             out["connect_origin_again"] = r2
-    settle(c, args.settle_ms / 1000)
+    elif args.advertise == "off":
+        # The request that makes an on-connect proxy send a certificate
+        # before it answers (spec §3): here it must not.
+        _sid, r = connect(c, f"{args.origin}:443")
+        out["connect_origin"] = r
+    out["synced"] = sync(c)
     seen = set()
     out["certificates"] = []
     for cert in c.certs:
@@ -488,7 +512,7 @@ def cmd_flow(args):
         out["connect_echo"] = r
     if args.other:
         out["get_other"] = get(c, args.other, "/")
-    settle(c, 0.05)
+    out["synced_end"] = sync(c)
     out["certificates_total"] = len(c.certs)
     out["goaway"] = c.goaway
     out["h2_error"] = c.h2_error
@@ -515,17 +539,27 @@ def cmd_violation(args):
     out = {"protocol": "h2", "violation": v, "server_cert_auth_setting": c.setting()}
     # Something that looks like an authenticator; the proxy must not care.
     fake = bytes([ea_peer.CERTIFICATE]) + (4).to_bytes(3, "big") + b"\x00\x00\x00\x00"
+    # A PING in the same write as the frame: its ACK proves the proxy read
+    # the frame and kept the connection; a violation makes the shim answer
+    # GOAWAY and stop reading at the frame, so no ACK comes then.
+    ping = os.urandom(8)
+
+    def violate(raw):
+        c.conn.ping(ping)
+        tls.send(raw + c.conn.data_to_send())
+
     if v == "cert-stream0":
-        tls.send(frame(H2_FRAME, 0, 0, fake))
+        violate(frame(H2_FRAME, 0, 0, fake))
     elif v == "cert-stream1":
         # An open request stream: a CONNECT tunnel to the echo server.
         sid, r = connect(c, f"127.0.0.1:{args.echo_port}", body=False)
         out["connect_echo_status"] = r["status"]
-        tls.send(frame(H2_FRAME, 0, sid, fake))
+        violate(frame(H2_FRAME, 0, sid, fake))
     elif v == "setting-withdraw":
-        tls.send(frame(SETTINGS, 0, 0, H2_SETTING.to_bytes(2, "big") + (0).to_bytes(4, "big")))
-    # setting-2: the first SETTINGS already carried value 2.
-    c.pump(lambda: c.goaway is not None or c.tls.eof, args.wait_ms / 1000)
+        violate(frame(SETTINGS, 0, 0, H2_SETTING.to_bytes(2, "big") + (0).to_bytes(4, "big")))
+    # setting-2: the first SETTINGS already carried value 2; only a close can come.
+    c.pump(lambda: ping in c.ping_acks or c.closed(), args.wait_ms / 1000)
+    out["ping_acked"] = ping in c.ping_acks
     if c.goaway is not None:
         # After GOAWAY the proxy closes the connection.
         c.pump(lambda: c.tls.eof, 3)
@@ -557,7 +591,6 @@ def main():
     p.add_argument("--other", default="other.test")
     p.add_argument("--echo-port", type=int, default=0)
     p.add_argument("--expect-certs", type=int, default=1)
-    p.add_argument("--settle-ms", type=int, default=200)
     p.add_argument("--get-before", action="store_true", help="GET the origin before any certificate")
     p.add_argument("--connect-twice", action="store_true", help="on-connect: CONNECT the origin twice")
     p.add_argument("--no-setting", action="store_true", help="do not send the setting")

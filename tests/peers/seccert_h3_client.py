@@ -263,7 +263,16 @@ async def run_flow(args):
             if args.connect_twice:
                 _sid, r2 = await c.tunnel(f"{args.origin}:443")
                 out["connect_origin_again"] = r2
-        await c.until(lambda: False, args.settle_ms / 1000)
+        elif args.advertise == "off":
+            # What makes an on-connect proxy send a certificate: not here.
+            _sid, r = await c.tunnel(f"{args.origin}:443")
+            out["connect_origin"] = r
+        if args.advertise != "off":
+            # HTTP/3 orders nothing between the proxy's control stream and a
+            # response, so "no further certificate" needs a pause here; with
+            # advertise=off the SETTINGS without the setting (checked by the
+            # caller) already rules every certificate out.
+            await c.until(lambda: False, args.settle_ms / 1000)
         seen = set()
         out["certificates"] = []
         for cert in c.certs:
@@ -274,10 +283,7 @@ async def run_flow(args):
             out["certificates"].append(info)
         out["get_origin"] = await c.get(args.origin, args.path)
         if args.echo_port:
-            sid, r = await c.tunnel(f"127.0.0.1:{args.echo_port}", body=False)
-            if r["status"] == 200:
-                r.update(await c.echo_through(sid, b"hello through the h3 tunnel"))
-            out["connect_echo"] = r
+            out["connect_echo"] = await tunnel_and_echo(c, args.echo_port)
         if args.other:
             out["get_other"] = await c.get(args.other, "/")
         out["certificates_total"] = len(c.certs)
@@ -294,6 +300,13 @@ async def run_flow(args):
             print(json.dumps(second), flush=True)
 
 
+async def tunnel_and_echo(c, echo_port):
+    sid, r = await c.tunnel(f"127.0.0.1:{echo_port}", body=False)
+    if r["status"] == 200:
+        r.update(await c.echo_through(sid, b"hello through the h3 tunnel"))
+    return r
+
+
 async def run_violation(args):
     v = args.violation
     Client.setting_value = 2 if v == "setting-2" else 1
@@ -302,20 +315,23 @@ async def run_violation(args):
         out["server_settings"] = await settings_seen(c)
         fake = bytes([ea_peer.CERTIFICATE]) + (4).to_bytes(3, "big") + b"\x00\x00\x00\x00"
         if v == "cert-control":
+            # No transmit: the frame leaves in the same QUIC packet as the
+            # request below. h3 reads the control stream before it accepts a
+            # request stream, so an answer to that request proves the frame
+            # was read and ignored; a violation closes the connection first.
             c._quic.send_stream_data(c.h3._local_control_stream_id, encode_frame(H3_FRAME, fake))
-            c.transmit()
+            if args.echo_port:
+                out["after"] = await tunnel_and_echo(c, args.echo_port)
         elif v == "cert-request":
             sid, r = await c.tunnel(f"127.0.0.1:{args.echo_port}", body=False)
             out["connect_echo_status"] = r["status"]
             c._quic.send_stream_data(sid, encode_frame(H3_FRAME, fake))
             c.transmit()
-        await c.until(lambda: c.terminated is not None, args.wait_ms / 1000)
-        if c.terminated is None and args.echo_port:
+        if "after" not in out:
+            await c.until(lambda: c.terminated is not None, args.wait_ms / 1000)
+        if c.terminated is None and args.echo_port and "after" not in out:
             # Not closed (the frame was ignored): is the connection still usable?
-            sid, r = await c.tunnel(f"127.0.0.1:{args.echo_port}", body=False)
-            if r["status"] == 200:
-                r.update(await c.echo_through(sid, b"hello through the h3 tunnel"))
-            out["after"] = r
+            out["after"] = await tunnel_and_echo(c, args.echo_port)
         out["terminated"] = c.terminated
         print(json.dumps(out), flush=True)
 

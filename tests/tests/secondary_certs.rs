@@ -411,9 +411,7 @@ async fn advertise_off_sends_nothing_and_misdirects() {
         let env = Env::start("off").await;
         for peer in [Peer::H2, Peer::H3] {
             let what = format!("{peer:?} advertise=off");
-            let v = env
-                .flow(peer, "off", &["--settle-ms", "300", "--get-before"])
-                .await;
+            let v = env.flow(peer, "off", &["--get-before"]).await;
             let setting = v.get("server_cert_auth_setting").and_then(Value::as_u64);
             assert!(
                 setting.is_none() || setting == Some(0),
@@ -426,6 +424,13 @@ async fn advertise_off_sends_nothing_and_misdirects() {
                 "{what}: no SERVER_CERTIFICATE: {v:#}"
             );
             assert_eq!(status_of(&v, "get_origin_before"), Some(421), "{what}");
+            // The CONNECT that an on-connect proxy answers after a certificate.
+            assert_connect_to_origin_failed_as_tunnel(&v["connect_origin"], &what);
+            if peer == Peer::H2 {
+                // The checks end on a PING ACK, not on a pause (the peer's `sync`).
+                assert_eq!(v["synced"], Value::Bool(true), "{what}: {v:#}");
+                assert_eq!(v["synced_end"], Value::Bool(true), "{what}: {v:#}");
+            }
             assert_eq!(
                 status_of(&v, "get_origin"),
                 Some(421),
@@ -459,7 +464,13 @@ async fn advertise_off_ignores_client_certificate_frames() {
         ];
         for (peer, violation) in cases {
             let what = format!("{peer:?} {violation} with advertise=off");
-            let v = env.violation(peer, violation, &["--wait-ms", "500"]).await;
+            // Ends on a positive sign, not a pause: HTTP/2, the PING ACK
+            // after the frame; HTTP/3, the answer to a request sent in the
+            // frame's own packet (the peers explain why each proves it).
+            let v = env.violation(peer, violation, &[]).await;
+            if peer == Peer::H2 {
+                assert_eq!(v["ping_acked"], Value::Bool(true), "{what}: {v:#}");
+            }
             assert!(
                 v["goaway"].is_null() && v["terminated"].is_null(),
                 "{what}: the frame is ignored, the connection stays: {v:#}"
@@ -484,11 +495,7 @@ async fn h2_over_tls12_advertises_nothing() {
         let env = Env::start("eager").await;
         let what = "HTTP/2 over TLS 1.2, advertise=eager";
         let v = env
-            .flow(
-                Peer::H2,
-                "eager",
-                &["--tls12", "--expect-certs", "0", "--settle-ms", "300"],
-            )
+            .flow(Peer::H2, "eager", &["--tls12", "--expect-certs", "0"])
             .await;
         assert_eq!(str_at(&v, "tls_version"), "TLSv1.2", "{what}");
         let setting = v.get("server_cert_auth_setting").and_then(Value::as_u64);
@@ -500,6 +507,9 @@ async fn h2_over_tls12_advertises_nothing() {
         assert_eq!(u64_at(&v, "certificates_total"), 0, "{what}: {v:#}");
         assert_eq!(status_of(&v, "get_origin"), Some(421), "{what}: {v:#}");
         assert_eq!(status_of(&v, "connect_echo"), Some(200), "{what}: {v:#}");
+        // "Nothing came" ends on PING ACKs, not on a pause.
+        assert_eq!(v["synced"], Value::Bool(true), "{what}: {v:#}");
+        assert_eq!(v["synced_end"], Value::Bool(true), "{what}: {v:#}");
         assert_nothing_counted(&env.proxy.metrics().await, SENT, &[], what);
         env.proxy.shutdown().await;
     })
@@ -542,6 +552,10 @@ async fn h2_client_violations_close_with_protocol_error() {
                 Value::Bool(true),
                 "{what}: connection closed: {v:#}"
             );
+            // The PING sent with the frame is never answered (the shim stops
+            // reading at the violation): the ACK that, with the feature off,
+            // proves the frame was read and ignored.
+            assert_eq!(v["ping_acked"], Value::Bool(false), "{what}: {v:#}");
             let total = wait_metric(env.proxy.admin, ERRORS, &[("protocol", "h2")], |x| {
                 x >= (i + 1) as f64
             })
@@ -594,6 +608,16 @@ async fn h3_client_violations_close_connection() {
                 Some(*code),
                 "{what}: CONNECTION_CLOSE {code:#06x} expected; got {v:#}"
             );
+            if *violation == "cert-control" {
+                // The request in the frame's own packet is not answered: the
+                // close comes first (what makes that answer, with the feature
+                // off, proof that the frame was read and ignored).
+                assert_ne!(
+                    v["after"]["status"].as_u64(),
+                    Some(200),
+                    "{what}: answered before the close: {v:#}"
+                );
+            }
             let total = wait_metric(env.proxy.admin, ERRORS, &[("protocol", "h3")], |x| {
                 x >= (i + 1) as f64
             })

@@ -52,6 +52,14 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         wait_ms: u64,
     },
+    /// Add or replace USER in a Basic credentials file (`[auth] basic_file`)
+    /// with an argon2id hash. The password is read from the terminal (asked
+    /// twice) or from one line of standard input, never from the command line.
+    Passwd {
+        /// The credentials file (created, mode 0600, if missing).
+        file: PathBuf,
+        user: String,
+    },
     /// Ask the configured policy about destinations, without reaching them.
     Policy {
         #[command(subcommand)]
@@ -115,6 +123,7 @@ fn main() -> ExitCode {
             json,
         ),
         Some(Command::Policy { command }) => policy(command),
+        Some(Command::Passwd { file, user }) => passwd(&file, &user),
         None => run(None),
     }
 }
@@ -190,6 +199,25 @@ fn policy(command: PolicyCommand) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
+    use bauta::auth::passwd::{read_password, set, Change};
+    let result = read_password(user).and_then(|password| set(file, user, &password));
+    match result {
+        Ok(change) => {
+            let did = match change {
+                Change::Added => "added",
+                Change::Replaced => "replaced",
+            };
+            eprintln!("{}: {did} {user}", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

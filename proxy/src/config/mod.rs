@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod auth;
 pub mod default;
 pub mod origin;
 pub mod udp_template;
@@ -49,6 +50,8 @@ struct FileConfig {
     secondary_certs: SecondaryCertsSection,
     #[serde(default, rename = "origin")]
     origins: Vec<OriginSection>,
+    #[serde(default)]
+    auth: auth::AuthSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +170,8 @@ pub struct Config {
     pub connect_udp: ConnectUdpSpec,
     pub secondary: SecondarySpec,
     pub origins: Arc<Origins>,
+    /// `[auth]`: Basic credentials for clients without a certificate.
+    pub auth: Option<auth::AuthSpec>,
 }
 
 /// `[secondary_certs]`: when to advertise, on which codepoints.
@@ -433,6 +438,7 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
     let connect_udp = compile_connect_udp(&file.connect_udp, src)?;
     let secondary = compile_secondary(&file.secondary_certs, src)?;
     let origins = compile_origins(&file.origins, src, base)?;
+    let auth = auth::compile_auth(&file.auth, src, base)?;
     for l in &mut listeners {
         if let Some(leaf) = &l.leaf {
             l.handshake_covers = Arc::new(origin::covered_by(leaf, &origins));
@@ -450,6 +456,7 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         connect_udp,
         secondary,
         origins: Arc::new(origins),
+        auth,
     })
 }
 

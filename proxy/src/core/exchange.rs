@@ -89,6 +89,9 @@ pub struct Exchange {
     pub kind: Kind,
     pub target: String,
     pub started: Instant,
+    /// Who asks: the connection's verified certificate, else the user a
+    /// `Proxy-Authorization` credential proved; `None`: anonymous.
+    pub identity: Option<Arc<str>>,
 }
 
 /// An error together with the policy decision, when one was made.
@@ -132,6 +135,7 @@ impl Exchange {
         target: String,
     ) -> Exchange {
         Exchange {
+            identity: conn.identity.clone(),
             conn,
             config,
             method,
@@ -145,7 +149,7 @@ impl Exchange {
     pub fn asker(&self) -> Asker<'_> {
         Asker {
             client: self.conn.client.ip(),
-            identity: self.conn.identity.as_deref(),
+            identity: self.identity.as_deref(),
         }
     }
 
@@ -167,7 +171,7 @@ impl Exchange {
         access_log::write(&Entry {
             listener: &self.conn.listener,
             client: self.conn.client,
-            identity: self.conn.identity.as_deref(),
+            identity: self.identity.as_deref(),
             protocol: self.conn.front.as_str(),
             method: self.method.as_str(),
             kind: self.kind.as_str(),

@@ -1,10 +1,11 @@
 //! The protocol-agnostic core. Fronts hand it a [`request::RequestHead`]
 //! and a body; [`serve::serve`] is the data path; [`route`] decides what a
-//! request is; [`respond`] is the one map from errors to answers; a
+//! request is; [`limits`] counts what each client holds; [`respond`] is the one map from errors to answers; a
 //! [`reply::Reply`] goes back. Nothing here knows hyper, h2, h3 or quinn.
 
 pub mod context;
 pub mod exchange;
+pub mod limits;
 pub mod reply;
 pub mod request;
 pub mod respond;

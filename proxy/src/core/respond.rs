@@ -35,6 +35,14 @@ pub enum ProxyError {
     Dial(DialError),
     /// The next hop misbehaved after we connected.
     Upstream(UpstreamError),
+    /// No acceptable proxy credential (407, with this `Proxy-Authenticate`
+    /// challenge).
+    AuthRequired {
+        failure: crate::auth::Failure,
+        challenge: HeaderValue,
+    },
+    /// A per-client limit is reached (429).
+    Limited(crate::core::limits::Exceeded),
 }
 
 /// Every `outcome` label value of `bauta_requests_total`: "ok" and each
@@ -46,6 +54,8 @@ pub const OUTCOMES: &[&str] = &[
     "not_found",
     "internal_error",
     "misdirected",
+    "auth_required",
+    "limited",
     "address_prohibited",
     "denied",
     "dns_error",
@@ -75,6 +85,8 @@ pub struct Answer {
     /// How loud the diagnostic line is: the client's mistakes and policy
     /// refusals are DEBUG, the destination's failures INFO, ours WARN.
     pub level: tracing::Level,
+    /// `Proxy-Authenticate` (a 407 only).
+    pub challenge: Option<HeaderValue>,
 }
 
 // === impl ProxyError ===
@@ -90,6 +102,7 @@ impl ProxyError {
             outcome,
             h2_reset: None,
             h3_reset: None,
+            challenge: None,
             level: match status.as_u16() {
                 500 => tracing::Level::WARN,
                 502..=504 => tracing::Level::INFO,
@@ -136,6 +149,22 @@ impl ProxyError {
                 "proxy_internal_response",
                 "misdirected",
                 "this connection is not authoritative for that origin".into(),
+            ),
+            ProxyError::AuthRequired { failure, challenge } => Answer {
+                challenge: Some(challenge.clone()),
+                ..a(
+                    StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                    "http_request_denied",
+                    "auth_required",
+                    failure.details().to_string(),
+                )
+            },
+            // RFC 9209 §2.3.16: the client's request is what is refused.
+            ProxyError::Limited(exceeded) => a(
+                StatusCode::TOO_MANY_REQUESTS,
+                "http_request_error",
+                "limited",
+                exceeded.details().to_string(),
             ),
             ProxyError::NotProxyRequest => a(
                 StatusCode::BAD_REQUEST,
@@ -260,6 +289,9 @@ impl Answer {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert("proxy-status", v);
         }
+        if let Some(c) = &self.challenge {
+            h.insert(header::PROXY_AUTHENTICATE, c.clone());
+        }
         (resp, text)
     }
 }
@@ -302,6 +334,8 @@ pub fn sf_string(s: &str) -> String {
 mod tests {
     use super::*;
     use bauta_policy::{AddrClass, Decision, Reason, Verdict};
+    use crate::auth::Failure;
+    use crate::core::limits::Exceeded;
 
     fn denied(reason: Reason) -> ProxyError {
         ProxyError::Dial(DialError::Denied(Decision {
@@ -352,6 +386,10 @@ mod tests {
             (ProxyError::Upstream(UpstreamError::Protocol), 502, "http_protocol_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::TlsHandshake), 502, "tls_protocol_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::TlsCertificate), 502, "tls_certificate_error", "upstream_error", None, None, Level::INFO),
+            (auth_required(Failure::Missing), 407, "http_request_denied", "auth_required", None, None, Level::DEBUG),
+            (auth_required(Failure::WrongPassword), 407, "http_request_denied", "auth_required", None, None, Level::DEBUG),
+            (ProxyError::Limited(Exceeded::Tunnels), 429, "http_request_error", "limited", None, None, Level::DEBUG),
+            (ProxyError::Limited(Exceeded::NewPerSecond), 429, "http_request_error", "limited", None, None, Level::DEBUG),
         ];
         for (err, status, token, outcome, h2, h3, level) in rows {
             let ans = err.answer();
@@ -370,6 +408,28 @@ mod tests {
             let ps = resp.headers()["proxy-status"].to_str().expect("ascii");
             assert!(ps.starts_with(&format!("bauta; error={token}")), "{ps}");
         }
+    }
+
+    fn auth_required(failure: Failure) -> ProxyError {
+        ProxyError::AuthRequired {
+            failure,
+            challenge: HeaderValue::from_static("Basic realm=\"bauta\", charset=\"UTF-8\""),
+        }
+    }
+
+    /// A 407 carries its challenge; an unknown user and a wrong password
+    /// read the same to the client.
+    #[test]
+    fn auth_required_challenges() {
+        let (resp, text) = auth_required(Failure::UnknownUser).head_and_body("bauta");
+        assert_eq!(
+            resp.headers()["proxy-authenticate"],
+            "Basic realm=\"bauta\", charset=\"UTF-8\""
+        );
+        let (_, wrong) = auth_required(Failure::WrongPassword).head_and_body("bauta");
+        assert_eq!(text, wrong);
+        let (other, _) = ProxyError::Misdirected.head_and_body("bauta");
+        assert!(other.headers().get("proxy-authenticate").is_none());
     }
 
     /// Upstream dial errors are answered as dial errors, whichever path

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bauta_policy::{Decision, Protocol};
 use http::{HeaderValue, Request, Response, StatusCode};
 
+use crate::auth::{self, basic};
 use crate::body::metered::MeteredBody;
 use crate::body::{self, Body};
 use crate::config::origin::Origin;
@@ -15,6 +16,7 @@ use crate::core::context::Services;
 use crate::core::exchange::{dial_failure, ConnInfo, Exchange, Failure};
 use crate::core::reply::{Reply, Tunnel};
 use crate::core::request::RequestHead;
+use crate::core::respond::ProxyError;
 use crate::core::route::{self, Route};
 use crate::upstream::{forward, reverse};
 use crate::wire::target::Target;
@@ -30,7 +32,14 @@ pub async fn serve(
     let kind = route::classify(&head, conn.tls);
     let target = head.authority().unwrap_or_default().to_string();
     let mut ex = Exchange::new(Arc::clone(conn), config, head.method.clone(), kind, target);
-    let result = match route::route(kind, &head, &ex.config, &conn.coverage) {
+    let routed = route::route(kind, &head, &ex.config, &conn.coverage);
+    let routed = match routed {
+        Ok(route) => authenticate(services, &mut ex, &route, &head)
+            .await
+            .map(|()| route),
+        Err(e) => Err(e),
+    };
+    let result = match routed {
         Err(e) => Err((e, None)),
         Ok(Route::Tunnel(target)) => {
             ex.target = target.to_string();
@@ -46,6 +55,47 @@ pub async fn serve(
     match result {
         Ok(reply) => reply,
         Err(failure) => refuse(services, &ex, failure),
+    }
+}
+
+/// Who asks, for a proxy request from a client without a verified
+/// certificate when `[auth]` is configured: the user its
+/// `Proxy-Authorization: Basic` credential proves, or a 407. Requests to a
+/// reverse-proxied origin are not proxy requests and pass as they are; the
+/// header itself never travels upstream (a hop-by-hop field).
+async fn authenticate(
+    services: &Services,
+    ex: &mut Exchange,
+    route: &Route,
+    head: &RequestHead,
+) -> Result<(), ProxyError> {
+    let Some(auth) = &ex.config.auth else {
+        return Ok(());
+    };
+    if ex.identity.is_some() || matches!(route, Route::Reverse(_)) {
+        return Ok(());
+    }
+    let checked = match basic::credential(&head.headers) {
+        Err(auth::Failure::Missing) if !auth.required => return Ok(()),
+        Err(failure) => Err(failure),
+        Ok(credential) => auth.credentials.check(&credential).await,
+    };
+    match checked {
+        Ok(user) => {
+            ex.identity = Some(user);
+            Ok(())
+        }
+        Err(failure) => {
+            services
+                .metrics
+                .auth_failures
+                .with_label_values(&["basic", failure.as_str()])
+                .inc();
+            Err(ProxyError::AuthRequired {
+                failure,
+                challenge: auth.challenge.clone(),
+            })
+        }
     }
 }
 

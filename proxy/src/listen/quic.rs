@@ -89,6 +89,13 @@ pub async fn accept_loop(
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "QUIC handshake failed");
+                    if let Some(reason) = crate::tls::mtls_failure_quic(&e) {
+                        services
+                            .metrics
+                            .auth_failures
+                            .with_label_values(&["mtls", reason])
+                            .inc();
+                    }
                     return;
                 }
                 Err(_) => {

@@ -101,6 +101,13 @@ async fn serve_connection(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(%client, error = %e, "TLS handshake failed");
+                if let Some(reason) = crate::tls::mtls_failure_io(&e) {
+                    services
+                        .metrics
+                        .auth_failures
+                        .with_label_values(&["mtls", reason])
+                        .inc();
+                }
                 return;
             }
             Err(_) => {

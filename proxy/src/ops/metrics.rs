@@ -3,7 +3,8 @@
 //! hostnames or other client-supplied strings.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -36,6 +37,14 @@ pub struct Metrics {
     pub secondary_cert_errors: IntCounterVec,
     /// Configuration reloads by outcome.
     pub config_reloads: IntCounterVec,
+    /// Clients refused for who they are (not) by method and reason.
+    pub auth_failures: IntCounterVec,
+    /// Tunnels refused by a per-client limit, by limit.
+    pub limit_rejections: IntCounterVec,
+    /// Policy (and credentials) reloads by outcome.
+    pub policy_reloads: IntCounterVec,
+    /// The policy in force: 1 at start, one more per successful reload.
+    pub policy_generation: IntGauge,
 }
 
 /// Create every series of `vec` in the product of `labels` (one list of
@@ -151,6 +160,35 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "bauta_auth_failures_total",
+                "Clients refused for their credentials: method basic or mtls, by reason.",
+            ),
+            &["method", "reason"],
+        )?;
+        let limit_rejections = IntCounterVec::new(
+            Opts::new(
+                "bauta_limit_rejections_total",
+                "Tunnels refused (429) by a per-client limit, by limit.",
+            ),
+            &["limit"],
+        )?;
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "bauta_policy_reloads_total",
+                "Reloads of the policy and credentials (SIGHUP or a file change), by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let policy_generation = IntGauge::new(
+            "bauta_policy_generation",
+            "The policy in force: 1 at start, plus one per successful reload.",
+        )?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(limit_rejections.clone()))?;
+        registry.register(Box::new(policy_reloads.clone()))?;
+        registry.register(Box::new(policy_generation.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(reverse_requests.clone()))?;
         registry.register(Box::new(reverse_upstream_seconds.clone()))?;
@@ -185,6 +223,10 @@ impl Metrics {
             secondary_certs_sent,
             secondary_cert_errors,
             config_reloads,
+            auth_failures,
+            limit_rejections,
+            policy_reloads,
+            policy_generation,
         })
     }
 

@@ -46,6 +46,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     prefill::prefill(&metrics, &config);
+    metrics.policy_generation.set(1);
     let connections = Connections::new();
     let mut tasks = JoinSet::new();
 

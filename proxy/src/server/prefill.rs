@@ -5,12 +5,15 @@
 //! reasons in `tunnel::udp`, error kinds in `seccert`) and from the
 //! configuration (listeners with their protocols, policy rule names).
 
+use crate::auth;
 use crate::config::Config;
+use crate::core::limits::Exceeded;
 use crate::core::exchange::{Front, Kind};
 use crate::core::respond::OUTCOMES;
 use crate::ops::metrics::{prefill as touch, Metrics};
 use crate::seccert::advertiser::Advertise;
 use crate::seccert::negotiation::ERROR_KINDS;
+use crate::tls;
 use crate::tunnel::udp::DROP_REASONS;
 use crate::upstream::dial::DNS_OUTCOMES;
 
@@ -58,4 +61,10 @@ pub fn prefill(m: &Metrics, config: &Config) {
     touch(&m.secondary_certs_sent, &[cert_fronts, modes]);
     touch(&m.secondary_cert_errors, &[cert_fronts, ERROR_KINDS]);
     touch(&m.config_reloads, &[RELOAD_OUTCOMES]);
+    touch(&m.policy_reloads, &[RELOAD_OUTCOMES]);
+    let basic: Vec<&str> = auth::Failure::ALL.iter().map(|f| f.as_str()).collect();
+    touch(&m.auth_failures, &[&["basic"], &basic]);
+    touch(&m.auth_failures, &[&["mtls"], tls::MTLS_FAILURES]);
+    let limits: Vec<&str> = Exceeded::ALL.iter().map(|e| e.as_str()).collect();
+    touch(&m.limit_rejections, &[&limits]);
 }

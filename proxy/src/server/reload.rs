@@ -65,19 +65,16 @@ pub fn spawn_on_sighup(path: PathBuf, services: Arc<Services>) {
         while hup.recv().await.is_some() {
             match reload(&path, &services) {
                 Ok(()) => {
-                    services
-                        .metrics
-                        .config_reloads
-                        .with_label_values(&["ok"])
-                        .inc();
+                    let m = &services.metrics;
+                    m.config_reloads.with_label_values(&["ok"]).inc();
+                    m.policy_reloads.with_label_values(&["ok"]).inc();
+                    m.policy_generation.inc();
                     tracing::info!(config = %path.display(), "configuration reloaded");
                 }
                 Err(e) => {
-                    services
-                        .metrics
-                        .config_reloads
-                        .with_label_values(&["error"])
-                        .inc();
+                    let m = &services.metrics;
+                    m.config_reloads.with_label_values(&["error"]).inc();
+                    m.policy_reloads.with_label_values(&["error"]).inc();
                     tracing::error!(error = %e, "configuration not reloaded; keeping the running one");
                 }
             }

@@ -53,6 +53,40 @@ pub struct ClientAuth {
     pub required: bool,
 }
 
+/// `reason` values of `bauta_auth_failures_total{method="mtls"}`.
+pub const MTLS_FAILURES: &[&str] = &["no_certificate", "bad_certificate"];
+
+/// Why a TLS handshake failed on the client's certificate, if it did.
+pub fn mtls_failure(e: &rustls::Error) -> Option<&'static str> {
+    match e {
+        rustls::Error::NoCertificatesPresented => Some("no_certificate"),
+        rustls::Error::InvalidCertificate(_) => Some("bad_certificate"),
+        _ => None,
+    }
+}
+
+/// The same for a QUIC handshake, from the TLS alert we closed it with
+/// (QUIC carries it as transport error 0x100 + alert, RFC 9001 §4.8).
+pub fn mtls_failure_quic(e: &quinn::ConnectionError) -> Option<&'static str> {
+    let quinn::ConnectionError::TransportError(t) = e else {
+        return None;
+    };
+    match u64::from(t.code).checked_sub(0x100)? {
+        // certificate_required (RFC 8446 §4.4.2.4)
+        116 => Some("no_certificate"),
+        // bad_certificate, unsupported, revoked, expired, unknown, unknown_ca
+        42..=46 | 48 => Some("bad_certificate"),
+        _ => None,
+    }
+}
+
+/// As `mtls_failure`, for the I/O error tokio-rustls reports.
+pub fn mtls_failure_io(e: &std::io::Error) -> Option<&'static str> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(mtls_failure)
+}
+
 fn client_verifier(
     client: Option<&ClientAuth>,
     provider: Arc<rustls::crypto::CryptoProvider>,

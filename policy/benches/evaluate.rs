@@ -2,9 +2,14 @@
 //! baseline) and `precheck`, against 1,000- and 10,000-rule policies: a hit on
 //! the first rule, a hit on the last rule, and no match (the default). Prints
 //! one summary line per size with ns/decision for both and their ratio.
+//!
+//! Then the same against 10,000 rules naming 1,000 identities (most of them
+//! sharing `hosts = ["*"]`, differing by identity): a hit on an early rule, on
+//! a late rule, and misses for a named, an unknown and an anonymous client.
 
 use std::hint::black_box;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use bauta_policy::{Host, Policy, PolicyConfig, PortSpec, Protocol, Request, RuleConfig, Verdict};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -115,6 +120,7 @@ fn bench(c: &mut Criterion) {
     for rules in SIZES {
         bench_size(c, rules);
     }
+    bench_identities(c);
 }
 
 fn bench_size(c: &mut Criterion, rules: usize) {
@@ -173,21 +179,8 @@ fn bench_size(c: &mut Criterion, rules: usize) {
     group.finish();
 
     // One line to read: ns/decision, indexed beside linear, measured here.
-    let per = |f: &dyn Fn()| {
-        let n = if rules > 1_000 { 2_000 } else { 20_000 };
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            f();
-        }
-        start.elapsed().as_nanos() as f64 / f64::from(n)
-    };
     for (target, req) in targets.iter().zip(&requests) {
-        let indexed = per(&|| {
-            black_box(policy.evaluate(black_box(req)));
-        });
-        let linear = per(&|| {
-            black_box(policy.evaluate_linear(black_box(req)));
-        });
+        let (indexed, linear) = indexed_and_linear(&policy, req, rules);
         println!(
             "policy rules={rules} case=\"{}\" indexed_ns={indexed:.0} linear_ns={linear:.0} speedup={:.1}",
             target.label,
@@ -203,6 +196,170 @@ fn bench_size(c: &mut Criterion, rules: usize) {
         };
         b.iter(|| Policy::compile(black_box(&cfg)))
     });
+}
+
+/// ns/decision of `evaluate` and of `evaluate_linear` for `req`, one after
+/// the other in this run.
+fn indexed_and_linear(policy: &Policy, req: &Request<'_>, rules: usize) -> (f64, f64) {
+    let per = |f: &dyn Fn()| {
+        let n = if rules > 1_000 { 2_000 } else { 20_000 };
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed().as_nanos() as f64 / f64::from(n)
+    };
+    let indexed = per(&|| {
+        black_box(policy.evaluate(black_box(req)));
+    });
+    let linear = per(&|| {
+        black_box(policy.evaluate_linear(black_box(req)));
+    });
+    (indexed, linear)
+}
+
+// === 10,000 rules × 1,000 identities ===
+
+const IDENTITY_RULES: usize = 10_000;
+const IDENTITIES: usize = 1_000;
+
+fn identity(k: usize) -> String {
+    format!("spiffe://corp/svc/{k}")
+}
+
+/// Rule `i` is about identity `k = i % 1,000`, in round `i / 1,000` (0..10),
+/// so every identity has ten rules. By `k % 5`:
+///
+/// * 0, 1: `hosts = ["*"]`, port 8000 + round, `identities = [k]` (4,000
+///   rules on one host key, differing by identity and port); for k = 500 a
+///   prefix pattern besides;
+/// * 2: `hosts = ["*"]`, CONNECT-UDP only, `groups = ["team{k / 10}"]` (a
+///   group of ten identities);
+/// * 3: `hosts = ["api{k % 100}.example.com"]`, port 443, `identities = [k]`;
+/// * 4: `hosts = ["db{k}.corp.internal"]`, a /24 `cidrs`, anyone.
+fn identity_rule(i: usize) -> RuleConfig {
+    let (k, round) = (i % IDENTITIES, i / IDENTITIES);
+    let mut rule = RuleConfig {
+        name: format!("rule-{i}"),
+        action: Verdict::Allow,
+        protocols: None,
+        hosts: None,
+        ports: None,
+        cidrs: None,
+        clients: None,
+        identities: None,
+        groups: None,
+    };
+    match k % 5 {
+        0 | 1 => {
+            rule.hosts = Some(vec!["*".into()]);
+            rule.ports = Some(vec![PortSpec::Single(8000 + round as i64)]);
+            rule.identities = Some(vec![identity(k)]);
+            if k == 500 {
+                rule.identities = Some(vec![identity(k), "spiffe://corp/batch/*".into()]);
+            }
+        }
+        2 => {
+            rule.hosts = Some(vec!["*".into()]);
+            rule.protocols = Some(vec![Protocol::ConnectUdp]);
+            rule.groups = Some(vec![format!("team{}", k / 10)]);
+        }
+        3 => {
+            rule.action = Verdict::Deny;
+            rule.hosts = Some(vec![format!("api{}.example.com", k % 100)]);
+            rule.ports = Some(vec![PortSpec::Single(443)]);
+            rule.identities = Some(vec![identity(k)]);
+        }
+        _ => {
+            rule.hosts = Some(vec![format!("db{k}.corp.internal")]);
+            rule.cidrs = Some(vec![format!("10.{round}.{}.0/24", k % 256)]);
+        }
+    }
+    rule
+}
+
+fn identity_policy_config() -> PolicyConfig {
+    PolicyConfig {
+        default: Verdict::Deny,
+        rules: (0..IDENTITY_RULES).map(identity_rule).collect(),
+        // team{g}: identities 10g..10g+9.
+        groups: (0..IDENTITIES / 10)
+            .map(|g| {
+                (
+                    format!("team{g}"),
+                    (10 * g..10 * g + 10).map(identity).collect(),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn bench_identities(c: &mut Criterion) {
+    let cfg = identity_policy_config();
+    let start = Instant::now();
+    let policy = Policy::compile(&cfg).expect("benchmark policy compiles");
+    let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+    let host = Host::parse("www.example.com").expect("benchmark host");
+    let addrs = ["93.184.216.34"
+        .parse::<IpAddr>()
+        .expect("benchmark address")];
+    let (first, late, named, unknown) = (
+        identity(0),
+        identity(996),
+        identity(3),
+        "spiffe://corp/svc/unknown".to_string(),
+    );
+    // (label, port, identity, expected rule)
+    let cases: [(&str, u16, Option<&str>, &str); 5] = [
+        ("early rule", 8000, Some(&first), "rule-0"),
+        ("late rule", 8009, Some(&late), "rule-9996"),
+        ("default, named identity", 8000, Some(&named), "default"),
+        ("default, unknown identity", 8000, Some(&unknown), "default"),
+        ("default, anonymous", 8000, None, "default"),
+    ];
+    let requests: Vec<(&str, Request<'_>)> = cases
+        .iter()
+        .map(|&(label, port, identity, rule)| {
+            let req = Request {
+                protocol: Protocol::Connect,
+                host: &host,
+                port,
+                addrs: &addrs,
+                client: None,
+                identity,
+            };
+            assert_eq!(policy.evaluate(&req).rule_name(), rule, "{label}");
+            assert_eq!(
+                policy.evaluate(&req),
+                policy.evaluate_linear(&req),
+                "{label}"
+            );
+            (label, req)
+        })
+        .collect();
+
+    let mut group = c.benchmark_group(format!(
+        "evaluate/{IDENTITY_RULES} rules x {IDENTITIES} identities"
+    ));
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(2));
+    for (label, req) in &requests {
+        group.bench_function(*label, |b| b.iter(|| policy.evaluate(black_box(req))));
+        group.bench_function(format!("{label} (linear)"), |b| {
+            b.iter(|| policy.evaluate_linear(black_box(req)))
+        });
+    }
+    group.finish();
+
+    // One line to read per case: ns/decision, indexed beside linear, this run.
+    for (label, req) in &requests {
+        let (indexed, linear) = indexed_and_linear(&policy, req, IDENTITY_RULES);
+        println!(
+            "policy rules={IDENTITY_RULES} identities={IDENTITIES} case=\"{label}\" indexed_ns={indexed:.0} linear_ns={linear:.0} speedup={:.1}",
+            linear / indexed
+        );
+    }
+    println!("policy rules={IDENTITY_RULES} identities={IDENTITIES} compile_ms={compile_ms:.1}");
 }
 
 criterion_group!(benches, bench);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::cidr::{Cidr, CidrError, CidrSet};
 use crate::config::{PolicyConfig, PortSpec, RuleConfig};
 use crate::host_pattern::{HostPattern, HostPatternError, HostPatterns};
+use crate::identity::Identities;
 use crate::index::RuleIndex;
 use crate::port::{PortError, PortRange, PortRanges};
 use crate::rule::{IdentityPatterns, ProtocolSet, Rule};
@@ -78,6 +79,8 @@ impl Policy {
     /// Checks and compiles a policy. The first problem found is returned.
     pub fn compile(cfg: &PolicyConfig) -> Result<Policy, CompileError> {
         let mut first_use: HashMap<&str, usize> = HashMap::with_capacity(cfg.rules.len());
+        // Every exact identity any rule names, directly or through a group.
+        let mut identities = Identities::default();
         let rules = cfg
             .rules
             .iter()
@@ -99,7 +102,7 @@ impl Policy {
                     });
                 }
                 first_use.insert(&rule.name, index);
-                numbered.compile()
+                numbered.compile(&mut identities)
             })
             .collect::<Result<_, _>>()?;
         let rules: Box<[Rule]> = rules;
@@ -107,6 +110,7 @@ impl Policy {
             default: cfg.default,
             index: RuleIndex::new(&rules),
             rules,
+            identities,
         })
     }
 }
@@ -121,7 +125,7 @@ struct NumberedRule<'a> {
 // === impl NumberedRule ===
 
 impl NumberedRule<'_> {
-    fn compile(&self) -> Result<Rule, CompileError> {
+    fn compile(&self, identities: &mut Identities) -> Result<Rule, CompileError> {
         let rule = self.rule;
         let protocols = match &rule.protocols {
             None => ProtocolSet::ALL,
@@ -224,7 +228,7 @@ impl NumberedRule<'_> {
             });
         }
         let identities = (rule.identities.is_some() || rule.groups.is_some())
-            .then(|| IdentityPatterns::new(patterns));
+            .then(|| IdentityPatterns::new(patterns, identities));
         Ok(Rule {
             name: Arc::from(rule.name.as_str()),
             action: rule.action,

@@ -26,6 +26,8 @@ mod compile;
 pub mod config;
 mod host;
 mod host_pattern;
+mod identity;
+mod identity_index;
 mod index;
 mod ipv4;
 mod port;
@@ -40,6 +42,7 @@ pub use host_pattern::HostPatternError;
 pub use port::PortError;
 
 use host_pattern::HostProbe;
+use identity::Identities;
 use index::RuleIndex;
 use rule::Rule;
 
@@ -182,8 +185,11 @@ pub enum Precheck {
 pub struct Policy {
     default: Verdict,
     rules: Box<[Rule]>,
-    /// The rules by what their hosts match (first-match order preserved).
+    /// The rules by what their hosts match, then by identity (first-match
+    /// order preserved).
     index: RuleIndex,
+    /// The exact identities the rules name, interned.
+    identities: Identities,
 }
 
 // === impl Verdict ===
@@ -327,9 +333,10 @@ impl Policy {
             };
         }
 
-        let first = self.index.first(host, |i| {
+        let who = self.identities.who(req.identity);
+        let first = self.index.first(host, who, |i| {
             self.rule(i).is_some_and(|rule| {
-                rule.matches_protocol_and_port(protocol, port) && rule.matches_who(req)
+                rule.matches_protocol_and_port(protocol, port) && rule.matches_who(req.client, who)
             })
         });
         match first.and_then(|i| self.rule(i)) {
@@ -371,18 +378,20 @@ impl Policy {
     /// for the name: evaluate again with the addresses before dialling.
     ///
     /// The rule match goes through an index of the rules by host (exact,
-    /// wildcard suffix, any), with the same answer as walking them in order
+    /// wildcard suffix, any) and by identity (interned once per decision),
+    /// with the same answer as walking them in order
     /// ([`Policy::evaluate_linear`]). Does not allocate.
     pub fn evaluate(&self, req: &Request<'_>) -> Decision {
         let addrs = DecisionAddrs::of(req);
         let addrs = addrs.as_slice();
         // 1. Rule match: the first rule in config order, found through the index.
+        let who = self.identities.who(req.identity);
         let matched = self
             .index
-            .first(req.host, |i| {
+            .first(req.host, who, |i| {
                 self.rule(i).is_some_and(|rule| {
                     rule.matches_protocol_and_port(req.protocol, req.port)
-                        && rule.matches_who(req)
+                        && rule.matches_who(req.client, who)
                         && rule.contains_all(addrs)
                 })
             })
@@ -397,9 +406,10 @@ impl Policy {
         let addrs = DecisionAddrs::of(req);
         let addrs = addrs.as_slice();
         let probe = HostProbe::new(req.host);
+        let who = self.identities.who(req.identity);
         let matched = self.rules.iter().find(|rule| {
             rule.matches_target(req.protocol, &probe, req.port)
-                && rule.matches_who(req)
+                && rule.matches_who(req.client, who)
                 && rule.contains_all(addrs)
         });
         self.decide(matched, addrs)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::cidr::CidrSet;
 use crate::host_pattern::{HostPatterns, HostProbe};
+use crate::identity::{Identities, Who};
 use crate::port::PortRanges;
 use crate::{Protocol, Verdict};
 
@@ -25,11 +26,11 @@ pub(crate) struct Rule {
     pub(crate) identities: Option<IdentityPatterns>,
 }
 
-/// A rule's `identities`: exact names, and prefixes (written with a
-/// trailing `*`).
+/// A rule's `identities` (and the patterns of its `groups`): exact names as
+/// sorted interned ids, and prefixes (written with a trailing `*`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct IdentityPatterns {
-    exact: std::collections::HashSet<Box<str>>,
+    exact: Box<[u32]>,
     prefixes: Box<[Box<str>]>,
 }
 
@@ -58,18 +59,17 @@ impl Rule {
     /// Whether who asks matches: `clients`, if given, contains the client's
     /// address, and `identities`, if given, the client's identity (an unknown
     /// address or an anonymous client matches no rule that names them).
-    pub(crate) fn matches_who(&self, req: &crate::Request<'_>) -> bool {
-        let client = match (&self.clients, req.client) {
+    pub(crate) fn matches_who(&self, client: Option<IpAddr>, who: Who<'_>) -> bool {
+        let client = match (&self.clients, client) {
             (None, _) => true,
             (Some(clients), Some(ip)) => clients.contains(ip),
             (Some(_), None) => false,
         };
-        let identity = match (&self.identities, req.identity) {
-            (None, _) => true,
-            (Some(patterns), Some(id)) => patterns.matches(id),
-            (Some(_), None) => false,
-        };
-        client && identity
+        client
+            && match &self.identities {
+                None => true,
+                Some(patterns) => patterns.matches(who),
+            }
     }
 
     /// Whether `cidrs`, if given, contains every address. With `cidrs` given and no
@@ -85,23 +85,49 @@ impl Rule {
 // === impl IdentityPatterns ===
 
 impl IdentityPatterns {
-    pub(crate) fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> IdentityPatterns {
-        let mut out = IdentityPatterns::default();
-        let mut prefixes = Vec::new();
+    /// Compiles `patterns`, interning each exact name in `identities`.
+    pub(crate) fn new<'a>(
+        patterns: impl IntoIterator<Item = &'a str>,
+        identities: &mut Identities,
+    ) -> IdentityPatterns {
+        let mut exact = Vec::new();
+        let mut prefixes: Vec<Box<str>> = Vec::new();
         for p in patterns {
             match p.strip_suffix('*') {
                 Some(prefix) => prefixes.push(prefix.into()),
-                None => {
-                    out.exact.insert(p.into());
-                }
+                None => exact.push(identities.intern(p)),
             }
         }
-        out.prefixes = prefixes.into_boxed_slice();
-        out
+        exact.sort_unstable();
+        exact.dedup();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        IdentityPatterns {
+            exact: exact.into_boxed_slice(),
+            prefixes: prefixes.into_boxed_slice(),
+        }
     }
 
-    pub(crate) fn matches(&self, identity: &str) -> bool {
-        self.exact.contains(identity) || self.prefixes.iter().any(|p| identity.starts_with(&**p))
+    /// Whether `who` is one of the exact names or starts with a prefix.
+    /// Anonymous matches nothing.
+    pub(crate) fn matches(&self, who: Who<'_>) -> bool {
+        match who {
+            Who::Anonymous => false,
+            Who::Named { identity, id } => {
+                id.is_some_and(|id| self.exact.binary_search(&id).is_ok())
+                    || self.prefixes.iter().any(|p| identity.starts_with(&**p))
+            }
+        }
+    }
+
+    /// The interned ids of the exact names, ascending.
+    pub(crate) fn exact_ids(&self) -> &[u32] {
+        &self.exact
+    }
+
+    /// Whether any pattern is a prefix (`...*`).
+    pub(crate) fn has_prefixes(&self) -> bool {
+        !self.prefixes.is_empty()
     }
 }
 

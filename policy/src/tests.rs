@@ -675,17 +675,38 @@ const CIDR_VOCAB: &[&str] = &[
     "2001:db8::/32",
 ];
 
+/// Exact names and prefixes (trailing `*`) for rules' `identities`.
 const IDENTITY_PATTERNS: &[&str] = &[
     "alice",
     "bob",
-    "spiffe://corp/payments/*",
-    "spiffe://corp/*",
-];
-const IDENTITIES: &[&str] = &[
-    "alice",
+    "carol",
     "spiffe://corp/payments/api",
     "spiffe://corp/web",
+    "spiffe://corp/payments/*",
+    "spiffe://corp/*",
+    "ali*",
+];
+/// `[groups]` of every generated policy: exact names, prefixes, both, none.
+const GROUPS: &[(&str, &[&str])] = &[
+    ("payments", &["spiffe://corp/payments/*", "alice"]),
+    ("ops", &["bob", "dave"]),
+    ("web", &["spiffe://corp/web", "spiffe://corp/web/*"]),
+    ("nobody", &[]),
+];
+/// Request identities: named exactly, matched only by a prefix, unknown to
+/// every rule; anonymous requests come from `prop::option::of`.
+const IDENTITIES: &[&str] = &[
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "spiffe://corp/payments/api",
+    "spiffe://corp/payments/batch",
+    "spiffe://corp/web",
+    "spiffe://corp/web/x",
+    "alicia",
     "mallory",
+    "spiffe://other/web",
 ];
 
 fn arb_host_pattern() -> impl Strategy<Value = String> {
@@ -716,20 +737,26 @@ fn arb_rule_config(i: usize) -> impl Strategy<Value = RuleConfig> {
         )),
         prop::option::of(prop::collection::vec(
             prop::sample::select(IDENTITY_PATTERNS).prop_map(str::to_string),
+            1..4,
+        )),
+        prop::option::of(prop::collection::vec(
+            prop::sample::select(GROUPS).prop_map(|(name, _)| name.to_string()),
             1..3,
         )),
     )
         .prop_map(
-            move |(action, protocols, hosts, ports, cidrs, clients, identities)| RuleConfig {
-                name: format!("r{i}"),
-                action,
-                protocols,
-                hosts,
-                ports,
-                cidrs,
-                clients,
-                identities,
-                groups: None,
+            move |(action, protocols, hosts, ports, cidrs, clients, identities, groups)| {
+                RuleConfig {
+                    name: format!("r{i}"),
+                    action,
+                    protocols,
+                    hosts,
+                    ports,
+                    cidrs,
+                    clients,
+                    identities,
+                    groups,
+                }
             },
         )
 }
@@ -746,10 +773,17 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
         }),
     )
         .prop_map(|(default, rules)| {
+            let groups = GROUPS
+                .iter()
+                .map(|(name, members)| {
+                    let members = members.iter().map(|m| m.to_string()).collect();
+                    (name.to_string(), members)
+                })
+                .collect();
             let cfg = PolicyConfig {
                 default,
                 rules,
-                groups: Default::default(),
+                groups,
             };
             Policy::compile(&cfg).expect("generated policy compiles")
         })
@@ -790,6 +824,22 @@ proptest! {
     ) {
         let req = Request { protocol, host: &host, port, addrs: &addrs, client, identity };
         prop_assert_eq!(policy.evaluate(&req), policy.evaluate_linear(&req));
+        // precheck's indexed rule match is the linear walk's, addresses unknown.
+        if let Host::Name(_) = host {
+            let probe = HostProbe::new(&host);
+            let who = policy.identities.who(identity);
+            let expected = match policy.rules.iter().find(|rule| {
+                rule.matches_target(protocol, &probe, port) && rule.matches_who(client, who)
+            }) {
+                Some(rule) if rule.cidrs.is_none() && rule.action == Deny => {
+                    Precheck::Deny(Decision::deny_by(rule))
+                }
+                Some(_) => Precheck::Resolve,
+                None if policy.default == Deny => Precheck::Deny(Decision::deny_by_default()),
+                None => Precheck::Resolve,
+            };
+            prop_assert_eq!(policy.precheck(&Request { addrs: &[], ..req }), expected);
+        }
         // precheck agrees with evaluate: a precheck deny is evaluate's answer.
         if let Precheck::Deny(early) = policy.precheck(&Request { addrs: &[], ..req }) {
             let addrs = match host { Host::Ip(ip) => vec![ip], Host::Name(_) => addrs.clone() };
@@ -1025,4 +1075,79 @@ fn groups_name_sets_of_identities() {
         err.to_string(),
         "rule #1 (\"r\"): groups: \"nobody\" is not defined in [groups]"
     );
+}
+
+#[test]
+fn identity_index_keeps_first_match_order() {
+    // Rules on one host key that differ only by identity, with an open rule,
+    // a prefix rule and exact rules interleaved: the first in config order
+    // that matches wins, whichever list it is filed in.
+    let policy = policy(
+        r#"
+        default = "deny"
+
+        [groups]
+        ops = ["bob", "spiffe://corp/ops/*"]
+
+        [[rule]]
+        name = "bob-udp"
+        action = "allow"
+        protocols = ["connect-udp"]
+        identities = ["bob"]
+
+        [[rule]]
+        name = "payments"
+        action = "report"
+        hosts = ["*"]
+        identities = ["spiffe://corp/payments/*"]
+
+        [[rule]]
+        name = "alice"
+        action = "allow"
+        hosts = ["*"]
+        identities = ["alice", "spiffe://corp/payments/api"]
+
+        [[rule]]
+        name = "ops"
+        action = "allow"
+        groups = ["ops"]
+
+        [[rule]]
+        name = "anyone-443"
+        action = "deny"
+        ports = [443]
+
+        [[rule]]
+        name = "bob-late"
+        action = "allow"
+        identities = ["bob"]
+    "#,
+    );
+    // Interned: the exact names, those from groups too; prefixes are not.
+    assert_eq!(policy.identities.len(), 3, "bob, alice, payments/api");
+    let public = addrs(&["93.184.216.34"]);
+    let h = host("svc.example");
+    let rule = |protocol: Protocol, port: u16, identity: Option<&str>| {
+        let req = Request {
+            protocol,
+            host: &h,
+            port,
+            addrs: &public,
+            client: None,
+            identity,
+        };
+        let decision = policy.evaluate(&req);
+        assert_eq!(decision, policy.evaluate_linear(&req), "{identity:?}");
+        decision.rule_name().to_string()
+    };
+    let c = Protocol::Connect;
+    assert_eq!(rule(c, 443, Some("spiffe://corp/payments/api")), "payments");
+    assert_eq!(rule(c, 443, Some("alice")), "alice");
+    assert_eq!(rule(c, 443, Some("bob")), "ops");
+    assert_eq!(rule(Protocol::ConnectUdp, 443, Some("bob")), "bob-udp");
+    assert_eq!(rule(c, 443, Some("spiffe://corp/ops/x")), "ops");
+    assert_eq!(rule(c, 443, Some("mallory")), "anyone-443");
+    assert_eq!(rule(c, 443, None), "anyone-443");
+    assert_eq!(rule(c, 80, None), "default");
+    assert_eq!(rule(c, 80, Some("mallory")), "default");
 }

@@ -61,6 +61,17 @@ const POLICY: &str = r#"
     name = "udp"
     action = "deny"
     protocols = ["connect-udp"]
+
+    [groups]
+    payments = ["spiffe://corp/payments/*", "alice"]
+
+    [[rule]]
+    name = "who"
+    action = "deny"
+    hosts = ["*"]
+    ports = [8443]
+    identities = ["bob"]
+    groups = ["payments"]
 "#;
 
 #[test]
@@ -73,6 +84,7 @@ fn evaluate_and_precheck_do_not_allocate() {
         ("db.lab.internal", 5432, &["10.1.2.3"]),
         ("db.lab.internal", 5432, &["10.1.2.3", "8.8.8.8"]),
         ("example.com", 443, &["8.8.8.8"]),
+        ("example.com", 8443, &["8.8.8.8"]),
         ("example.com", 443, &["127.0.0.1", "::ffff:10.0.0.1"]),
         ("example.com", 443, &[]),
         ("203.0.113.9", 443, &[]),
@@ -88,7 +100,17 @@ fn evaluate_and_precheck_do_not_allocate() {
     })
     .collect();
 
-    for (host, port, addrs) in &cases {
+    // Anonymous, named exactly, matched by a prefix, unknown.
+    let identities = [
+        None,
+        Some("bob"),
+        Some("spiffe://corp/payments/api"),
+        Some("eve"),
+    ];
+    for ((host, port, addrs), identity) in cases
+        .iter()
+        .flat_map(|case| identities.iter().map(move |&identity| (case, identity)))
+    {
         for protocol in Protocol::ALL {
             let req = Request {
                 protocol,
@@ -96,7 +118,7 @@ fn evaluate_and_precheck_do_not_allocate() {
                 port: *port,
                 addrs,
                 client: Some(IpAddr::from([10, 1, 2, 3])),
-                identity: None,
+                identity,
             };
             let mut decision = None;
             let n = allocations_during(|| decision = Some(policy.evaluate(&req)));
@@ -110,7 +132,7 @@ fn evaluate_and_precheck_do_not_allocate() {
                     port: *port,
                     addrs: &[],
                     client: None,
-                    identity: None,
+                    identity,
                 }))
             });
             assert_eq!(n, 0, "precheck allocated for {host} {port}");

@@ -188,6 +188,12 @@ pub struct EchoServer {
 impl EchoServer {
     pub async fn start() -> EchoServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+        EchoServer::from_listener(listener)
+    }
+
+    /// Serve on a listener the test bound itself (another loopback address,
+    /// a chosen port).
+    pub fn from_listener(listener: TcpListener) -> EchoServer {
         let addr = listener.local_addr().expect("echo addr");
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&accepted);
@@ -306,6 +312,12 @@ pub struct Origin {
 impl Origin {
     pub async fn start() -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        Origin::from_listener(listener)
+    }
+
+    /// Serve on a listener the test bound itself (another loopback address,
+    /// a chosen port).
+    pub fn from_listener(listener: TcpListener) -> Origin {
         let addr = listener.local_addr().expect("origin addr");
         let (upload_tx, upload_rx) = mpsc::unbounded_channel();
         let state = Arc::new(OriginState {
@@ -453,7 +465,15 @@ pub fn full_body(b: impl Into<Bytes>) -> TestBody {
 
 /// A hand-written DNS server on 127.0.0.1 (UDP and TCP, same port):
 /// `echo.test` → A 127.0.0.1 (AAAA: no data), `slow.test` → never answers,
-/// everything else → NXDOMAIN.
+/// everything else → NXDOMAIN. For DNS-rebinding tests, names whose answer
+/// changes from one query to the next (TTL 0, counted per name and type):
+///
+/// * `rebind.test`: A queries 1, 3, 5, … → 127.0.0.2 (the allowed address),
+///   2, 4, 6, … → 127.0.0.1 (the victim); AAAA: no data.
+/// * `rebind-slow.test`: the same, but every 127.0.0.1 answer is sent
+///   [`REBIND_SLOW_DELAY`] late.
+/// * `rebind6.test`: A always 127.0.0.2; AAAA queries 1, 3, … → no data,
+///   2, 4, … → ::1.
 pub struct FakeDns {
     pub addr: SocketAddr,
     queries: Arc<Mutex<Vec<(String, u16)>>>,
@@ -478,14 +498,26 @@ impl FakeDns {
         let addr = udp.local_addr().expect("DNS addr");
         let queries = Arc::new(Mutex::new(Vec::new()));
         let q_udp = Arc::clone(&queries);
+        let udp = Arc::new(udp);
         let udp_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
                     continue;
                 };
-                if let Some(resp) = dns_answer(&buf[..n], &q_udp) {
-                    let _ = udp.send_to(&resp, peer).await;
+                match dns_answer(&buf[..n], &q_udp) {
+                    Some((resp, delay)) if delay.is_zero() => {
+                        let _ = udp.send_to(&resp, peer).await;
+                    }
+                    // A late answer must not hold up the ones behind it.
+                    Some((resp, delay)) => {
+                        let udp = Arc::clone(&udp);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = udp.send_to(&resp, peer).await;
+                        });
+                    }
+                    None => {}
                 }
             }
         });
@@ -506,7 +538,8 @@ impl FakeDns {
                         if s.read_exact(&mut msg).await.is_err() {
                             return;
                         }
-                        if let Some(resp) = dns_answer(&msg, &q) {
+                        if let Some((resp, delay)) = dns_answer(&msg, &q) {
+                            tokio::time::sleep(delay).await;
                             let Ok(l) = u16::try_from(resp.len()) else {
                                 return;
                             };
@@ -533,6 +566,16 @@ impl FakeDns {
         self.queries.lock().expect("dns lock").clone()
     }
 
+    /// How many queries of type `qtype` (1 = A, 28 = AAAA) asked for `name`.
+    pub fn query_count(&self, name: &str, qtype: u16) -> usize {
+        self.queries
+            .lock()
+            .expect("dns lock")
+            .iter()
+            .filter(|(n, t)| n == name && *t == qtype)
+            .count()
+    }
+
     /// `[dns]` and `[limits]` TOML pointing the proxy here with a 500 ms timeout.
     pub fn toml(&self) -> String {
         format!(
@@ -550,8 +593,12 @@ impl Drop for FakeDns {
     }
 }
 
-/// Build the answer to one DNS query, or `None` to stay silent.
-fn dns_answer(q: &[u8], log: &Mutex<Vec<(String, u16)>>) -> Option<Vec<u8>> {
+/// How late `rebind-slow.test` sends its 127.0.0.1 answers.
+pub const REBIND_SLOW_DELAY: Duration = Duration::from_millis(150);
+
+/// Build the answer to one DNS query and how long to wait before sending
+/// it, or `None` to stay silent.
+fn dns_answer(q: &[u8], log: &Mutex<Vec<(String, u16)>>) -> Option<(Vec<u8>, Duration)> {
     if q.len() < 12 {
         return None;
     }
@@ -577,13 +624,56 @@ fn dns_answer(q: &[u8], log: &Mutex<Vec<(String, u16)>>) -> Option<Vec<u8>> {
     let q_end = i + 4;
     let question = q.get(12..q_end)?;
     let name = labels.join(".");
-    log.lock().expect("dns lock").push((name.clone(), qtype));
+    // 0 for the first query of this name and type, 1 for the second, …
+    let nth = {
+        let mut log = log.lock().expect("dns lock");
+        let nth = log
+            .iter()
+            .filter(|(n, t)| *n == name && *t == qtype)
+            .count();
+        log.push((name.clone(), qtype));
+        nth
+    };
+    const A: u16 = 1;
+    const AAAA: u16 = 28;
+    const ALLOWED: [u8; 4] = [127, 0, 0, 2];
+    const VICTIM: [u8; 4] = [127, 0, 0, 1];
+    const VICTIM6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let alternate = |first: [u8; 4], second: [u8; 4]| {
+        if nth % 2 == 0 {
+            first
+        } else {
+            second
+        }
+    };
 
-    let (rcode, answers): (u16, Vec<[u8; 4]>) = match name.as_str() {
-        "slow.test" => return None,
-        "echo.test" if qtype == 1 => (0, vec![[127, 0, 0, 1]]),
-        "echo.test" => (0, vec![]),
-        _ => (3, vec![]),
+    // An answer record: (type, TTL, RDATA).
+    type Record = (u16, u32, Vec<u8>);
+    let (rcode, answers, delay): (u16, Vec<Record>, Duration) = match (name.as_str(), qtype) {
+        ("slow.test", _) => return None,
+        ("echo.test", A) => (0, vec![(A, 60, vec![127, 0, 0, 1])], Duration::ZERO),
+        ("echo.test", _) => (0, vec![], Duration::ZERO),
+        ("rebind.test", A) => (
+            0,
+            vec![(A, 0, alternate(ALLOWED, VICTIM).to_vec())],
+            Duration::ZERO,
+        ),
+        ("rebind-slow.test", A) => {
+            let addr = alternate(ALLOWED, VICTIM);
+            let delay = if addr == VICTIM {
+                REBIND_SLOW_DELAY
+            } else {
+                Duration::ZERO
+            };
+            (0, vec![(A, 0, addr.to_vec())], delay)
+        }
+        ("rebind.test" | "rebind-slow.test", _) => (0, vec![], Duration::ZERO),
+        ("rebind6.test", A) => (0, vec![(A, 0, ALLOWED.to_vec())], Duration::ZERO),
+        ("rebind6.test", AAAA) if nth % 2 == 1 => {
+            (0, vec![(AAAA, 0, VICTIM6.to_vec())], Duration::ZERO)
+        }
+        ("rebind6.test", _) => (0, vec![], Duration::ZERO),
+        _ => (3, vec![], Duration::ZERO),
     };
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&q[0..2]); // id
@@ -594,15 +684,15 @@ fn dns_answer(q: &[u8], log: &Mutex<Vec<(String, u16)>>) -> Option<Vec<u8>> {
     out.extend_from_slice(&0u16.to_be_bytes()); // NSCOUNT
     out.extend_from_slice(&0u16.to_be_bytes()); // ARCOUNT
     out.extend_from_slice(question);
-    for a in answers {
+    for (rtype, ttl, rdata) in answers {
         out.extend_from_slice(&[0xC0, 0x0C]); // name: pointer to the question
-        out.extend_from_slice(&1u16.to_be_bytes()); // TYPE A
+        out.extend_from_slice(&rtype.to_be_bytes()); // TYPE
         out.extend_from_slice(&1u16.to_be_bytes()); // CLASS IN
-        out.extend_from_slice(&60u32.to_be_bytes()); // TTL
-        out.extend_from_slice(&4u16.to_be_bytes()); // RDLENGTH
-        out.extend_from_slice(&a);
+        out.extend_from_slice(&ttl.to_be_bytes()); // TTL
+        out.extend_from_slice(&u16::try_from(rdata.len()).ok()?.to_be_bytes()); // RDLENGTH
+        out.extend_from_slice(&rdata);
     }
-    Some(out)
+    Some((out, delay))
 }
 
 // === the proxy ===

@@ -131,6 +131,12 @@ impl UdpEcho {
 
     pub async fn start_on(bind: SocketAddr) -> UdpEcho {
         let socket = UdpSocket::bind(bind).await.expect("bind UDP echo");
+        UdpEcho::from_socket(socket)
+    }
+
+    /// Serve on a socket the test bound itself (another loopback address,
+    /// a chosen port).
+    pub fn from_socket(socket: UdpSocket) -> UdpEcho {
         let addr = socket.local_addr().expect("UDP echo addr");
         let received = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&received);

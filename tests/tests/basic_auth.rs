@@ -212,24 +212,39 @@ async fn basic_auth_on_every_front() {
             .await;
         assert_challenge(&head, "HTTP/1.1 with another scheme");
         let (head, _) = env
-            .h1_connect(&target, &format!("Proxy-Authorization: {}\r\n", basic("mallory", "alice-pw")))
+            .h1_connect(
+                &target,
+                &format!("Proxy-Authorization: {}\r\n", basic("mallory", "alice-pw")),
+            )
             .await;
         assert_challenge(&head, "HTTP/1.1 unknown user");
         let (head, _) = env
-            .h1_connect(&target, &format!("Proxy-Authorization: {}\r\n", basic("alice", "bob-pw")))
+            .h1_connect(
+                &target,
+                &format!("Proxy-Authorization: {}\r\n", basic("alice", "bob-pw")),
+            )
             .await;
         assert_challenge(&head, "HTTP/1.1 wrong password");
         // alice: allowed by her rule; bob: authenticated, refused by the policy.
         let (head, mut tunnel) = env
-            .h1_connect(&target, &format!("Proxy-Authorization: {}\r\n", basic("alice", "alice-pw")))
+            .h1_connect(
+                &target,
+                &format!("Proxy-Authorization: {}\r\n", basic("alice", "alice-pw")),
+            )
             .await;
         assert_eq!(head.status, 200, "HTTP/1.1 alice: {head:?}");
         assert_echo(&mut tunnel, b"alice over HTTP/1.1").await;
         drop(tunnel);
         let (head, _) = env
-            .h1_connect(&target, &format!("Proxy-Authorization: {}\r\n", basic("bob", "bob-pw")))
+            .h1_connect(
+                &target,
+                &format!("Proxy-Authorization: {}\r\n", basic("bob", "bob-pw")),
+            )
             .await;
-        assert_eq!(head.status, 403, "HTTP/1.1 bob is not in the policy: {head:?}");
+        assert_eq!(
+            head.status, 403,
+            "HTTP/1.1 bob is not in the policy: {head:?}"
+        );
 
         // HTTP/2 over TLS.
         let tls = tls_connect(env.proxy.listener("secure"), &env.certs, &[b"h2"]).await;
@@ -239,7 +254,9 @@ async fn basic_auth_on_every_front() {
             (Some(basic("alice", "nope")), 407),
             (Some(basic("alice", "alice-pw")), 200),
         ] {
-            let mut req = Request::builder().method(Method::CONNECT).uri(target.as_str());
+            let mut req = Request::builder()
+                .method(Method::CONNECT)
+                .uri(target.as_str());
             if let Some(c) = &cred {
                 req = req.header("proxy-authorization", c.as_str());
             }
@@ -251,34 +268,57 @@ async fn basic_auth_on_every_front() {
             assert_eq!(resp.status().as_u16(), status, "HTTP/2 {cred:?}");
             if status == 407 {
                 assert_eq!(
-                    resp.headers().get("proxy-authenticate").and_then(|v| v.to_str().ok()),
+                    resp.headers()
+                        .get("proxy-authenticate")
+                        .and_then(|v| v.to_str().ok()),
                     Some(format!("Basic realm=\"{REALM}\", charset=\"UTF-8\"").as_str()),
                     "HTTP/2 challenge"
                 );
-                assert!(proxy_status_of(resp.headers()).is_some_and(|p| p.contains("http_request_denied")));
+                assert!(proxy_status_of(resp.headers())
+                    .is_some_and(|p| p.contains("http_request_denied")));
             }
         }
 
         // HTTP/3 CONNECT-UDP.
         let udp = UdpEcho::start().await;
         let path = udp_path("127.0.0.1", udp.port());
-        let mut h3 = H3Client::connect_with(env.proxy.listener("secure"), quic_client_config(&env.certs)).await;
+        let mut h3 =
+            H3Client::connect_with(env.proxy.listener("secure"), quic_client_config(&env.certs))
+                .await;
         let (resp, _s) = h3
             .extended_connect(&path, &[("capsule-protocol", "?1")])
             .await
             .expect("CONNECT-UDP");
         assert_eq!(resp.status(), 407, "HTTP/3 without a credential");
-        assert!(resp.headers().get("proxy-authenticate").is_some(), "HTTP/3 challenge");
+        assert!(
+            resp.headers().get("proxy-authenticate").is_some(),
+            "HTTP/3 challenge"
+        );
         let alice = basic("alice", "alice-pw");
         let (resp, _s) = h3
-            .extended_connect(&path, &[("capsule-protocol", "?1"), ("proxy-authorization", alice.as_str())])
+            .extended_connect(
+                &path,
+                &[
+                    ("capsule-protocol", "?1"),
+                    ("proxy-authorization", alice.as_str()),
+                ],
+            )
             .await
             .expect("CONNECT-UDP");
         assert_eq!(resp.status(), 200, "HTTP/3 alice");
 
         // Counted by reason (HTTP/2 and HTTP/3 added one missing, one wrong).
-        for (reason, n) in [("missing", 3.0), ("malformed", 1.0), ("unknown_user", 1.0), ("wrong_password", 2.0)] {
-            assert_eq!(env.failures(reason).await, n, "{FAILURES}{{reason={reason}}}");
+        for (reason, n) in [
+            ("missing", 3.0),
+            ("malformed", 1.0),
+            ("unknown_user", 1.0),
+            ("wrong_password", 2.0),
+        ] {
+            assert_eq!(
+                env.failures(reason).await,
+                n,
+                "{FAILURES}{{reason={reason}}}"
+            );
         }
 
         // The identity is in the access log; no credential is anywhere in the output.
@@ -288,8 +328,15 @@ async fn basic_auth_on_every_front() {
             })
             .await;
         let everything = format!("{:?}\n{}", env.proxy.access_log(), env.proxy.stderr());
-        for secret in ["alice-pw", "bob-pw", STANDARD.encode("alice:alice-pw").as_str()] {
-            assert!(!everything.contains(secret), "{secret} leaked into the output");
+        for secret in [
+            "alice-pw",
+            "bob-pw",
+            STANDARD.encode("alice:alice-pw").as_str(),
+        ] {
+            assert!(
+                !everything.contains(secret),
+                "{secret} leaked into the output"
+            );
         }
         let _ = &env.dir;
     })
@@ -306,7 +353,11 @@ async fn curl_proxy_user_and_the_header_stays_here() {
         let curl = move |user: Option<&str>, tunnel: bool| {
             let mut cmd = Command::new("curl");
             cmd.args(["-sS", "-o", "/dev/null", "--max-time", "10", "-w"])
-                .arg(if tunnel { "%{http_connect} %{http_code}" } else { "%{http_code}" })
+                .arg(if tunnel {
+                    "%{http_connect} %{http_code}"
+                } else {
+                    "%{http_code}"
+                })
                 .arg("-x")
                 .arg(&proxy_url);
             if tunnel {
@@ -321,13 +372,33 @@ async fn curl_proxy_user_and_the_header_stays_here() {
         };
         let run = |user: Option<&'static str>, tunnel: bool| {
             let curl = curl.clone();
-            async move { tokio::task::spawn_blocking(move || curl(user, tunnel)).await.expect("curl") }
+            async move {
+                tokio::task::spawn_blocking(move || curl(user, tunnel))
+                    .await
+                    .expect("curl")
+            }
         };
-        assert_eq!(run(Some("alice:alice-pw"), true).await, "200 200", "curl -p alice");
-        assert_eq!(run(Some("alice:wrong"), true).await, "407 000", "curl -p wrong");
+        assert_eq!(
+            run(Some("alice:alice-pw"), true).await,
+            "200 200",
+            "curl -p alice"
+        );
+        assert_eq!(
+            run(Some("alice:wrong"), true).await,
+            "407 000",
+            "curl -p wrong"
+        );
         assert_eq!(run(None, true).await, "407 000", "curl -p without");
-        assert_eq!(run(Some("alice:alice-pw"), false).await, "200", "curl forward alice");
-        assert_eq!(run(Some("bob:alice-pw"), false).await, "407", "curl forward wrong");
+        assert_eq!(
+            run(Some("alice:alice-pw"), false).await,
+            "200",
+            "curl forward alice"
+        );
+        assert_eq!(
+            run(Some("bob:alice-pw"), false).await,
+            "407",
+            "curl forward wrong"
+        );
         let seen = origin.seen();
         assert_eq!(seen.len(), 2, "two requests reached the origin");
         for r in &seen {

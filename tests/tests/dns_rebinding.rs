@@ -642,6 +642,14 @@ async fn dns_rebinding_never_reaches_a_refused_address_on_any_front() {
                 "bauta_udp_drops_total",
                 &[("reason", "unknown_stream")],
             );
+            // A flow is registered before its 2xx: no first datagram is ever
+            // dropped as belonging to no flow (the router once raced).
+            assert_eq!(
+                lost.unwrap_or(0.0),
+                0.0,
+                "{}: HTTP/3 datagrams dropped as unknown_stream",
+                lab.variant
+            );
             eprintln!(
                 "{}: {reached} reached 127.0.0.2, {refused} refused; (name, A, AAAA) queries \
                  {queries:?}; HTTP/3 datagrams resent {}, dropped as unknown_stream {lost:?}; \

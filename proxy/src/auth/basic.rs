@@ -81,10 +81,16 @@ mod tests {
     fn well_formed_credentials() {
         // RFC 7617 §2's example: Aladdin / open sesame.
         let c = credential(&with(&["Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="])).expect("parses");
-        assert_eq!((c.user.as_str(), c.password.as_str()), ("Aladdin", "open sesame"));
+        assert_eq!(
+            (c.user.as_str(), c.password.as_str()),
+            ("Aladdin", "open sesame")
+        );
         // Scheme in any case, extra spaces, colons and UTF-8 in the password.
-        let c = credential(&with(&[&format!("bAsIc   {}", STANDARD.encode("zoë:a:b:ç"))]))
-            .expect("parses");
+        let c = credential(&with(&[&format!(
+            "bAsIc   {}",
+            STANDARD.encode("zoë:a:b:ç")
+        )]))
+        .expect("parses");
         assert_eq!((c.user.as_str(), c.password.as_str()), ("zoë", "a:b:ç"));
         let c = credential(&with(&[&encoded("u:")])).expect("empty password");
         assert_eq!(c.password, "");
@@ -92,7 +98,10 @@ mod tests {
 
     #[test]
     fn missing_and_malformed() {
-        assert!(matches!(credential(&HeaderMap::new()), Err(Failure::Missing)));
+        assert!(matches!(
+            credential(&HeaderMap::new()),
+            Err(Failure::Missing)
+        ));
         for bad in [
             "Basic",
             "Basic ",
@@ -117,6 +126,9 @@ mod tests {
     fn debug_hides_the_password() {
         let c = credential(&with(&[&encoded("alice:hunter2")])).expect("parses");
         let shown = format!("{c:?}");
-        assert!(shown.contains("alice") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("alice") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }

@@ -180,14 +180,20 @@ pub fn check_user(user: &str) -> Result<(), &'static str> {
 fn check_hash(hash: &str) -> Result<(), String> {
     let parsed = PasswordHash::new(hash)
         .map_err(|e| format!("not a PHC hash string ({e}); write entries with `bauta passwd`"))?;
-    if !matches!(parsed.algorithm.as_str(), "argon2id" | "argon2i" | "argon2d") {
+    if !matches!(
+        parsed.algorithm.as_str(),
+        "argon2id" | "argon2i" | "argon2d"
+    ) {
         return Err(format!(
             "hash algorithm {:?} is not supported; use argon2id (`bauta passwd`)",
             parsed.algorithm.as_str()
         ));
     }
     let params = Params::try_from(&parsed).map_err(|e| format!("bad argon2 parameters: {e}"))?;
-    if params.m_cost() > MAX_MEMORY_KIB || params.t_cost() > MAX_TIME_COST || params.p_cost() > MAX_LANES {
+    if params.m_cost() > MAX_MEMORY_KIB
+        || params.t_cost() > MAX_TIME_COST
+        || params.p_cost() > MAX_LANES
+    {
         return Err(format!(
             "argon2 parameters m={} t={} p={} exceed the limits m≤{MAX_MEMORY_KIB} t≤{MAX_TIME_COST} p≤{MAX_LANES}",
             params.m_cost(),
@@ -211,9 +217,8 @@ fn verify(hash: &str, password: &[u8]) -> bool {
 
 /// What an unknown user is checked against: a hash of a random password with
 /// the default parameters, which no password matches in practice.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    super::passwd::hash(&super::random::<32>()).unwrap_or_default()
-});
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| super::passwd::hash(&super::random::<32>()).unwrap_or_default());
 
 #[cfg(test)]
 mod tests {
@@ -237,13 +242,19 @@ mod tests {
 
     #[tokio::test]
     async fn right_wrong_and_unknown() {
-        let creds = Credentials::parse(&file(&[("alice", "s3cret"), ("bob", "other")]))
-            .expect("parses");
+        let creds =
+            Credentials::parse(&file(&[("alice", "s3cret"), ("bob", "other")])).expect("parses");
         assert_eq!(creds.len(), 2);
-        assert_eq!(&*creds.check(&cred("alice", "s3cret")).await.expect("ok"), "alice");
+        assert_eq!(
+            &*creds.check(&cred("alice", "s3cret")).await.expect("ok"),
+            "alice"
+        );
         // Remembered: the second check is a digest lookup.
         assert_eq!(creds.remembered().len(), 1);
-        assert_eq!(&*creds.check(&cred("alice", "s3cret")).await.expect("ok"), "alice");
+        assert_eq!(
+            &*creds.check(&cred("alice", "s3cret")).await.expect("ok"),
+            "alice"
+        );
         assert_eq!(
             creds.check(&cred("alice", "S3cret")).await.err(),
             Some(Failure::WrongPassword)
@@ -267,7 +278,11 @@ mod tests {
             ("no colon here\n", 1, "user:hash"),
             ("alice:plaintext\n", 1, "PHC"),
             // The user ends at the first ':', so the rest is no hash.
-            ("a:b:$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\n", 1, "PHC"),
+            (
+                "a:b:$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\n",
+                1,
+                "PHC",
+            ),
             (
                 "x:$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo\n",
                 1,

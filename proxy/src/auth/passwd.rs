@@ -77,8 +77,14 @@ fn with_entry(old: &str, user: &str, entry: &str) -> (String, Change) {
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let fail = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", tmp.display());
     let mut options = std::fs::OpenOptions::new();
@@ -98,8 +104,7 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
         .and_then(|()| file.sync_all())
         .map_err(|e| fail("write", e));
     if let Err(e) = written.and_then(|()| {
-        std::fs::rename(&tmp, path)
-            .map_err(|e| format!("cannot replace {}: {e}", path.display()))
+        std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
     }) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -144,7 +149,10 @@ mod tests {
         assert_eq!(text, "# team\nalice:NEW\n\nbob:B\ncarol:C\n");
         // A comment that looks like an entry is left alone.
         let (text, change) = with_entry("#alice:x\n", "alice", "alice:Y");
-        assert_eq!((text.as_str(), change), ("#alice:x\nalice:Y\n", Change::Added));
+        assert_eq!(
+            (text.as_str(), change),
+            ("#alice:x\nalice:Y\n", Change::Added)
+        );
     }
 
     #[test]

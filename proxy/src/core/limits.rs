@@ -84,7 +84,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 // === impl Exceeded ===
 
 impl Exceeded {
-    pub const ALL: [Exceeded; 3] = [Exceeded::Tunnels, Exceeded::NewPerSecond, Exceeded::UdpFlows];
+    pub const ALL: [Exceeded; 3] = [
+        Exceeded::Tunnels,
+        Exceeded::NewPerSecond,
+        Exceeded::UdpFlows,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -179,7 +183,10 @@ impl Limiter {
     /// its tunnels would hand it a fresh burst).
     fn sweep(&self, now: Instant) {
         {
-            let mut last = self.last_sweep.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut last = self
+                .last_sweep
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if now.saturating_duration_since(*last) < SWEEP_EVERY {
                 return;
             }
@@ -241,7 +248,8 @@ impl Counts {
 
     /// Nothing open and nothing to remember.
     fn idle(&self, now: Instant) -> bool {
-        if self.tunnels.load(Ordering::Acquire) != 0 || self.udp_flows.load(Ordering::Acquire) != 0 {
+        if self.tunnels.load(Ordering::Acquire) != 0 || self.udp_flows.load(Ordering::Acquire) != 0
+        {
             return false;
         }
         let mut b = self.bucket();
@@ -280,7 +288,11 @@ impl Drop for Held {
 mod tests {
     use super::*;
 
-    fn limits(tunnels: Option<u32>, new_per_s: Option<u32>, udp_flows: Option<u32>) -> IdentityLimits {
+    fn limits(
+        tunnels: Option<u32>,
+        new_per_s: Option<u32>,
+        udp_flows: Option<u32>,
+    ) -> IdentityLimits {
         IdentityLimits {
             tunnels,
             new_per_s,
@@ -299,11 +311,18 @@ mod tests {
         let now = Instant::now();
         let a = l.admit(alice(), &lim, false, now).expect("1st");
         let b = l.admit(alice(), &lim, false, now).expect("2nd");
-        assert_eq!(l.admit(alice(), &lim, false, now).err(), Some(Exceeded::Tunnels));
+        assert_eq!(
+            l.admit(alice(), &lim, false, now).err(),
+            Some(Exceeded::Tunnels)
+        );
         // Another client has its own count.
-        let bob = l.admit(Client::Identity("bob".into()), &lim, false, now).expect("bob");
+        let bob = l
+            .admit(Client::Identity("bob".into()), &lim, false, now)
+            .expect("bob");
         drop(a);
-        let c = l.admit(alice(), &lim, false, now).expect("a place was given back");
+        let c = l
+            .admit(alice(), &lim, false, now)
+            .expect("a place was given back");
         drop((b, c, bob));
         assert_eq!(l.clients(), 0, "nothing open, no rate: entries are gone");
     }
@@ -314,11 +333,17 @@ mod tests {
         let lim = limits(Some(3), None, Some(1));
         let now = Instant::now();
         let flow = l.admit(alice(), &lim, true, now).expect("flow");
-        assert_eq!(l.admit(alice(), &lim, true, now).err(), Some(Exceeded::UdpFlows));
+        assert_eq!(
+            l.admit(alice(), &lim, true, now).err(),
+            Some(Exceeded::UdpFlows)
+        );
         // The refused flow gave its tunnel place back: two TCP tunnels fit.
         let t1 = l.admit(alice(), &lim, false, now).expect("tcp 1");
         let t2 = l.admit(alice(), &lim, false, now).expect("tcp 2");
-        assert_eq!(l.admit(alice(), &lim, false, now).err(), Some(Exceeded::Tunnels));
+        assert_eq!(
+            l.admit(alice(), &lim, false, now).err(),
+            Some(Exceeded::Tunnels)
+        );
         drop(flow);
         let again = l.admit(alice(), &lim, true, now).expect("flow after close");
         drop((t1, t2, again));
@@ -333,13 +358,19 @@ mod tests {
         // A burst of one second's worth, then refused…
         drop(l.admit(alice(), &lim, false, t0).expect("1"));
         drop(l.admit(alice(), &lim, false, t0).expect("2"));
-        assert_eq!(l.admit(alice(), &lim, false, t0).err(), Some(Exceeded::NewPerSecond));
+        assert_eq!(
+            l.admit(alice(), &lim, false, t0).err(),
+            Some(Exceeded::NewPerSecond)
+        );
         // … although nothing is open: closing does not refill.
         assert_eq!(l.clients(), 1, "the empty bucket is remembered");
         // Half a second later one token is back.
         let t1 = t0 + Duration::from_millis(500);
         drop(l.admit(alice(), &lim, false, t1).expect("refilled one"));
-        assert_eq!(l.admit(alice(), &lim, false, t1).err(), Some(Exceeded::NewPerSecond));
+        assert_eq!(
+            l.admit(alice(), &lim, false, t1).err(),
+            Some(Exceeded::NewPerSecond)
+        );
         // Anonymous clients are counted by address.
         let addr = Client::Address("192.0.2.7".parse().expect("ip"));
         drop(l.admit(addr, &lim, false, t1).expect("another client"));
@@ -352,7 +383,10 @@ mod tests {
     fn unlimited_counts_nothing() {
         let l = Limiter::new();
         let permits: Vec<Permit> = (0..100)
-            .map(|_| l.admit(alice(), &IdentityLimits::default(), true, Instant::now()).expect("ok"))
+            .map(|_| {
+                l.admit(alice(), &IdentityLimits::default(), true, Instant::now())
+                    .expect("ok")
+            })
             .collect();
         assert_eq!(l.clients(), 0);
         drop(permits);

@@ -333,9 +333,9 @@ pub fn sf_string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bauta_policy::{AddrClass, Decision, Reason, Verdict};
     use crate::auth::Failure;
     use crate::core::limits::Exceeded;
+    use bauta_policy::{AddrClass, Decision, Reason, Verdict};
 
     fn denied(reason: Reason) -> ProxyError {
         ProxyError::Dial(DialError::Denied(Decision {

@@ -7,8 +7,8 @@
 
 use crate::auth;
 use crate::config::Config;
-use crate::core::limits::Exceeded;
 use crate::core::exchange::{Front, Kind};
+use crate::core::limits::Exceeded;
 use crate::core::respond::OUTCOMES;
 use crate::ops::metrics::{prefill as touch, Metrics};
 use crate::seccert::advertiser::Advertise;

@@ -111,6 +111,7 @@ impl Policy {
             index: RuleIndex::new(&rules),
             rules,
             identities,
+            groups: crate::groups::Groups::new(&cfg.groups),
         })
     }
 }

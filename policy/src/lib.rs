@@ -24,6 +24,7 @@ mod addr;
 mod cidr;
 mod compile;
 pub mod config;
+mod groups;
 mod host;
 mod host_pattern;
 mod identity;
@@ -190,6 +191,8 @@ pub struct Policy {
     index: RuleIndex,
     /// The exact identities the rules name, interned.
     identities: Identities,
+    /// `[groups]`, for settings keyed by group.
+    groups: groups::Groups,
 }
 
 // === impl Verdict ===
@@ -475,6 +478,17 @@ impl Policy {
     }
 
     /// How many rules the policy has.
+    /// Whether `identity` is a member of `group` (as `groups` in a rule
+    /// would match it); `None` when the policy defines no such group.
+    pub fn in_group(&self, group: &str, identity: &str) -> Option<bool> {
+        self.groups.contains(group, identity)
+    }
+
+    /// The names of the groups the policy defines.
+    pub fn group_names(&self) -> impl Iterator<Item = &str> {
+        self.groups.names()
+    }
+
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }

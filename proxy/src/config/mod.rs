@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod auth;
+pub mod client_limits;
 pub mod default;
 pub mod origin;
 pub mod udp_template;
@@ -152,6 +153,9 @@ struct LimitsSection {
     upstream_idle_timeout_s: Option<Spanned<u64>>,
     max_upstream_idle_per_host: Option<Spanned<u64>>,
     shutdown_grace_s: Option<Spanned<u64>>,
+    per_identity: Option<Spanned<client_limits::IdentityLimitsSection>>,
+    #[serde(default)]
+    per_group: std::collections::BTreeMap<String, Spanned<client_limits::IdentityLimitsSection>>,
 }
 
 // === runtime types ===
@@ -172,6 +176,8 @@ pub struct Config {
     pub origins: Arc<Origins>,
     /// `[auth]`: Basic credentials for clients without a certificate.
     pub auth: Option<auth::AuthSpec>,
+    /// `[limits] per_identity` and `per_group`.
+    pub client_limits: client_limits::ClientLimits,
 }
 
 /// `[secondary_certs]`: when to advertise, on which codepoints.
@@ -439,6 +445,12 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
     let secondary = compile_secondary(&file.secondary_certs, src)?;
     let origins = compile_origins(&file.origins, src, base)?;
     let auth = auth::compile_auth(&file.auth, src, base)?;
+    let client_limits = client_limits::compile_client_limits(
+        file.limits.per_identity.as_ref(),
+        &file.limits.per_group,
+        &policy,
+        src,
+    )?;
     for l in &mut listeners {
         if let Some(leaf) = &l.leaf {
             l.handshake_covers = Arc::new(origin::covered_by(leaf, &origins));
@@ -457,6 +469,7 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         secondary,
         origins: Arc::new(origins),
         auth,
+        client_limits,
     })
 }
 

@@ -5,6 +5,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
+use crate::core::limits::Limiter;
 use crate::core::tunnels::Tunnels;
 use crate::ops::metrics::Metrics;
 use crate::upstream::dial::Dialer;
@@ -18,6 +19,8 @@ pub struct Services {
     pub pool: UpstreamPool,
     pub reverse_pool: ReversePool,
     pub tunnels: Arc<Tunnels>,
+    /// What each client holds, against `[limits] per_identity`.
+    pub limiter: Arc<Limiter>,
 }
 
 // === impl Services ===
@@ -44,6 +47,7 @@ impl Services {
             pool,
             reverse_pool,
             tunnels: Tunnels::new(),
+            limiter: Limiter::new(),
         })
     }
 

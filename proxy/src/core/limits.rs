@@ -15,16 +15,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-/// One client's limits; `None`: unlimited.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IdentityLimits {
-    /// Concurrent tunnels (CONNECT and CONNECT-UDP together).
-    pub tunnels: Option<u32>,
-    /// New tunnels per second; bursts of up to one second's worth.
-    pub new_per_s: Option<u32>,
-    /// Concurrent CONNECT-UDP flows.
-    pub udp_flows: Option<u32>,
-}
+pub use crate::config::client_limits::IdentityLimits;
 
 /// Which limit refused a tunnel (the `limit` label of
 /// `bauta_limit_rejections_total`).
@@ -105,14 +96,6 @@ impl Exceeded {
             Exceeded::NewPerSecond => "too many new tunnels per second for this client",
             Exceeded::UdpFlows => "too many open CONNECT-UDP flows for this client",
         }
-    }
-}
-
-// === impl IdentityLimits ===
-
-impl IdentityLimits {
-    pub fn is_unlimited(&self) -> bool {
-        *self == IdentityLimits::default()
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use crate::body::Body;
 use crate::core::context::Services;
 use crate::core::exchange::Exchange;
+use crate::core::limits::Permit;
 use crate::tunnel::tcp::{self as tcp_tunnel, End};
 use crate::tunnel::udp::{self as udp_tunnel, DatagramChannel, FlowEnd, FlowSettings};
 use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
@@ -41,6 +42,8 @@ pub struct Tunnel {
     ex: Exchange,
     decision: Decision,
     far: Far,
+    /// The client's place under its limits, held until the tunnel ends.
+    permit: Permit,
 }
 
 enum Far {
@@ -65,12 +68,14 @@ impl Tunnel {
         ex: Exchange,
         decision: Decision,
         s: TcpStream,
+        permit: Permit,
     ) -> Tunnel {
         Tunnel {
             services,
             ex,
             decision,
             far: Far::Tcp(s),
+            permit,
         }
     }
 
@@ -79,12 +84,14 @@ impl Tunnel {
         ex: Exchange,
         decision: Decision,
         s: UdpSocket,
+        permit: Permit,
     ) -> Tunnel {
         Tunnel {
             services,
             ex,
             decision,
             far: Far::Udp(s),
+            permit,
         }
     }
 
@@ -105,6 +112,8 @@ impl Tunnel {
             ex,
             decision,
             far,
+            // Bound, not `_`: the place is given back when `run` returns.
+            permit: _permit,
         } = self;
         let _live = services.tunnels.open();
         let m = &services.metrics;

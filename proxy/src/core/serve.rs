@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bauta_policy::{Decision, Protocol};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -14,6 +15,7 @@ use crate::body::{self, Body};
 use crate::config::origin::Origin;
 use crate::core::context::Services;
 use crate::core::exchange::{dial_failure, ConnInfo, Exchange, Failure};
+use crate::core::limits::{Client, Permit};
 use crate::core::reply::{Reply, Tunnel};
 use crate::core::request::RequestHead;
 use crate::core::respond::ProxyError;
@@ -99,6 +101,31 @@ async fn authenticate(
     }
 }
 
+/// A place for one more tunnel (`udp`: a CONNECT-UDP flow) under the
+/// client's limits, taken before dialling (a refused client costs no
+/// upstream connection), or a 429.
+fn admit(services: &Services, ex: &Exchange, udp: bool) -> Result<Permit, Failure> {
+    let config = &ex.config;
+    let limits = config
+        .client_limits
+        .for_client(&config.policy, ex.identity.as_deref());
+    let client = match &ex.identity {
+        Some(id) => Client::Identity(Arc::clone(id)),
+        None => Client::Address(ex.conn.client.ip()),
+    };
+    services
+        .limiter
+        .admit(client, &limits, udp, Instant::now())
+        .map_err(|exceeded| {
+            services
+                .metrics
+                .limit_rejections
+                .with_label_values(&[exceeded.as_str()])
+                .inc();
+            (ProxyError::Limited(exceeded), None)
+        })
+}
+
 /// Count and log a refused exchange, and build the answer `respond` gives.
 fn refuse(services: &Services, ex: &Exchange, failure: Failure) -> Reply {
     // One answer for the response, the count, the log line and the reset.
@@ -123,6 +150,7 @@ async fn tunnel(
     if let Some(a) = &ex.conn.advertiser {
         a.on_connect(target);
     }
+    let permit = admit(services, ex, false)?;
     let dialed = services
         .dialer
         .dial(&ex.config.policy, Protocol::Connect, target, ex.asker())
@@ -135,6 +163,7 @@ async fn tunnel(
         ex.clone(),
         dialed.decision,
         dialed.stream,
+        permit,
     );
     Ok(Reply::Tunnel { head, tunnel })
 }
@@ -146,6 +175,7 @@ async fn udp_tunnel(
     ex: &Exchange,
     target: &Target,
 ) -> Result<Reply, Failure> {
+    let permit = admit(services, ex, true)?;
     let auth = services
         .dialer
         .authorize(&ex.config.policy, Protocol::ConnectUdp, target, ex.asker())
@@ -160,7 +190,13 @@ async fn udp_tunnel(
     let mut head = status_only(StatusCode::OK);
     head.headers_mut()
         .insert("capsule-protocol", HeaderValue::from_static("?1"));
-    let tunnel = Tunnel::udp(Arc::clone(services), ex.clone(), auth.decision, socket);
+    let tunnel = Tunnel::udp(
+        Arc::clone(services),
+        ex.clone(),
+        auth.decision,
+        socket,
+        permit,
+    );
     Ok(Reply::Tunnel { head, tunnel })
 }
 

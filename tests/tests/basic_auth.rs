@@ -83,6 +83,7 @@ impl Env {
              [[listener]]\nname = \"secure\"\nlisten = \"127.0.0.1:0\"\n\
              protocols = [\"http1\", \"h2\", \"h3\"]\ntls_cert = '{}'\ntls_key = '{}'\n\n\
              [limits]\nshutdown_grace_s = 1\n\n\
+             [reload]\nwatch_files = false\n\n\
              [auth]\nbasic_file = \"users.txt\"\nrealm = \"{REALM}\"\n\n\
              [policy]\ndefault = \"deny\"\n\n\
              [[policy.rule]]\nname = \"alice\"\naction = \"allow\"\nidentities = [\"alice\"]\n\

@@ -32,6 +32,9 @@ use serde_json::Value;
 
 const RELOADS: &str = "bauta_config_reloads_total";
 const LIMIT: Duration = Duration::from_secs(40);
+/// SIGHUP alone: these tests count reloads exactly, and the file watcher
+/// (tested in `policy_reload`) would also reload the files they replace.
+const NO_WATCH: &str = "[reload]\nwatch_files = false\n\n";
 
 // === helpers ===
 
@@ -43,7 +46,7 @@ fn listeners_config(pki: &Pki, policy: &str) -> String {
          [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n\
          [[listener]]\nname = \"secure\"\nlisten = \"127.0.0.1:0\"\n\
          protocols = [\"http1\", \"h2\", \"h3\"]\ntls_cert = '{}'\ntls_key = '{}'\n\n\
-         [limits]\nshutdown_grace_s = 1\n\n{policy}",
+         [limits]\nshutdown_grace_s = 1\n\n{NO_WATCH}{policy}",
         pki.certs.cert_pem.display(),
         pki.certs.key_pem.display()
     )
@@ -429,7 +432,12 @@ fn origins_config(pki: &Pki, origins: &[(&OriginCert, &NamedUpstream)]) -> Strin
             upstream: up.url(),
         })
         .collect();
-    config_text(pki, "eager", &entries, "[limits]\nshutdown_grace_s = 1\n")
+    config_text(
+        pki,
+        "eager",
+        &entries,
+        &format!("[limits]\nshutdown_grace_s = 1\n\n{NO_WATCH}"),
+    )
 }
 
 /// Assert `get_origin` in `v` came from upstream `name`.

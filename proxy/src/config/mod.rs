@@ -15,9 +15,10 @@ pub mod auth;
 pub mod client_limits;
 pub mod default;
 pub mod origin;
+mod policy_file;
 pub mod udp_template;
 
-use bauta_policy::{CompileError, Policy, PolicyConfig, RuleConfig, Verdict};
+use bauta_policy::Policy;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -42,7 +43,7 @@ struct FileConfig {
     #[serde(default)]
     dns: DnsSection,
     #[serde(default)]
-    policy: PolicySection,
+    policy: policy_file::PolicySection,
     #[serde(default)]
     limits: LimitsSection,
     #[serde(default)]
@@ -53,6 +54,16 @@ struct FileConfig {
     origins: Vec<OriginSection>,
     #[serde(default)]
     auth: auth::AuthSection,
+    #[serde(default)]
+    reload: ReloadSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadSection {
+    /// Reload when the configuration, policy or credentials file changes
+    /// (default true); SIGHUP always reloads.
+    watch_files: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,28 +135,6 @@ struct DnsSection {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PolicySection {
-    file: Option<Spanned<String>>,
-    default: Option<Spanned<Verdict>>,
-    #[serde(default, rename = "rule")]
-    rules: Vec<Spanned<RuleConfig>>,
-    #[serde(default)]
-    groups: std::collections::BTreeMap<String, Vec<String>>,
-}
-
-/// The content of a separate policy file (`[policy] file = "…"`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    default: Option<Spanned<Verdict>>,
-    #[serde(default, rename = "rule")]
-    rules: Vec<Spanned<RuleConfig>>,
-    #[serde(default)]
-    groups: std::collections::BTreeMap<String, Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LimitsSection {
     connect_timeout_ms: Option<Spanned<u64>>,
     dns_timeout_ms: Option<Spanned<u64>>,
@@ -170,6 +159,8 @@ pub struct Config {
     pub listeners: Vec<ListenerSpec>,
     pub dns_servers: Vec<SocketAddr>,
     pub policy: Arc<Policy>,
+    /// `[policy] file`, when the rules live in their own file.
+    pub policy_file: Option<PathBuf>,
     pub limits: Limits,
     pub connect_udp: ConnectUdpSpec,
     pub secondary: SecondarySpec,
@@ -178,6 +169,8 @@ pub struct Config {
     pub auth: Option<auth::AuthSpec>,
     /// `[limits] per_identity` and `per_group`.
     pub client_limits: client_limits::ClientLimits,
+    /// `[reload] watch_files`: reload when a file of [`Config::files`] changes.
+    pub watch_files: bool,
 }
 
 /// `[secondary_certs]`: when to advertise, on which codepoints.
@@ -337,6 +330,19 @@ impl Config {
         compile(file, &src, base)
     }
 
+    /// The files this configuration was read from (the file itself, the
+    /// policy file, the credentials file): a change to any of them reloads.
+    pub fn files(&self) -> Vec<PathBuf> {
+        [
+            self.source.clone(),
+            self.policy_file.clone(),
+            self.auth.as_ref().map(|a| a.file.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// The listener named `name`.
     pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {
         self.listeners.iter().find(|l| &*l.name == name)
@@ -439,7 +445,8 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         dns_servers.push(parse_socket_addr(src, s, "dns.servers")?);
     }
 
-    let policy = compile_policy(&file.policy, src, base)?;
+    let policy = policy_file::compile_policy(&file.policy, src, base)?;
+    let policy_file = file.policy.file.as_ref().map(|f| base.join(f.get_ref()));
     let limits = compile_limits(&file.limits, src)?;
     let connect_udp = compile_connect_udp(&file.connect_udp, src)?;
     let secondary = compile_secondary(&file.secondary_certs, src)?;
@@ -464,12 +471,14 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         listeners,
         dns_servers,
         policy: Arc::new(policy),
+        policy_file,
         limits,
         connect_udp,
         secondary,
         origins: Arc::new(origins),
         auth,
         client_limits,
+        watch_files: file.reload.watch_files.unwrap_or(true),
     })
 }
 
@@ -652,82 +661,6 @@ fn compile_client_auth(
         roots: Arc::new(roots),
         required,
     }))
-}
-
-fn compile_policy(p: &PolicySection, src: &Source<'_>, base: &Path) -> Result<Policy, ConfigError> {
-    if let Some(file) = &p.file {
-        if p.default.is_some() || !p.rules.is_empty() || !p.groups.is_empty() {
-            return Err(src.err(
-                file.span(),
-                "policy.file",
-                "give either `file` or inline `default`/`[[policy.rule]]`/`[policy.groups]`, not both",
-            ));
-        }
-        let path = base.join(file.get_ref());
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            src.err(
-                file.span(),
-                "policy.file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        let psrc = Source {
-            name: path.display().to_string(),
-            text: &text,
-        };
-        let pf: PolicyFile = toml::from_str(&text).map_err(|e| psrc.toml_err(e))?;
-        return build_policy(pf.default.as_ref(), &pf.rules, &pf.groups, &psrc, "");
-    }
-    build_policy(p.default.as_ref(), &p.rules, &p.groups, src, "policy.")
-}
-
-fn build_policy(
-    default: Option<&Spanned<Verdict>>,
-    rules: &[Spanned<RuleConfig>],
-    groups: &std::collections::BTreeMap<String, Vec<String>>,
-    src: &Source<'_>,
-    prefix: &str,
-) -> Result<Policy, ConfigError> {
-    let cfg = PolicyConfig {
-        default: default.map(|d| *d.get_ref()).unwrap_or(Verdict::Deny),
-        rules: rules.iter().map(|r| r.get_ref().clone()).collect(),
-        groups: groups.clone(),
-    };
-    Policy::compile(&cfg).map_err(|e| {
-        // Point at the offending rule when the error names one.
-        // CompileError numbers rules from 1.
-        let span = rule_index(&e)
-            .and_then(|i| i.checked_sub(1))
-            .and_then(|i| rules.get(i))
-            .map(|r| r.span())
-            .or_else(|| default.map(|d| d.span()));
-        let key = format!("{prefix}rule");
-        match span {
-            Some(span) => src.err(span, &key, e.to_string()),
-            None => ConfigError {
-                file: src.name.clone(),
-                line: None,
-                key,
-                message: e.to_string(),
-            },
-        }
-    })
-}
-
-/// The rule a policy compile error is about.
-fn rule_index(e: &CompileError) -> Option<usize> {
-    use CompileError as E;
-    match e {
-        E::EmptyName { index }
-        | E::DuplicateName { index, .. }
-        | E::EmptyList { index, .. }
-        | E::Host { index, .. }
-        | E::Port { index, .. }
-        | E::Cidr { index, .. }
-        | E::Clients { index, .. }
-        | E::Identity { index, .. }
-        | E::UnknownGroup { index, .. } => Some(*index),
-    }
 }
 
 fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limits, ConfigError> {
@@ -1007,6 +940,7 @@ fn is_sf_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bauta_policy::Verdict;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "test.toml", Path::new("."))

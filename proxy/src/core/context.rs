@@ -2,7 +2,9 @@
 //! snapshot, swapped whole on reload), metrics, the dialer, the upstream
 //! pools, and the live-tunnel tracker.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::core::limits::Limiter;
@@ -13,7 +15,8 @@ use crate::upstream::pool::UpstreamPool;
 use crate::upstream::reverse::ReversePool;
 
 pub struct Services {
-    config: RwLock<Arc<Config>>,
+    /// Swapped whole on reload; read without a lock on every request.
+    config: ArcSwap<Config>,
     pub metrics: Arc<Metrics>,
     pub dialer: Dialer,
     pub pool: UpstreamPool,
@@ -41,7 +44,7 @@ impl Services {
             config.limits.upstream_idle_timeout,
         );
         Ok(Services {
-            config: RwLock::new(config),
+            config: ArcSwap::new(config),
             metrics,
             dialer,
             pool,
@@ -53,20 +56,13 @@ impl Services {
 
     /// Make `config` the one in force for new connections and requests.
     pub fn replace_config(&self, config: Arc<Config>) {
-        match self.config.write() {
-            Ok(mut c) => *c = config,
-            Err(poisoned) => *poisoned.into_inner() = config,
-        }
+        self.config.store(config);
     }
 
     /// The snapshot in force now. A connection takes one when it starts, a
     /// request when it arrives, and keeps it to the end: one request never
     /// mixes two configurations.
     pub fn snapshot(&self) -> Arc<Config> {
-        match self.config.read() {
-            Ok(c) => Arc::clone(&c),
-            // A writer panicked mid-swap; the stored Arc is still whole.
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        self.config.load_full()
     }
 }

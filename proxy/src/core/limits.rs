@@ -347,8 +347,8 @@ mod tests {
         );
         // … although nothing is open: closing does not refill.
         assert_eq!(l.clients(), 1, "the empty bucket is remembered");
-        // Half a second later one token is back.
-        let t1 = t0 + Duration::from_millis(500);
+        // 0.6 s later one token (1.2) is back, not two.
+        let t1 = t0 + Duration::from_millis(600);
         drop(l.admit(alice(), &lim, false, t1).expect("refilled one"));
         assert_eq!(
             l.admit(alice(), &lim, false, t1).err(),

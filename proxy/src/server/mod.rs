@@ -19,6 +19,7 @@ use crate::listen::connections::Connections;
 use crate::ops::metrics::Metrics;
 use crate::wire::h3_error::H3ErrorCode;
 
+pub mod file_watch;
 pub mod prefill;
 pub mod reload;
 
@@ -96,7 +97,11 @@ pub async fn start(config: Config) -> io::Result<Running> {
     }
     ready.store(true, Ordering::Release);
     if let Some(path) = &config.source {
-        reload::spawn_on_sighup(path.clone(), Arc::clone(&services));
+        let reloader = reload::Reloader::new(path.clone(), Arc::clone(&services));
+        reload::spawn_on_sighup(Arc::clone(&reloader));
+        if config.watch_files {
+            file_watch::spawn_on_change(reloader);
+        }
     }
 
     Ok(Running {

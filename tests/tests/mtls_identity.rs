@@ -230,6 +230,17 @@ async fn required_client_certificates_name_the_identity_on_h1_and_h2() {
             };
             assert_eq!(status, None, "{what}: refused in the handshake");
         }
+        // Each refusal counted by why.
+        for reason in ["no_certificate", "bad_certificate"] {
+            let n = wait_metric(
+                proxy.admin,
+                "bauta_auth_failures_total",
+                &[("method", "mtls"), ("reason", reason)],
+                |v| v >= 1.0,
+            )
+            .await;
+            assert_eq!(n, 1.0, "mtls {reason}");
+        }
         assert_eq!(
             echo.accepted(),
             3,
@@ -350,6 +361,14 @@ cidrs = ["127.0.0.0/8"]
             refused,
             "QUIC handshake without a client certificate is refused"
         );
+        let n = wait_metric(
+            proxy.admin,
+            "bauta_auth_failures_total",
+            &[("method", "mtls"), ("reason", "no_certificate")],
+            |v| v >= 1.0,
+        )
+        .await;
+        assert_eq!(n, 1.0, "QUIC refusal counted");
     })
     .await
 }

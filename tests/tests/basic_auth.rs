@@ -64,7 +64,8 @@ fn basic(user: &str, password: &str) -> String {
 /// A proxy with Basic auth: "plain" (HTTP/1.1) and "secure" (HTTP/1.1,
 /// HTTP/2, HTTP/3); alice may reach loopback, everyone else is denied.
 struct Env {
-    dir: TempDir,
+    /// Holds the configuration and credentials files for the proxy's life.
+    _dir: TempDir,
     users: PathBuf,
     certs: Certs,
     proxy: BautaProcess,
@@ -94,7 +95,7 @@ impl Env {
         let path = dir.write("bauta.toml", &config);
         let proxy = BautaProcess::start(&path).await;
         Env {
-            dir,
+            _dir: dir,
             users,
             certs,
             proxy,
@@ -161,8 +162,6 @@ async fn passwd_reads_stdin_and_adds_or_replaces() {
         assert!(!passwd(&file, "carol", "").status.success(), "empty password");
         assert_eq!(std::fs::read_to_string(&file).expect("read"), after, "unchanged");
         // `bauta check` accepts a configuration naming the file.
-        let certs = make_certs();
-        let _ = certs;
         let cfg = dir.write(
             "bauta.toml",
             "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n\
@@ -339,7 +338,6 @@ async fn basic_auth_on_every_front() {
                 "{secret} leaked into the output"
             );
         }
-        let _ = &env.dir;
     })
     .await
 }
@@ -409,7 +407,6 @@ async fn curl_proxy_user_and_the_header_stays_here() {
                 r.headers
             );
         }
-        let _ = &env.users;
     })
     .await
 }

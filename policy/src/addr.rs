@@ -29,12 +29,19 @@ pub enum AddrClass {
     Multicast,
     /// `255.255.255.255`.
     Broadcast,
-    /// `240.0.0.0/4`, `192.0.0.0/24`, `198.18.0.0/15`, documentation ranges
-    /// (`192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`, `2001:db8::/32`),
-    /// `64:ff9b:1::/48` (local NAT64), `100::/64` (discard).
+    /// The rest of the IANA IPv4 and IPv6 Special-Purpose Address
+    /// Registries that is not globally reachable: `240.0.0.0/4`,
+    /// `192.0.0.0/24`, `198.18.0.0/15`, the 6to4 relay anycast
+    /// `192.88.99.0/24`, documentation ranges (`192.0.2.0/24`,
+    /// `198.51.100.0/24`, `203.0.113.0/24`, `2001:db8::/32`, `3fff::/20`),
+    /// `64:ff9b:1::/48` (local NAT64), `100::/64` (discard), `100:0:0:1::/64`
+    /// (dummy prefix), the IETF protocol block `2001::/23` (Teredo, ORCHID
+    /// and ORCHIDv2, benchmarking, …), SRv6 SIDs `5f00::/16` and the
+    /// deprecated site-local `fec0::/10`.
     Reserved,
     /// An IPv6 address embedding a non-public IPv4 one: IPv4-mapped `::ffff:0:0/96`,
-    /// IPv4-compatible `::/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`.
+    /// IPv4-translated `::ffff:0:0:0/96` (RFC 2765), IPv4-compatible `::/96`,
+    /// NAT64 `64:ff9b::/96`, 6to4 `2002::/16`.
     MappedV4,
 }
 
@@ -55,6 +62,8 @@ const V4_RANGES: &[(Ipv4Addr, u8, AddrClass)] = &[
     (Ipv4Addr::new(192, 0, 0, 0), 24, AddrClass::Reserved),
     (Ipv4Addr::new(192, 0, 2, 0), 24, AddrClass::Reserved),
     (Ipv4Addr::new(198, 18, 0, 0), 15, AddrClass::Reserved),
+    // 6to4 relay anycast (RFC 3068, deprecated by RFC 7526).
+    (Ipv4Addr::new(192, 88, 99, 0), 24, AddrClass::Reserved),
     (Ipv4Addr::new(198, 51, 100, 0), 24, AddrClass::Reserved),
     (Ipv4Addr::new(203, 0, 113, 0), 24, AddrClass::Reserved),
 ];
@@ -97,12 +106,46 @@ const V6_RANGES: &[(Ipv6Addr, u8, AddrClass)] = &[
         64,
         AddrClass::Reserved,
     ),
+    // Dummy IPv6 prefix (RFC 9780).
+    (
+        Ipv6Addr::new(0x100, 0, 0, 1, 0, 0, 0, 0),
+        64,
+        AddrClass::Reserved,
+    ),
+    // IETF protocol assignments (RFC 2928): Teredo 2001::/32 (which hides an
+    // obfuscated IPv4 address), benchmarking, ORCHID, ORCHIDv2, DETs, and a
+    // few anycast services a proxy client has no reason to reach.
+    (
+        Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+        23,
+        AddrClass::Reserved,
+    ),
+    // Documentation (RFC 9637).
+    (
+        Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0),
+        20,
+        AddrClass::Reserved,
+    ),
+    // SRv6 SIDs (RFC 9602).
+    (
+        Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0),
+        16,
+        AddrClass::Reserved,
+    ),
+    // Site-local, deprecated (RFC 3879).
+    (
+        Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        AddrClass::Reserved,
+    ),
 ];
 
 /// IPv6 ranges whose low 32 bits are an IPv4 address.
 const V6_EMBEDDING_LOW_32: &[(Ipv6Addr, u8)] = &[
     // IPv4-mapped (RFC 4291 2.5.5.2).
     (Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96),
+    // IPv4-translated (RFC 2765 §2.1, SIIT): ::ffff:0:a.b.c.d.
+    (Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96),
     // IPv4-compatible, deprecated (RFC 4291 2.5.5.1); `::` and `::1` are handled first.
     (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96),
     // NAT64 well-known prefix (RFC 6052).
@@ -283,7 +326,7 @@ mod tests {
             ("::1", Loopback),
             ("fe80::1", LinkLocal),
             ("febf:ffff::1", LinkLocal),
-            ("fec0::1", Public),
+            ("fec0::1", Reserved),
             ("fc00::1", UniqueLocal),
             ("fdff:ffff::1", UniqueLocal),
             ("fd00:ec2::254", Metadata),
@@ -292,7 +335,8 @@ mod tests {
             ("2001:db8::1", Reserved),
             ("2001:db9::1", Public),
             ("100::1", Reserved),
-            ("100:0:0:1::1", Public),
+            ("100:0:0:1::1", Reserved),
+            ("100:0:0:2::1", Public),
             ("64:ff9b:1::1", Reserved),
             // IPv4 embedded in IPv6.
             ("::ffff:127.0.0.1", MappedV4),
@@ -311,6 +355,129 @@ mod tests {
         for &(addr, want) in cases {
             let ip: IpAddr = addr.parse().expect(addr);
             assert_eq!(classify(ip), want, "{addr}");
+        }
+    }
+
+    /// Every entry of the IANA IPv4 and IPv6 Special-Purpose Address
+    /// Registries (and multicast, site-local): its first, middle and last
+    /// address. Refused unless the registry says "Globally Reachable: True"
+    /// AND the entry is not inside a block we refuse whole (`192.0.0.0/24`
+    /// and `2001::/23` hold a few globally reachable anycast services; a
+    /// proxy client has no business there, and the guard stays simple).
+    #[test]
+    fn special_purpose_registries() {
+        const REFUSED: bool = true;
+        const PUBLIC: bool = false;
+        let v4: &[(&str, bool)] = &[
+            ("0.0.0.0/8", REFUSED),
+            ("0.0.0.0/32", REFUSED),
+            ("10.0.0.0/8", REFUSED),
+            ("100.64.0.0/10", REFUSED),
+            ("127.0.0.0/8", REFUSED),
+            ("169.254.0.0/16", REFUSED),
+            ("172.16.0.0/12", REFUSED),
+            ("192.0.0.0/24", REFUSED),
+            ("192.0.0.0/29", REFUSED),
+            ("192.0.0.8/32", REFUSED),
+            ("192.0.0.9/32", REFUSED),  // PCP anycast: inside 192.0.0.0/24
+            ("192.0.0.10/32", REFUSED), // TURN anycast: likewise
+            ("192.0.0.170/31", REFUSED),
+            ("192.0.2.0/24", REFUSED),
+            ("192.31.196.0/24", PUBLIC), // AS112-v4
+            ("192.52.193.0/24", PUBLIC), // AMT
+            ("192.88.99.0/24", REFUSED),
+            ("192.168.0.0/16", REFUSED),
+            ("192.175.48.0/24", PUBLIC), // Direct Delegation AS112
+            ("198.18.0.0/15", REFUSED),
+            ("198.51.100.0/24", REFUSED),
+            ("203.0.113.0/24", REFUSED),
+            ("224.0.0.0/4", REFUSED),
+            ("240.0.0.0/4", REFUSED),
+            ("255.255.255.255/32", REFUSED),
+        ];
+        let v6: &[(&str, bool)] = &[
+            ("::1/128", REFUSED),
+            ("::/128", REFUSED),
+            ("64:ff9b:1::/48", REFUSED),
+            ("100::/64", REFUSED),
+            ("100:0:0:1::/64", REFUSED),
+            ("2001::/23", REFUSED),
+            ("2001::/32", REFUSED), // Teredo
+            ("2001:1::1/128", REFUSED),
+            ("2001:1::3/128", REFUSED),
+            ("2001:2::/48", REFUSED),
+            ("2001:3::/32", REFUSED),
+            ("2001:4:112::/48", REFUSED),
+            ("2001:10::/28", REFUSED), // ORCHID
+            ("2001:20::/28", REFUSED), // ORCHIDv2
+            ("2001:30::/28", REFUSED), // DETs
+            ("2001:db8::/32", REFUSED),
+            ("2620:4f:8000::/48", PUBLIC),
+            ("3fff::/20", REFUSED),
+            ("5f00::/16", REFUSED),
+            ("fc00::/7", REFUSED),
+            ("fe80::/10", REFUSED),
+            ("fec0::/10", REFUSED),
+            ("ff00::/8", REFUSED),
+        ];
+        let check = |net: &str, first: IpAddr, last: IpAddr, mid: IpAddr, refused: bool| {
+            for ip in [first, mid, last] {
+                let class = classify(ip);
+                assert_eq!(
+                    class != AddrClass::Public,
+                    refused,
+                    "{net}: {ip} is {class}"
+                );
+            }
+        };
+        for &(net, refused) in v4 {
+            let (addr, len) = net.split_once('/').expect("cidr");
+            let base = u32::from(addr.parse::<Ipv4Addr>().expect(net));
+            let len: u32 = len.parse().expect(net);
+            let last = base | u32::MAX.checked_shr(len).unwrap_or(0);
+            let mid = base + (last - base) / 2;
+            check(
+                net,
+                IpAddr::V4(base.into()),
+                IpAddr::V4(last.into()),
+                IpAddr::V4(mid.into()),
+                refused,
+            );
+        }
+        for &(net, refused) in v6 {
+            let (addr, len) = net.split_once('/').expect("cidr");
+            let base = u128::from(addr.parse::<Ipv6Addr>().expect(net));
+            let len: u32 = len.parse().expect(net);
+            let last = base | u128::MAX.checked_shr(len).unwrap_or(0);
+            let mid = base + (last - base) / 2;
+            check(
+                net,
+                IpAddr::V6(base.into()),
+                IpAddr::V6(last.into()),
+                IpAddr::V6(mid.into()),
+                refused,
+            );
+        }
+        // The entries that carry an IPv4 address follow it: loopback and
+        // the metadata address in every form (RFC 2765's ::ffff:0:a.b.c.d too).
+        for form in ["::ffff:{}", "::ffff:0:{}", "64:ff9b::{}", "::{}"] {
+            for (v4, refused) in [
+                ("127.0.0.1", REFUSED),
+                ("169.254.169.254", REFUSED),
+                ("8.8.8.8", PUBLIC),
+            ] {
+                let text = form.replace("{}", v4);
+                let ip: IpAddr = text.parse().expect(&text);
+                check(&text, ip, ip, ip, refused);
+            }
+        }
+        for (six_to_four, refused) in [
+            ("2002:7f00:1::", REFUSED),
+            ("2002:a9fe:a9fe::", REFUSED),
+            ("2002:808:808::", PUBLIC),
+        ] {
+            let ip: IpAddr = six_to_four.parse().expect(six_to_four);
+            check(six_to_four, ip, ip, ip, refused);
         }
     }
 
@@ -352,6 +519,9 @@ mod tests {
             if v4 > 1 {
                 prop_assert_eq!(classify(IpAddr::V6(v4.into())), want, "compat {:x}", v4);
             }
+            // IPv4-translated (RFC 2765): ::ffff:0:a.b.c.d.
+            let translated = (0xffff_u128 << 48) | v4;
+            prop_assert_eq!(classify(IpAddr::V6(translated.into())), want, "translated {:x}", translated);
         }
     }
 }

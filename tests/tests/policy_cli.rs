@@ -152,6 +152,37 @@ fn explain_names_the_verdict_rule_and_each_address() {
     assert!(out.contains("refused by the SSRF guard"), "{out}");
 }
 
+/// The special-purpose ranges the guard once let through, asked through the
+/// binary without dialling (`--addr`): each is refused under a default
+/// allow, with its class; a public address beside them is not.
+#[test]
+fn explain_refuses_every_special_purpose_gap() {
+    let dir = TempDir::new("policy-special");
+    let config = dir.write("bauta.toml", CONFIG);
+    let config = config.to_str().expect("utf-8 path");
+    for (addr, class) in [
+        ("::ffff:0:127.0.0.1", "mapped_v4"), // RFC 2765 IPv4-translated
+        ("::ffff:0:169.254.169.254", "mapped_v4"), // … of the metadata address
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "reserved"), // Teredo
+        ("fec0::1", "reserved"),             // site-local
+        ("2001:20::1", "reserved"),          // ORCHIDv2
+        ("2001:10::1", "reserved"),          // ORCHID
+        ("3fff::1", "reserved"),             // documentation, RFC 9637
+        ("5f00::1", "reserved"),             // SRv6 SIDs
+        ("192.88.99.1", "reserved"),         // 6to4 relay anycast
+    ] {
+        let (code, v) = explain_json(config, &["--target", "gap.example:443", "--addr", addr]);
+        assert_eq!(code, 1, "{addr}: {v:#}");
+        assert_eq!(v["addresses"][0]["class"], class, "{addr}: {v:#}");
+        assert_eq!(v["addresses"][0]["prohibited"], true, "{addr}: {v:#}");
+    }
+    let (code, v) = explain_json(
+        config,
+        &["--target", "gap.example:443", "--addr", "2620:4f:8000::1"],
+    );
+    assert_eq!(code, 0, "AS112 direct delegation is public: {v:#}");
+}
+
 #[test]
 fn explain_errors_exit_2() {
     let dir = TempDir::new("policy-explain-err");

@@ -6,6 +6,11 @@
 //! Then the same against 10,000 rules naming 1,000 identities (most of them
 //! sharing `hosts = ["*"]`, differing by identity): a hit on an early rule, on
 //! a late rule, and misses for a named, an unknown and an anonymous client.
+//!
+//! Then against 10,000 any-host rules differing only by network (an egress
+//! allow-list): nine in ten by a /24 `cidrs` in 10.0.0.0/8, one in ten by a
+//! /24 `clients` from 172.16.0.0: hits on an early and a late rule by
+//! destination, a late hit by client, and misses.
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -121,6 +126,7 @@ fn bench(c: &mut Criterion) {
         bench_size(c, rules);
     }
     bench_identities(c);
+    bench_cidrs(c);
 }
 
 fn bench_size(c: &mut Criterion, rules: usize) {
@@ -360,6 +366,121 @@ fn bench_identities(c: &mut Criterion) {
         );
     }
     println!("policy rules={IDENTITY_RULES} identities={IDENTITIES} compile_ms={compile_ms:.1}");
+}
+
+// === 10,000 any-host rules differing by network ===
+
+const CIDR_RULES: usize = 10_000;
+
+/// The /24 of rule `i`, `base.{i / 256}.{i % 256}.0/24` within `base`'s /8
+/// (`172.{16 + i / 256}` for clients).
+fn subnet(first: u8, second: usize, i: usize) -> String {
+    format!("{first}.{}.{}.0/24", second + i / 256, i % 256)
+}
+
+/// Rule `i` allows any host, with `cidrs = [10.x.y.0/24]` (`i % 10 != 9`) or
+/// `clients = [172.(16+x).y.0/24]` (`i % 10 == 9`).
+fn cidr_rule(i: usize) -> RuleConfig {
+    let mut rule = RuleConfig {
+        name: format!("rule-{i}"),
+        action: Verdict::Allow,
+        protocols: None,
+        hosts: None,
+        ports: None,
+        cidrs: None,
+        clients: None,
+        identities: None,
+        groups: None,
+    };
+    if i % 10 == 9 {
+        rule.clients = Some(vec![subnet(172, 16, i)]);
+    } else {
+        rule.cidrs = Some(vec![subnet(10, 0, i)]);
+    }
+    rule
+}
+
+fn bench_cidrs(c: &mut Criterion) {
+    let cfg = PolicyConfig {
+        default: Verdict::Deny,
+        rules: (0..CIDR_RULES).map(cidr_rule).collect(),
+        groups: Default::default(),
+    };
+    let start = Instant::now();
+    let policy = Policy::compile(&cfg).expect("benchmark policy compiles");
+    let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+    let host = Host::parse("db.corp.internal").expect("benchmark host");
+    let ip = |s: &str| s.parse::<IpAddr>().expect("benchmark address");
+    // Inside rule i's destination /24 (the host part ".5").
+    let inside = |i: usize| ip(&format!("10.{}.{}.5", i / 256, i % 256));
+    let (early, late) = (vec![inside(0)], vec![inside(9_998), inside(9_998)]);
+    let public = vec![ip("93.184.216.34")];
+    let unlisted = vec![ip("10.200.0.5")];
+    let mapped = vec![ip(&format!("::ffff:10.{}.{}.5", 9_997 / 256, 9_997 % 256))];
+    let late_client = Some(ip(&format!("172.{}.{}.9", 16 + 9_999 / 256, 9_999 % 256)));
+    let other_client = Some(ip("192.168.1.1"));
+    // (label, addrs, client, expected rule)
+    let cases: [(&str, &[IpAddr], Option<IpAddr>, &str); 6] = [
+        ("early rule by cidrs", &early, other_client, "rule-0"),
+        ("late rule by cidrs", &late, other_client, "rule-9998"),
+        ("late rule by cidrs, mapped", &mapped, None, "rule-9997"),
+        ("late rule by clients", &public, late_client, "rule-9999"),
+        (
+            "default, unlisted subnet",
+            &unlisted,
+            other_client,
+            "default",
+        ),
+        ("default, public, no client", &public, None, "default"),
+    ];
+    let requests: Vec<(&str, Request<'_>)> = cases
+        .iter()
+        .map(|&(label, addrs, client, rule)| {
+            let req = Request {
+                protocol: Protocol::Connect,
+                host: &host,
+                port: 5432,
+                addrs,
+                client,
+                identity: None,
+            };
+            assert_eq!(policy.evaluate(&req).rule_name(), rule, "{label}");
+            assert_eq!(
+                policy.evaluate(&req),
+                policy.evaluate_linear(&req),
+                "{label}"
+            );
+            (label, req)
+        })
+        .collect();
+
+    let mut group = c.benchmark_group(format!("evaluate/{CIDR_RULES} rules by network"));
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(2));
+    for (label, req) in &requests {
+        group.bench_function(*label, |b| b.iter(|| policy.evaluate(black_box(req))));
+        group.bench_function(format!("{label} (linear)"), |b| {
+            b.iter(|| policy.evaluate_linear(black_box(req)))
+        });
+    }
+    group.bench_function("precheck", |b| {
+        let req = Request {
+            addrs: &[],
+            ..requests[0].1
+        };
+        b.iter(|| policy.precheck(black_box(&req)))
+    });
+    group.finish();
+
+    // One line to read per case: ns/decision, indexed beside linear, this run.
+    for (label, req) in &requests {
+        let (indexed, linear) = indexed_and_linear(&policy, req, CIDR_RULES);
+        println!(
+            "policy rules={CIDR_RULES} by=network case=\"{label}\" indexed_ns={indexed:.0} linear_ns={linear:.0} speedup={:.1}",
+            linear / indexed
+        );
+    }
+    println!("policy rules={CIDR_RULES} by=network compile_ms={compile_ms:.1}");
 }
 
 criterion_group!(benches, bench);

@@ -11,7 +11,7 @@ pub(crate) struct Cidr {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Family {
+pub(crate) enum Family {
     V4,
     V6,
 }
@@ -93,6 +93,45 @@ impl Cidr {
     }
 }
 
+/// What a prefix trie files a network under: its family, its bits
+/// left-aligned in a `u128` (a v4 network in the top 32 bits) and its prefix
+/// length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Prefix {
+    pub(crate) family: Family,
+    pub(crate) bits: u128,
+    pub(crate) len: u8,
+}
+
+impl Cidr {
+    /// This network as a trie key.
+    pub(crate) fn prefix(&self) -> Prefix {
+        let (width, shift) = match self.family {
+            Family::V4 => (32, 96),
+            Family::V6 => (128, 0),
+        };
+        // The mask's ones are the prefix; `count_ones` is at most 128.
+        let len = u8::try_from(self.mask.count_ones()).unwrap_or(width);
+        Prefix {
+            family: self.family,
+            bits: self.network << shift,
+            len,
+        }
+    }
+}
+
+/// The trie keys of `ip`, left-aligned like [`Prefix::bits`]: the bits a v4
+/// network compares (a v4 address, or the address an IPv4-mapped v6 address
+/// embeds) and the bits a v6 network compares (a v6 address). Exactly what
+/// [`Cidr::contains`] looks at.
+pub(crate) fn keys(ip: IpAddr) -> (Option<u128>, Option<u128>) {
+    let v4 = |ip: Ipv4Addr| u128::from(u32::from(ip)) << 96;
+    match ip {
+        IpAddr::V4(ip) => (Some(v4(ip)), None),
+        IpAddr::V6(ip) => (ip.to_ipv4_mapped().map(v4), Some(u128::from(ip))),
+    }
+}
+
 /// The mask of a prefix, in the low 32 bits for v4.
 fn mask(family: Family, prefix: u8) -> u128 {
     let width = match family {
@@ -124,6 +163,11 @@ impl CidrSet {
 
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|cidr| cidr.contains(ip))
+    }
+
+    /// The networks, in config order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Cidr> {
+        self.0.iter()
     }
 }
 

@@ -12,19 +12,21 @@
 //! identities. A rule naming no identity at all (an empty group) can never
 //! match and is filed nowhere. Every list is ascending, and a scan stops at
 //! the best position found so far, so the smallest fully matching position
-//! wins: first match in config order, as in the linear walk.
+//! wins: first match in config order, as in the linear walk. Each list is
+//! split again by the networks its rules name ([`CidrSplit`]).
 
 use std::collections::HashMap;
 
+use crate::cidr_index::{AddrProbe, CidrSplit};
 use crate::identity::Who;
 use crate::rule::Rule;
 
 /// The rules filed under one host key, by identity.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Candidates {
-    open: Vec<u32>,
-    by_id: HashMap<u32, Vec<u32>>,
-    prefixed: Vec<u32>,
+    open: CidrSplit,
+    by_id: HashMap<u32, CidrSplit>,
+    prefixed: CidrSplit,
 }
 
 // === impl Candidates ===
@@ -33,46 +35,32 @@ impl Candidates {
     /// Files `rule` at `position`; positions must come in ascending order.
     pub(crate) fn push(&mut self, position: u32, rule: &Rule) {
         let Some(patterns) = &rule.identities else {
-            push_once(&mut self.open, position);
+            self.open.push(position, rule);
             return;
         };
         for &id in patterns.exact_ids() {
-            push_once(self.by_id.entry(id).or_default(), position);
+            self.by_id.entry(id).or_default().push(position, rule);
         }
         if patterns.has_prefixes() {
-            push_once(&mut self.prefixed, position);
+            self.prefixed.push(position, rule);
         }
     }
 
     /// Lowers `best` to the smallest position below it, among the rules `who`
-    /// may match, for which `matches` says yes.
-    pub(crate) fn scan(&self, who: Who<'_>, best: &mut u32, matches: &mut impl FnMut(u32) -> bool) {
-        scan_list(&self.open, best, matches);
+    /// and `addrs` may match, for which `matches` says yes.
+    pub(crate) fn scan(
+        &self,
+        who: Who<'_>,
+        addrs: AddrProbe<'_>,
+        best: &mut u32,
+        matches: &mut impl FnMut(u32) -> bool,
+    ) {
+        self.open.scan(addrs, best, matches);
         if let Who::Named { id, .. } = who {
-            if let Some(list) = id.and_then(|id| self.by_id.get(&id)) {
-                scan_list(list, best, matches);
+            if let Some(split) = id.and_then(|id| self.by_id.get(&id)) {
+                split.scan(addrs, best, matches);
             }
-            scan_list(&self.prefixed, best, matches);
+            self.prefixed.scan(addrs, best, matches);
         }
-    }
-}
-
-/// The first position in `list` below `best` that `matches`, into `best`.
-fn scan_list(list: &[u32], best: &mut u32, matches: &mut impl FnMut(u32) -> bool) {
-    for &position in list {
-        if position >= *best {
-            break;
-        }
-        if matches(position) {
-            *best = position;
-            break;
-        }
-    }
-}
-
-/// Rules are filed in ascending order; a rule naming one key twice is filed once.
-fn push_once(list: &mut Vec<u32>, position: u32) {
-    if list.last() != Some(&position) {
-        list.push(position);
     }
 }

@@ -4,10 +4,12 @@
 //! Every rule is filed under what its `hosts` can match: each exact host, each
 //! wildcard suffix (`".example.com"` for `"*.example.com"`), or "any host"
 //! (`"*"`, or no `hosts` key). Under each host key the rules are filed again
-//! by identity ([`Candidates`]), each list holding rule positions in ascending
-//! order. For a request, the candidate lists are the host's exact key, every
-//! proper suffix of its name that starts at a label boundary, and the any-host
-//! key, each narrowed to the request's identity; the first rule in config
+//! by identity ([`Candidates`]) and by the networks their `cidrs` and
+//! `clients` name ([`crate::cidr_index::CidrSplit`]), each list holding rule
+//! positions in ascending order. For a request, the candidate lists are the
+//! host's exact key, every proper suffix of its name that starts at a label
+//! boundary, and the any-host key, each narrowed to the request's identity,
+//! first address and client address; the first rule in config
 //! order that fully matches is the smallest position that matches in any of
 //! them. Each list is scanned only up to the best position found so far, so
 //! the answer is exactly the linear scan's, at a cost that grows with the
@@ -15,6 +17,7 @@
 
 use std::collections::HashMap;
 
+use crate::cidr_index::AddrProbe;
 use crate::identity::Who;
 use crate::identity_index::Candidates;
 use crate::rule::Rule;
@@ -60,18 +63,20 @@ impl RuleIndex {
     }
 
     /// The smallest rule position whose host matcher matches `host`, whose
-    /// identities `who` may match, and for which `matches` (the rule's other
-    /// matchers, identities included) says yes.
+    /// identities `who` and networks `addrs` may match, and for which
+    /// `matches` (the rule's other matchers, identities and networks
+    /// included) says yes.
     pub(crate) fn first(
         &self,
         host: &Host,
         who: Who<'_>,
+        addrs: AddrProbe<'_>,
         mut matches: impl FnMut(u32) -> bool,
     ) -> Option<u32> {
         let mut best = u32::MAX;
-        self.any.scan(who, &mut best, &mut matches);
+        self.any.scan(who, addrs, &mut best, &mut matches);
         if let Some(candidates) = self.exact.get(host) {
-            candidates.scan(who, &mut best, &mut matches);
+            candidates.scan(who, addrs, &mut best, &mut matches);
         }
         if let Host::Name(name) = host {
             if !self.suffix.is_empty() {
@@ -79,7 +84,7 @@ impl RuleIndex {
                 // "a.b.example.com", ".b.example.com", ".example.com", ".com".
                 for (at, _) in name.match_indices('.') {
                     if let Some(candidates) = name.get(at..).and_then(|s| self.suffix.get(s)) {
-                        candidates.scan(who, &mut best, &mut matches);
+                        candidates.scan(who, addrs, &mut best, &mut matches);
                     }
                 }
             }

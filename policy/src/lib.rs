@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 mod addr;
 mod cidr;
+mod cidr_index;
 mod compile;
 pub mod config;
 mod groups;
@@ -32,6 +33,8 @@ mod identity_index;
 mod index;
 mod ipv4;
 mod port;
+mod positions;
+mod prefix_trie;
 mod rule;
 
 pub use addr::{classify, AddrClass};
@@ -42,6 +45,7 @@ pub use host::{Host, HostError};
 pub use host_pattern::HostPatternError;
 pub use port::PortError;
 
+use cidr_index::{AddrProbe, Dest};
 use host_pattern::HostProbe;
 use identity::Identities;
 use index::RuleIndex;
@@ -186,8 +190,8 @@ pub enum Precheck {
 pub struct Policy {
     default: Verdict,
     rules: Box<[Rule]>,
-    /// The rules by what their hosts match, then by identity (first-match
-    /// order preserved).
+    /// The rules by what their hosts match, then by identity, then by the
+    /// networks they name (first-match order preserved).
     index: RuleIndex,
     /// The exact identities the rules name, interned.
     identities: Identities,
@@ -337,7 +341,11 @@ impl Policy {
         }
 
         let who = self.identities.who(req.identity);
-        let first = self.index.first(host, who, |i| {
+        let unresolved = AddrProbe {
+            dest: Dest::Unknown,
+            client: req.client,
+        };
+        let first = self.index.first(host, who, unresolved, |i| {
             self.rule(i).is_some_and(|rule| {
                 rule.matches_protocol_and_port(protocol, port) && rule.matches_who(req.client, who)
             })
@@ -381,17 +389,22 @@ impl Policy {
     /// for the name: evaluate again with the addresses before dialling.
     ///
     /// The rule match goes through an index of the rules by host (exact,
-    /// wildcard suffix, any) and by identity (interned once per decision),
-    /// with the same answer as walking them in order
+    /// wildcard suffix, any), by identity (interned once per decision) and by
+    /// the networks of their `cidrs` (looked up with the first address) and
+    /// `clients` (with the client's address), with the same answer as walking them in order
     /// ([`Policy::evaluate_linear`]). Does not allocate.
     pub fn evaluate(&self, req: &Request<'_>) -> Decision {
         let addrs = DecisionAddrs::of(req);
         let addrs = addrs.as_slice();
         // 1. Rule match: the first rule in config order, found through the index.
         let who = self.identities.who(req.identity);
+        let probe = AddrProbe {
+            dest: Dest::Known(addrs),
+            client: req.client,
+        };
         let matched = self
             .index
-            .first(req.host, who, |i| {
+            .first(req.host, who, probe, |i| {
                 self.rule(i).is_some_and(|rule| {
                     rule.matches_protocol_and_port(req.protocol, req.port)
                         && rule.matches_who(req.client, who)

@@ -728,11 +728,17 @@ fn arb_rule_config(i: usize) -> impl Strategy<Value = RuleConfig> {
             1..3,
         )),
         prop::option::of(prop::collection::vec(
-            prop::sample::select(CIDR_VOCAB).prop_map(str::to_string),
+            prop_oneof![
+                prop::sample::select(CIDR_VOCAB).prop_map(str::to_string),
+                prop::sample::select(NET_VOCAB).prop_map(str::to_string),
+            ],
             1..3,
         )),
         prop::option::of(prop::collection::vec(
-            prop::sample::select(CIDR_VOCAB).prop_map(str::to_string),
+            prop_oneof![
+                prop::sample::select(CIDR_VOCAB).prop_map(str::to_string),
+                prop::sample::select(NET_VOCAB).prop_map(str::to_string),
+            ],
             1..3,
         )),
         prop::option::of(prop::collection::vec(
@@ -812,43 +818,187 @@ proptest! {
         addrs in prop::collection::vec(
             prop_oneof![
                 prop::sample::select(IPS).prop_map(|a| a.parse::<IpAddr>().expect("ip")),
-                arb_addr(),
+                arb_vocab_addr(),
             ],
-            0..3,
+            0..4,
         ),
         client in prop::option::of(prop_oneof![
             prop::sample::select(IPS).prop_map(|a| a.parse::<IpAddr>().expect("ip")),
-            arb_addr(),
+            arb_vocab_addr(),
         ]),
         identity in prop::option::of(prop::sample::select(IDENTITIES)),
     ) {
         let req = Request { protocol, host: &host, port, addrs: &addrs, client, identity };
-        prop_assert_eq!(policy.evaluate(&req), policy.evaluate_linear(&req));
-        // precheck's indexed rule match is the linear walk's, addresses unknown.
-        if let Host::Name(_) = host {
-            let probe = HostProbe::new(&host);
-            let who = policy.identities.who(identity);
-            let expected = match policy.rules.iter().find(|rule| {
-                rule.matches_target(protocol, &probe, port) && rule.matches_who(client, who)
-            }) {
-                Some(rule) if rule.cidrs.is_none() && rule.action == Deny => {
-                    Precheck::Deny(Decision::deny_by(rule))
-                }
-                Some(_) => Precheck::Resolve,
-                None if policy.default == Deny => Precheck::Deny(Decision::deny_by_default()),
-                None => Precheck::Resolve,
-            };
-            prop_assert_eq!(policy.precheck(&Request { addrs: &[], ..req }), expected);
-        }
-        // precheck agrees with evaluate: a precheck deny is evaluate's answer.
-        if let Precheck::Deny(early) = policy.precheck(&Request { addrs: &[], ..req }) {
-            let addrs = match host { Host::Ip(ip) => vec![ip], Host::Name(_) => addrs.clone() };
-            if !addrs.is_empty() {
-                let late = policy.evaluate(&Request { addrs: &addrs, ..req });
-                prop_assert_eq!(late, early);
+        agrees_with_linear_scan(&policy, &req)?;
+    }
+
+    /// The same with policies of many any-host rules that differ by
+    /// overlapping `cidrs` and `clients` (v4, v6, IPv4-mapped), the prefix
+    /// tries' ground.
+    #[test]
+    fn cidr_index_agrees_with_linear_scan(
+        policy in arb_net_policy(),
+        protocol in arb_protocol(),
+        host in prop_oneof![
+            prop::sample::select(&["a.example.com", "example.org", "db.lab.internal"][..]).prop_map(host),
+            prop::sample::select(ADDR_VOCAB).prop_map(host),
+        ],
+        port in prop::sample::select(&[80u16, 443][..]),
+        addrs in prop::collection::vec(arb_vocab_addr(), 0..4),
+        client in prop::option::weighted(0.9, arb_vocab_addr()),
+        identity in prop::option::of(prop::sample::select(&["alice", "bob"][..])),
+    ) {
+        let req = Request { protocol, host: &host, port, addrs: &addrs, client, identity };
+        agrees_with_linear_scan(&policy, &req)?;
+    }
+}
+
+/// `evaluate` is `evaluate_linear`; `precheck` is the linear walk with the
+/// addresses unknown; a precheck deny is `evaluate`'s answer.
+fn agrees_with_linear_scan(policy: &Policy, req: &Request<'_>) -> Result<(), TestCaseError> {
+    let (protocol, host, port, client, identity) =
+        (req.protocol, req.host, req.port, req.client, req.identity);
+    prop_assert_eq!(policy.evaluate(req), policy.evaluate_linear(req));
+    // precheck's indexed rule match is the linear walk's, addresses unknown.
+    if let Host::Name(_) = host {
+        let probe = HostProbe::new(host);
+        let who = policy.identities.who(identity);
+        let expected = match policy.rules.iter().find(|rule| {
+            rule.matches_target(protocol, &probe, port) && rule.matches_who(client, who)
+        }) {
+            Some(rule) if rule.cidrs.is_none() && rule.action == Deny => {
+                Precheck::Deny(Decision::deny_by(rule))
             }
+            Some(_) => Precheck::Resolve,
+            None if policy.default == Deny => Precheck::Deny(Decision::deny_by_default()),
+            None => Precheck::Resolve,
+        };
+        prop_assert_eq!(policy.precheck(&Request { addrs: &[], ..*req }), expected);
+    }
+    // precheck agrees with evaluate: a precheck deny is evaluate's answer.
+    if let Precheck::Deny(early) = policy.precheck(&Request { addrs: &[], ..*req }) {
+        let addrs = match host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(_) => req.addrs.to_vec(),
+        };
+        if !addrs.is_empty() {
+            let late = policy.evaluate(&Request {
+                addrs: &addrs,
+                ..*req
+            });
+            prop_assert_eq!(late, early);
         }
     }
+    Ok(())
+}
+
+/// Nested and overlapping networks: v4, v6, IPv4-mapped (`::ffff:...`, which
+/// a v4 network also covers) and IPv4-compatible (`::a00:0/104`, which it
+/// does not).
+const NET_VOCAB: &[&str] = &[
+    "0.0.0.0/0",
+    "10.0.0.0/7",
+    "10.0.0.0/8",
+    "10.0.0.0/16",
+    "10.0.0.0/24",
+    "10.0.0.1",
+    "10.0.1.0/24",
+    "10.1.0.0/16",
+    "10.1.2.0/24",
+    "192.0.2.0/24",
+    "8.8.8.8/32",
+    "::/0",
+    "::1/128",
+    "::ffff:0:0/96",
+    "::ffff:10.0.0.0/104",
+    "::ffff:10.0.0.1/128",
+    "::a00:0/104",
+    "2001:db8::/32",
+    "2001:db8::/48",
+    "2001:db8:0:1::/64",
+    "fd00::/8",
+];
+/// Addresses in, between and outside [`NET_VOCAB`], in every form.
+const ADDR_VOCAB: &[&str] = &[
+    "10.0.0.1",
+    "10.0.0.2",
+    "10.0.1.7",
+    "10.1.2.3",
+    "11.0.0.1",
+    "192.0.2.7",
+    "8.8.8.8",
+    "93.184.216.34",
+    "::ffff:10.0.0.1",
+    "::ffff:10.1.2.3",
+    "::ffff:8.8.8.8",
+    "::a00:1",
+    "::1",
+    "2001:db8::1",
+    "2001:db8:0:1::5",
+    "2001:db8:1::1",
+    "fd00::1",
+];
+
+fn arb_vocab_addr() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        4 => prop::sample::select(ADDR_VOCAB).prop_map(|a| a.parse::<IpAddr>().expect("ip")),
+        1 => arb_addr(),
+    ]
+}
+
+fn arb_nets() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(
+        prop::sample::select(NET_VOCAB).prop_map(str::to_string),
+        1..3,
+    )
+}
+
+/// Mostly any-host rules, mostly with `cidrs` or `clients`; now and then a
+/// host, protocol, port or identity besides.
+fn arb_net_rule_config(i: usize) -> impl Strategy<Value = RuleConfig> {
+    (
+        prop::sample::select(&[Allow, Deny, Report][..]),
+        prop::option::weighted(0.1, prop::collection::vec(arb_protocol(), 1..3)),
+        prop::sample::select(&[None, Some("*"), Some("*.example.com")][..]),
+        prop::option::weighted(
+            0.1,
+            prop::sample::select(&[80i64, 443][..]).prop_map(|p| vec![PortSpec::Single(p)]),
+        ),
+        prop::option::weighted(0.7, arb_nets()),
+        prop::option::weighted(0.4, arb_nets()),
+        prop::option::weighted(
+            0.1,
+            prop::sample::select(&["alice", "ali*"][..]).prop_map(|p| vec![p.to_string()]),
+        ),
+    )
+        .prop_map(
+            move |(action, protocols, hosts, ports, cidrs, clients, identities)| RuleConfig {
+                name: format!("r{i}"),
+                action,
+                protocols,
+                hosts: hosts.map(|h| vec![h.to_string()]),
+                ports,
+                cidrs,
+                clients,
+                identities,
+                groups: None,
+            },
+        )
+}
+
+fn arb_net_policy() -> impl Strategy<Value = Policy> {
+    (
+        prop::sample::select(&[Allow, Deny, Report][..]),
+        (0..60usize).prop_flat_map(|n| (0..n).map(arb_net_rule_config).collect::<Vec<_>>()),
+    )
+        .prop_map(|(default, rules)| {
+            let cfg = PolicyConfig {
+                default,
+                rules,
+                groups: Default::default(),
+            };
+            Policy::compile(&cfg).expect("generated policy compiles")
+        })
 }
 
 // === clients and report ===

@@ -251,6 +251,12 @@ impl ProxyError {
                 "upstream_error",
                 "the upstream's certificate did not verify".into(),
             ),
+            ProxyError::Upstream(UpstreamError::RequestBody) => a(
+                StatusCode::BAD_REQUEST,
+                "http_request_error",
+                "bad_request",
+                "the request body is malformed or ended early".into(),
+            ),
             ProxyError::Upstream(UpstreamError::Protocol) => a(
                 StatusCode::BAD_GATEWAY,
                 "http_protocol_error",
@@ -386,6 +392,7 @@ mod tests {
             (ProxyError::Upstream(UpstreamError::Protocol), 502, "http_protocol_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::TlsHandshake), 502, "tls_protocol_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::TlsCertificate), 502, "tls_certificate_error", "upstream_error", None, None, Level::INFO),
+            (ProxyError::Upstream(UpstreamError::RequestBody), 400, "http_request_error", "bad_request", None, None, Level::DEBUG),
             (auth_required(Failure::Missing), 407, "http_request_denied", "auth_required", None, None, Level::DEBUG),
             (auth_required(Failure::WrongPassword), 407, "http_request_denied", "auth_required", None, None, Level::DEBUG),
             (ProxyError::Limited(Exceeded::Tunnels), 429, "http_request_error", "limited", None, None, Level::DEBUG),

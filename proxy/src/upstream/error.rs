@@ -17,6 +17,26 @@ pub enum UpstreamError {
     TlsHandshake,
     /// The next hop's certificate did not verify.
     TlsCertificate,
+    /// The client's request body broke off or was malformed (an invalid
+    /// chunk size, a body shorter than its Content-Length) while it was
+    /// being sent on: the client's fault, not the next hop's.
+    RequestBody,
+}
+
+impl UpstreamError {
+    /// What a failed hyper client exchange means: the request body (ours to
+    /// send, read from the client) failing is the client's error; an
+    /// unparsable response the next hop's; anything else a terminated
+    /// connection.
+    pub fn from_exchange(e: &hyper::Error) -> UpstreamError {
+        if e.is_user() {
+            UpstreamError::RequestBody
+        } else if e.is_parse() || e.is_parse_status() {
+            UpstreamError::Protocol
+        } else {
+            UpstreamError::Terminated
+        }
+    }
 }
 
 impl From<DialError> for UpstreamError {

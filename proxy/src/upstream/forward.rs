@@ -46,7 +46,7 @@ pub async fn forward(
     let resp = sender
         .send_request(upstream_req)
         .await
-        .map_err(|e| classify_upstream(&e))?;
+        .map_err(|e| UpstreamError::from_exchange(&e))?;
     // The connection is reusable once this response body is consumed;
     // `checkout` only hands out senders that are ready again.
     pool.checkin(target.clone(), sender, peer);
@@ -55,14 +55,6 @@ pub async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     append_via(&mut parts.headers, &via);
     Ok(Response::from_parts(parts, crate::body::boxed(body)))
-}
-
-fn classify_upstream(e: &hyper::Error) -> UpstreamError {
-    if e.is_parse() || e.is_parse_status() {
-        UpstreamError::Protocol
-    } else {
-        UpstreamError::Terminated
-    }
 }
 
 /// Origin-form, HTTP/1.1, hop-by-hop headers removed, `Host` from the target URI.

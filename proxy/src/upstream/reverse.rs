@@ -163,13 +163,7 @@ pub async fn send(
             s.send_request(Request::from_parts(parts, body)).await
         }
     };
-    let resp = result.map_err(|e| {
-        if e.is_parse() {
-            UpstreamError::Protocol
-        } else {
-            UpstreamError::Terminated
-        }
-    })?;
+    let resp = result.map_err(|e| UpstreamError::from_exchange(&e))?;
     pool.checkin(&key, sender, peer);
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);

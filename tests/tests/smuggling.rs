@@ -139,6 +139,26 @@ async fn ambiguous_framing_is_refused_or_made_unambiguous() {
         let seen = up.take().to_ascii_lowercase();
         assert_eq!(seen.matches("content-length: 4").count(), 1, "{seen}");
 
+        // An HTTP/1.0 upstream's answer goes back in our own version.
+        let old = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let old_port = old.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = old.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            }
+        });
+        let req = format!(
+            "GET http://127.0.0.1:{old_port}/ HTTP/1.1\r\nHost: 127.0.0.1:{old_port}\r\nConnection: close\r\n\r\n"
+        );
+        let mut s = TcpStream::connect(proxy.plain).await.expect("connect");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200"), "RFC 9110 §6.2: {got:?}");
+
         // Bare LF: re-serialised with CRLF.
         let req = format!("GET {url} HTTP/1.1\n{host}\nX-A: a\nConnection: close\n\n");
         let (status, _, _) = send(proxy.plain, &req).await;

@@ -166,6 +166,9 @@ pub async fn send(
     let resp = result.map_err(|e| UpstreamError::from_exchange(&e))?;
     pool.checkin(&key, sender, peer);
     let (mut parts, body) = resp.into_parts();
+    // An intermediary sends its own HTTP version (RFC 9110 §6.2), not
+    // the upstream's (an HTTP/1.0 upstream must not make us answer 1.0).
+    parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.append(header::VIA, via);
     Ok(Response::from_parts(parts, crate::body::boxed(body)))

@@ -5,10 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+step="setup"
+trap 'echo "tests/run.sh: FAILED during: $step" >&2' ERR
+
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # `ip netns`: a test runs the proxy in a network namespace with only lo.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The Python peers' venv (Debian ships `venv` without ensurepip otherwise).
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then
@@ -28,7 +33,13 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/peers/requirements.txt "$venv/.
 fi
 export BAUTA_TEST_PYTHON="$PWD/$venv/bin/python"
 
+step="format (cargo fmt --check)"
 cargo fmt --all -- --check
+step="lint (cargo clippy)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step="build"
 cargo build --locked -p bauta --bin bauta
+step="tests (cargo test)"
+started=$SECONDS
 cargo test --workspace --all-targets --locked
+echo "tests/run.sh: all passed — format, lint, build and every test ($((SECONDS - started)) s of tests)"

@@ -41,5 +41,11 @@ step="build"
 cargo build --locked -p bauta --bin bauta
 step="tests (cargo test)"
 started=$SECONDS
-cargo test --workspace --all-targets --locked
-echo "tests/run.sh: all passed — format, lint, build and every test ($((SECONDS - started)) s of tests)"
+log=target/tests-output.log
+status=0
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log" || status=$?
+# One line for the whole run: the sum of every test binary's result line.
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "tests/run.sh: %d passed, %d failed, %d ignored\n", p, f, i }' "$log"
+echo "tests/run.sh: $((SECONDS - started)) s of tests; exit $status"
+exit "$status"

@@ -30,6 +30,11 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Read the absolute paths the file names (certificates, keys, the
+        /// policy and credentials files) under DIR — for a configuration
+        /// whose files are mounted elsewhere when it runs.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
     /// Connect to a proxy and show every secondary certificate it advertises.
     Probe {
@@ -96,13 +101,17 @@ enum PolicyCommand {
     /// Run a table of expected verdicts (`[[case]]`, see the README) against
     /// a configuration's policy. Exit 0 all as expected, 1 any mismatch, 2 error.
     Test { file: PathBuf },
+    /// Validate a policy file on its own (`default`, `[[rule]]`, `[groups]`,
+    /// as `[policy] file` names it). Exit 0 and a summary, or 2 with
+    /// `FILE:LINE: KEY: message`.
+    Check { file: PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tls::install_crypto_provider();
     match cli.command {
-        Some(Command::Check { config }) => check(&config),
+        Some(Command::Check { config, root }) => check(&config, root.as_deref()),
         Some(Command::Run { config }) => run(config),
         Some(Command::Probe {
             url,
@@ -178,6 +187,23 @@ fn policy(command: PolicyCommand) -> ExitCode {
                 }
             }
         }
+        PolicyCommand::Check { file } => {
+            match bauta::config::policy_file::load_policy_file(&file) {
+                Ok(p) => {
+                    println!(
+                        "{}: ok: policy {} rule(s), default {}",
+                        file.display(),
+                        p.rule_count(),
+                        p.default_verdict().as_str()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         PolicyCommand::Test { file } => match bauta::policy_tool::cases::run(&file) {
             Ok(outcome) => {
                 for f in &outcome.failures {
@@ -221,8 +247,8 @@ fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+fn check(path: &std::path::Path, root: Option<&std::path::Path>) -> ExitCode {
+    match Config::load_under(path, root) {
         Ok(c) => {
             println!("{}: {}", path.display(), c.summary());
             ExitCode::SUCCESS

@@ -15,7 +15,7 @@ pub mod auth;
 pub mod client_limits;
 pub mod default;
 pub mod origin;
-mod policy_file;
+pub mod policy_file;
 pub mod udp_template;
 
 use bauta_policy::Policy;
@@ -260,9 +260,21 @@ impl std::error::Error for ConfigError {}
 struct Source<'a> {
     name: String,
     text: &'a str,
+    /// `bauta check --root DIR`: absolute paths are read under DIR.
+    root: Option<&'a Path>,
 }
 
 impl Source<'_> {
+    /// A path the file names: relative to `base`, or (absolute) under the
+    /// check root when there is one.
+    fn path(&self, base: &Path, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        match self.root {
+            Some(root) if p.is_absolute() => root.join(p.strip_prefix("/").unwrap_or(p)),
+            _ => base.join(p),
+        }
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
@@ -308,6 +320,13 @@ impl fmt::Debug for Config {
 impl Config {
     /// Read, parse and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_under(path, None)
+    }
+
+    /// As [`Config::load`], reading every absolute path the file names
+    /// (`/etc/bauta/tls/tls.crt`) under `root` instead — to check a
+    /// configuration whose files are mounted elsewhere at run time.
+    pub fn load_under(path: &Path, root: Option<&Path>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.display().to_string(),
             line: None,
@@ -315,7 +334,12 @@ impl Config {
             message: format!("cannot read: {e}"),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = Self::parse(&text, &path.display().to_string(), base)?;
+        let src = Source {
+            name: path.display().to_string(),
+            text: &text,
+            root,
+        };
+        let mut config = Self::compile_source(&src, base)?;
         config.source = Some(path.to_path_buf());
         Ok(config)
     }
@@ -325,9 +349,14 @@ impl Config {
         let src = Source {
             name: name.to_string(),
             text,
+            root: None,
         };
-        let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_err(e))?;
-        compile(file, &src, base)
+        Self::compile_source(&src, base)
+    }
+
+    fn compile_source(src: &Source<'_>, base: &Path) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(src.text).map_err(|e| src.toml_err(e))?;
+        compile(file, src, base)
     }
 
     /// The files this configuration was read from (the file itself, the
@@ -446,7 +475,11 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
     }
 
     let policy = policy_file::compile_policy(&file.policy, src, base)?;
-    let policy_file = file.policy.file.as_ref().map(|f| base.join(f.get_ref()));
+    let policy_file = file
+        .policy
+        .file
+        .as_ref()
+        .map(|f| src.path(base, f.get_ref()));
     let limits = compile_limits(&file.limits, src)?;
     let connect_udp = compile_connect_udp(&file.connect_udp, src)?;
     let secondary = compile_secondary(&file.secondary_certs, src)?;
@@ -557,8 +590,8 @@ fn compile_listener(
     let tls = match (&l.tls_cert, &l.tls_key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
-            let cert_path = base.join(cert.get_ref());
-            let key_path = base.join(key.get_ref());
+            let cert_path = src.path(base, cert.get_ref());
+            let key_path = src.path(base, key.get_ref());
             let chain = tls::load_certs(&cert_path)
                 .map_err(|e| src.err(cert.span(), "listener.tls_cert", e))?;
             let key_der =
@@ -650,7 +683,7 @@ fn compile_client_auth(
             "client certificates need a TLS listener (tls_cert and tls_key)",
         ));
     }
-    let path = base.join(ca.get_ref());
+    let path = src.path(base, ca.get_ref());
     let mut roots = rustls::RootCertStore::empty();
     for cert in tls::load_certs(&path).map_err(|e| src.err(ca.span(), "listener.client_ca", e))? {
         roots
@@ -846,11 +879,11 @@ fn compile_origins(
         }
         let (chain, key) = origin::load_identity(
             &host,
-            &base.join(o.cert.get_ref()),
-            &base.join(o.key.get_ref()),
+            &src.path(base, o.cert.get_ref()),
+            &src.path(base, o.key.get_ref()),
         )
         .map_err(|e| src.err(o.cert.span(), "origin.cert", e))?;
-        let ca = o.upstream_ca.as_ref().map(|c| base.join(c.get_ref()));
+        let ca = o.upstream_ca.as_ref().map(|c| src.path(base, c.get_ref()));
         let upstream = origin::parse_upstream(o.upstream.get_ref(), ca.as_deref())
             .map_err(|e| src.err(o.upstream.span(), "origin.upstream", e))?;
         let certified = rustls::sign::CertifiedKey::new(chain.clone(), Arc::clone(&key));

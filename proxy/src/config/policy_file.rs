@@ -45,7 +45,7 @@ pub(super) fn compile_policy(
                 "give either `file` or inline `default`/`[[policy.rule]]`/`[policy.groups]`, not both",
             ));
         }
-        let path = base.join(file.get_ref());
+        let path = src.path(base, file.get_ref());
         let text = std::fs::read_to_string(&path).map_err(|e| {
             src.err(
                 file.span(),
@@ -53,14 +53,32 @@ pub(super) fn compile_policy(
                 format!("cannot read {}: {e}", path.display()),
             )
         })?;
-        let psrc = Source {
-            name: path.display().to_string(),
-            text: &text,
-        };
-        let pf: PolicyFile = toml::from_str(&text).map_err(|e| psrc.toml_err(e))?;
-        return build_policy(pf.default.as_ref(), &pf.rules, &pf.groups, &psrc, "");
+        return compile_policy_text(&text, &path);
     }
     build_policy(p.default.as_ref(), &p.rules, &p.groups, src, "policy.")
+}
+
+/// A policy file's text (`default`, `[[rule]]`, `[groups]`), compiled;
+/// errors name `path` and the line.
+fn compile_policy_text(text: &str, path: &Path) -> Result<Policy, ConfigError> {
+    let psrc = Source {
+        name: path.display().to_string(),
+        text,
+        root: None,
+    };
+    let pf: PolicyFile = toml::from_str(text).map_err(|e| psrc.toml_err(e))?;
+    build_policy(pf.default.as_ref(), &pf.rules, &pf.groups, &psrc, "")
+}
+
+/// `bauta policy check FILE`: read and compile a policy file on its own.
+pub fn load_policy_file(path: &Path) -> Result<Policy, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        line: None,
+        key: String::new(),
+        message: format!("cannot read: {e}"),
+    })?;
+    compile_policy_text(&text, path)
 }
 
 fn build_policy(

@@ -235,6 +235,21 @@ async fn http2_without_a_stream_gets_goaway_then_close() {
         assert_h2_goaway_then_close(h2c, "h2c (prior knowledge), no stream").await;
         let tls = tls_connect(proxy.secure(), &certs, &[b"h2"]).await;
         assert_h2_goaway_then_close(tls, "HTTP/2 over TLS, no stream").await;
+        // A client that answers the GOAWAY's PING is closed right after the
+        // timeout (not by the drop that follows it), without an error.
+        let tls = tls_connect(proxy.secure(), &certs, &[b"h2"]).await;
+        let (_send, conn) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
+        let since = Instant::now();
+        let end = tokio::time::timeout(IDLE + Duration::from_millis(700), conn)
+            .await
+            .unwrap_or_else(|_| panic!("HTTP/2 client: still open {:?} later", since.elapsed()));
+        let waited = since.elapsed();
+        eprintln!("HTTP/2 client: {end:?} after {waited:?}");
+        assert!(
+            waited >= IDLE - EARLY,
+            "HTTP/2 client: closed after {waited:?}"
+        );
+        assert!(end.is_ok(), "HTTP/2 client: a graceful close: {end:?}");
         proxy.shutdown().await;
     })
     .await;

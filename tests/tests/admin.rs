@@ -179,6 +179,14 @@ const FAMILIES: &[Family] = &[
         histogram: false,
         labels: &[("limit", &["tunnels", "new_per_s", "udp_flows"])],
     },
+    Family {
+        name: "bauta_connections_refused_total",
+        histogram: false,
+        labels: &[
+            ("listener", &["plain"]),
+            ("reason", &["total", "per_client"]),
+        ],
+    },
 ];
 
 /// The one family that is not 0 on a fresh proxy: the first policy is

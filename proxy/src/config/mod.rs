@@ -142,6 +142,9 @@ struct LimitsSection {
     upstream_idle_timeout_s: Option<Spanned<u64>>,
     max_upstream_idle_per_host: Option<Spanned<u64>>,
     shutdown_grace_s: Option<Spanned<u64>>,
+    client_idle_timeout_s: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<u64>>,
+    max_connections_per_client: Option<Spanned<u64>>,
     per_identity: Option<Spanned<client_limits::IdentityLimitsSection>>,
     #[serde(default)]
     per_group: std::collections::BTreeMap<String, Spanned<client_limits::IdentityLimitsSection>>,
@@ -216,6 +219,13 @@ pub struct Limits {
     pub upstream_idle_timeout: Duration,
     pub max_upstream_idle_per_host: usize,
     pub shutdown_grace: Duration,
+    /// A client connection carrying no request (and no tunnel) this long is
+    /// closed; also the QUIC idle timeout.
+    pub client_idle_timeout: Duration,
+    /// Client connections at once, all listeners (TCP and QUIC) together.
+    pub max_connections: usize,
+    /// Client connections at once from one source address.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Limits {
@@ -227,6 +237,9 @@ impl Default for Limits {
             upstream_idle_timeout: Duration::from_secs(90),
             max_upstream_idle_per_host: 32,
             shutdown_grace: Duration::from_secs(30),
+            client_idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_client: 512,
         }
     }
 }
@@ -742,9 +755,33 @@ fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limits, ConfigE
         "limits.shutdown_grace_s",
         &mut out.shutdown_grace,
     )?;
+    secs(
+        &l.client_idle_timeout_s,
+        "limits.client_idle_timeout_s",
+        &mut out.client_idle_timeout,
+    )?;
     if let Some(v) = &l.max_upstream_idle_per_host {
         out.max_upstream_idle_per_host = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
     }
+    let count = |v: &Option<Spanned<u64>>, key: &str, dst: &mut usize| -> Result<(), ConfigError> {
+        if let Some(v) = v {
+            if *v.get_ref() == 0 {
+                return Err(src.err(v.span(), key, "must be greater than 0"));
+            }
+            *dst = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
+        }
+        Ok(())
+    };
+    count(
+        &l.max_connections,
+        "limits.max_connections",
+        &mut out.max_connections,
+    )?;
+    count(
+        &l.max_connections_per_client,
+        "limits.max_connections_per_client",
+        &mut out.max_connections_per_client,
+    )?;
     Ok(out)
 }
 

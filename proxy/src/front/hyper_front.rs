@@ -15,7 +15,6 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::{self, Body, BoxError};
@@ -24,6 +23,7 @@ use crate::core::exchange::{ConnInfo, Front};
 use crate::core::reply::Reply;
 use crate::core::request::RequestHead;
 use crate::core::serve::serve;
+use crate::front::idle::{self, Activity, Busy};
 use crate::front::REFUSAL_LINGER;
 use crate::tunnel::udp::NoDatagrams;
 use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
@@ -32,17 +32,28 @@ use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent HTTP/2 streams per connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// After the client idle timeout shut a connection down, the most it gets
+/// to end by itself (a client that sent no HTTP/2 preface never will).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Serve one connection. `front = None`: plaintext with both protocols
-/// enabled (h2c by prior knowledge); the preface decides.
+/// enabled (h2c by prior knowledge); the preface decides. `stopping`
+/// resolves when the server shuts down. A connection that carries no request
+/// or tunnel for `idle_timeout` (from its start, or since the last one
+/// ended) is shut down as at shutdown: HTTP/2 sends GOAWAY (NO_ERROR),
+/// HTTP/1.1 closes; one that still has not ended `idle_timeout` (at most
+/// [`IDLE_CLOSE_GRACE`]) later with nothing in progress is dropped.
+/// Returns when the connection and its tunnels have ended.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_connection<IO>(
     io: IO,
     info: ConnInfo,
     services: Arc<Services>,
-    watcher: Watcher,
+    stopping: impl std::future::Future<Output = ()>,
     front: Option<Front>,
     h2_allowed: bool,
     alt_svc: Option<HeaderValue>,
+    idle_timeout: Duration,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -66,25 +77,72 @@ pub async fn serve_connection<IO>(
     };
     let client = info.client;
     let info = Arc::new(info);
-    let svc = service_fn(move |req: Request<Incoming>| {
-        let services = Arc::clone(&services);
-        let mut info = Arc::clone(&info);
-        // A sniffed plaintext connection learns its protocol per request.
-        if req.version() == Version::HTTP_2 && info.front != Front::Http2 {
-            info = Arc::new(info.with_front(Front::Http2));
-        }
-        let alt_svc = alt_svc.clone();
-        async move {
-            let mut resp = handle(services, info, req).await;
-            if let Some(v) = alt_svc {
-                resp.headers_mut().insert(header::ALT_SVC, v);
+    let activity = Activity::new();
+    let svc = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req: Request<Incoming>| {
+            let busy = activity.busy();
+            let services = Arc::clone(&services);
+            let mut info = Arc::clone(&info);
+            // A sniffed plaintext connection learns its protocol per request.
+            if req.version() == Version::HTTP_2 && info.front != Front::Http2 {
+                info = Arc::new(info.with_front(Front::Http2));
             }
-            Ok::<_, std::convert::Infallible>(resp)
-        }
-    });
+            let alt_svc = alt_svc.clone();
+            async move {
+                let mut resp = handle(services, info, req, busy).await;
+                if let Some(v) = alt_svc {
+                    resp.headers_mut().insert(header::ALT_SVC, v);
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(conn).await {
+    tokio::pin!(conn, stopping);
+    let idle = activity.idle_for(idle_timeout);
+    tokio::pin!(idle);
+    let grace = idle_timeout.min(IDLE_CLOSE_GRACE);
+    let mut shutting_down = false;
+    // Set once the idle timeout has shut the connection down.
+    let mut drop_at: Option<tokio::time::Instant> = None;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            () = &mut stopping, if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = &mut idle, if !shutting_down => {
+                tracing::debug!(%client, "client connection idle; closing");
+                shutting_down = true;
+                drop_at = Some(tokio::time::Instant::now() + grace);
+                conn.as_mut().graceful_shutdown();
+            }
+            () = sleep_until_some(drop_at) => {
+                if activity.is_idle() {
+                    // No HTTP/2 preface, or a client that never lets go.
+                    tracing::debug!(%client, "idle client connection did not close; dropping it");
+                    return;
+                }
+                // A request raced the GOAWAY: let it finish first.
+                drop_at = Some(tokio::time::Instant::now() + grace);
+            }
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%client, error = %e, "connection ended with an error");
+    }
+    // An HTTP/1.1 tunnel outlives the connection task (it took the socket
+    // over): the connection still holds its place until the tunnel ends.
+    activity.idle_for(Duration::ZERO).await;
+}
+
+/// Sleeps until `at`, or forever for `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -93,6 +151,7 @@ async fn handle(
     services: Arc<Services>,
     info: Arc<ConnInfo>,
     mut req: Request<Incoming>,
+    busy: Busy,
 ) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, incoming) = req.into_parts();
@@ -104,18 +163,22 @@ async fn handle(
     head.protocol = protocol;
     let upgrade_form = head.version < Version::HTTP_2 && adapt_http1(&mut head);
     match serve(&services, &info, head, body::boxed(incoming)).await {
-        Reply::Response(resp) => resp,
+        Reply::Response(resp) => resp.map(|b| idle::hold(b, busy)),
         Reply::Refusal {
             head,
             text,
             h2_reset,
             ..
         } => match h2_reset {
-            Some(code) if info.front == Front::Http2 => reset_after(head, text, code),
-            _ => head.map(|()| body::full(text)),
+            Some(code) if info.front == Front::Http2 => {
+                reset_after(head, text, code).map(|b| idle::hold(b, busy))
+            }
+            _ => head.map(|()| idle::hold(body::full(text), busy)),
         },
         Reply::Tunnel { head, tunnel } => {
             tokio::spawn(async move {
+                // The tunnel keeps the connection busy (HTTP/2: its stream).
+                let _busy = busy;
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         tunnel

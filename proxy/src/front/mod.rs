@@ -7,6 +7,8 @@
 //! * [`http3`]: HTTP/3 (h3 + quinn), with [`h3_io`] (a request stream as
 //!   `AsyncRead + AsyncWrite`), [`h3_body`] (bodies) and [`h3_datagrams`]
 //!   (QUIC datagrams as a `DatagramChannel`).
+//! * [`idle`]: is a connection carrying a request or tunnel (the client
+//!   idle timeout).
 
 use std::time::Duration;
 
@@ -20,3 +22,4 @@ pub mod h3_datagrams;
 pub mod h3_io;
 pub mod http3;
 pub mod hyper_front;
+pub mod idle;

@@ -5,13 +5,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::sync::watch;
 
 /// Tracks every served connection so shutdown can wait for them. Clones
 /// share one set of connections.
 #[derive(Clone)]
 pub struct Connections {
-    inner: Arc<GracefulShutdown>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+/// Held by one connection while it is served: tells it when to stop, and
+/// its drop tells [`Connections::drain`] it is done.
+pub struct Watcher {
+    stop: watch::Receiver<bool>,
 }
 
 // === impl Connections ===
@@ -19,27 +25,39 @@ pub struct Connections {
 impl Connections {
     pub fn new() -> Connections {
         Connections {
-            inner: Arc::new(GracefulShutdown::new()),
+            stop: Arc::new(watch::Sender::new(false)),
         }
     }
 
     pub fn watcher(&self) -> Watcher {
-        self.inner.watcher()
+        Watcher {
+            stop: self.stop.subscribe(),
+        }
     }
 
     /// Signal every connection and wait for them, at most `grace`. Call after
-    /// the accept loops (which hold clones) have ended. Returns false when the
-    /// grace period ran out first.
+    /// the accept loops have ended. Returns false when the grace period ran
+    /// out first.
     pub async fn drain(self, grace: Duration) -> bool {
-        match Arc::try_unwrap(self.inner) {
-            Ok(g) => tokio::time::timeout(grace, g.shutdown()).await.is_ok(),
-            Err(_) => false,
-        }
+        self.stop.send_replace(true);
+        tokio::time::timeout(grace, self.stop.closed())
+            .await
+            .is_ok()
     }
 }
 
 impl Default for Connections {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+// === impl Watcher ===
+
+impl Watcher {
+    /// Resolves when the server shuts down.
+    pub async fn stopping(&mut self) {
+        // An error means the server is gone: stop as well.
+        let _ = self.stop.wait_for(|stop| *stop).await;
     }
 }

@@ -1,5 +1,6 @@
 //! Sockets: accepting connections and handing them to the fronts.
 
+pub mod admission;
 pub mod connections;
 pub mod quic;
 pub mod tcp;

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::ListenerSpec;
+use crate::config::{Limits, ListenerSpec};
 use crate::core::context::Services;
 use crate::front::http3;
+use crate::listen::admission::Admission;
 use crate::seccert::{CapturingResolver, ClientHelloSlot};
 
 /// Per-connection queue of received QUIC datagrams (bytes).
@@ -22,14 +23,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bind the endpoint. `addr` is the TCP side's bound address, so that port 0
 /// resolves to the same number on both.
-pub fn bind(spec: &ListenerSpec, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+pub fn bind(
+    spec: &ListenerSpec,
+    addr: SocketAddr,
+    limits: &Limits,
+) -> std::io::Result<quinn::Endpoint> {
     let tls = spec
         .quic_tls
         .clone()
         .ok_or_else(|| std::io::Error::other("h3 listener without QUIC TLS config"))?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| std::io::Error::other(format!("QUIC TLS: {e}")))?;
-    quinn::Endpoint::server(server_config(Arc::new(crypto)), addr).map_err(|e| {
+    quinn::Endpoint::server(server_config(Arc::new(crypto), limits), addr).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot bind {} (udp) on {addr}: {e}", spec.name),
@@ -37,8 +42,14 @@ pub fn bind(spec: &ListenerSpec, addr: SocketAddr) -> std::io::Result<quinn::End
     })
 }
 
-/// A quinn server config with our transport settings around `crypto`.
-fn server_config(crypto: Arc<quinn::crypto::rustls::QuicServerConfig>) -> quinn::ServerConfig {
+/// A quinn server config with our transport settings around `crypto`. The
+/// QUIC idle timeout is the client idle timeout: a connection over which no
+/// packet arrives for that long (no request, no tunnel traffic, no PING) is
+/// closed.
+fn server_config(
+    crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
+    limits: &Limits,
+) -> quinn::ServerConfig {
     let mut server = quinn::ServerConfig::with_crypto(crypto);
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -47,17 +58,21 @@ fn server_config(crypto: Arc<quinn::crypto::rustls::QuicServerConfig>) -> quinn:
         // Some(..) also advertises max_datagram_frame_size (RFC 9221).
         .datagram_receive_buffer_size(Some(DATAGRAM_RECV_BUFFER))
         .datagram_send_buffer_size(DATAGRAM_RECV_BUFFER);
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(60)) {
+    if let Ok(idle) = quinn::IdleTimeout::try_from(limits.client_idle_timeout) {
         transport.max_idle_timeout(Some(idle));
     }
     server.transport_config(Arc::new(transport));
     server
 }
 
+/// Accept until `shutdown` flips to true. Each connection holds a place in
+/// `admission`; over a cap it is refused (CONNECTION_REFUSED) before the
+/// handshake.
 pub async fn accept_loop(
     endpoint: quinn::Endpoint,
     name: Arc<str>,
     services: Arc<Services>,
+    admission: Arc<Admission>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -75,10 +90,25 @@ pub async fn accept_loop(
             incoming.refuse();
             continue;
         };
+        let client = incoming.remote_address();
+        let slot = match admission.admit(client.ip(), &config.limits) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                tracing::debug!(listener = %name, %client, cap = refused.as_str(), "connection cap reached; refusing");
+                services
+                    .metrics
+                    .connections_refused
+                    .with_label_values(&[&name, refused.as_str()])
+                    .inc();
+                incoming.refuse();
+                continue;
+            }
+        };
         let services = Arc::clone(&services);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let (hello, connecting) = match accept_capturing(incoming, &spec) {
+            let _slot = slot;
+            let (hello, connecting) = match accept_capturing(incoming, &spec, &config.limits) {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(error = %e, "QUIC connection refused");
@@ -118,6 +148,7 @@ pub async fn accept_loop(
 fn accept_capturing(
     incoming: quinn::Incoming,
     spec: &ListenerSpec,
+    limits: &Limits,
 ) -> Result<(ClientHelloSlot, quinn::Connecting), String> {
     let base = spec
         .quic_tls
@@ -127,7 +158,7 @@ fn accept_capturing(
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let connecting = incoming
-        .accept_with(Arc::new(server_config(Arc::new(crypto))))
+        .accept_with(Arc::new(server_config(Arc::new(crypto), limits)))
         .map_err(|e| e.to_string())?;
     Ok((slot, connecting))
 }

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -14,22 +13,27 @@ use crate::config::{Config, ListenerSpec};
 use crate::core::context::Services;
 use crate::core::exchange::{ConnInfo, Front};
 use crate::front::hyper_front;
-use crate::listen::connections::Connections;
+use crate::listen::admission::Admission;
+use crate::listen::connections::{Connections, Watcher};
 use crate::seccert::advertiser::{Advertise, Advertiser, Channel};
 use crate::seccert::coverage::Coverage;
 use crate::seccert::h2_shim::{self, H2ShimConfig};
 use crate::seccert::{CapturingResolver, Exporter, ServerAuthenticator};
 use crate::tls::identity::client_identity;
 
-/// A TLS handshake that takes longer than this is abandoned.
+/// A TLS handshake that takes longer than this (or than the client idle
+/// timeout, if shorter) is abandoned.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accept until `shutdown` flips to true; each connection is watched by `graceful`.
+/// Accept until `shutdown` flips to true; each connection is watched by
+/// `graceful` and holds a place in `admission` (over a cap it is closed at
+/// once, before a byte is read or written).
 pub async fn accept_loop(
     listener: TcpListener,
     spec: ListenerSpec,
     services: Arc<Services>,
     graceful: Connections,
+    admission: Arc<Admission>,
     mut shutdown: watch::Receiver<bool>,
     alt_svc: Option<http::HeaderValue>,
 ) {
@@ -47,10 +51,23 @@ pub async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
-        let _ = stream.set_nodelay(true);
         // The connection's snapshot, taken once: its listener (certificates
         // reload on SIGHUP; the socket stays) and everything else.
         let config = services.snapshot();
+        let slot = match admission.admit(client.ip(), &config.limits) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                tracing::debug!(listener = %spec.name, %client, cap = refused.as_str(), "connection cap reached; closing");
+                services
+                    .metrics
+                    .connections_refused
+                    .with_label_values(&[&spec.name, refused.as_str()])
+                    .inc();
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
         let spec = match config.listener(&spec.name) {
             Some(current) => Arc::new(current.clone()),
             None => Arc::clone(&spec),
@@ -60,6 +77,7 @@ pub async fn accept_loop(
         let alt_svc = alt_svc.clone();
         tokio::spawn(async move {
             serve_connection(stream, client, spec, config, services, watcher, alt_svc).await;
+            drop(slot);
         });
     }
 }
@@ -84,7 +102,7 @@ async fn serve_connection(
             None,
             None,
         );
-        return serve_http(stream, info, &spec, services, watcher, front, None).await;
+        return serve_http(stream, info, &spec, &config, services, watcher, front, None).await;
     };
     // Secondary certificates need the ClientHello's signature schemes.
     let secondary =
@@ -96,25 +114,25 @@ async fn serve_connection(
         (Arc::clone(tls), None)
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-    let tls_stream =
-        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(%client, error = %e, "TLS handshake failed");
-                if let Some(reason) = crate::tls::mtls_failure_io(&e) {
-                    services
-                        .metrics
-                        .auth_failures
-                        .with_label_values(&["mtls", reason])
-                        .inc();
-                }
-                return;
+    let handshake_timeout = TLS_HANDSHAKE_TIMEOUT.min(config.limits.client_idle_timeout);
+    let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
+            if let Some(reason) = crate::tls::mtls_failure_io(&e) {
+                services
+                    .metrics
+                    .auth_failures
+                    .with_label_values(&["mtls", reason])
+                    .inc();
             }
-            Err(_) => {
-                tracing::debug!(%client, "TLS handshake timed out");
-                return;
-            }
-        };
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%client, "TLS handshake timed out");
+            return;
+        }
+    };
     let session = tls_stream.get_ref().1;
     // Verified by the handshake (client_ca); who the certificate names.
     let identity = session
@@ -134,6 +152,7 @@ async fn serve_connection(
             tls_stream,
             info,
             &spec,
+            &config,
             services,
             watcher,
             Some(front),
@@ -165,7 +184,17 @@ async fn serve_connection(
     advertiser.start();
     let metrics = Arc::clone(&services.metrics);
     let info = conn_info(&spec, client, front, coverage, Some(advertiser), identity);
-    serve_http(io, info, &spec, services, watcher, Some(front), alt_svc).await;
+    serve_http(
+        io,
+        info,
+        &spec,
+        &config,
+        services,
+        watcher,
+        Some(front),
+        alt_svc,
+    )
+    .await;
     if let Some(v) = control.violation() {
         tracing::debug!(%client, violation = %v, "client broke the secondary-certificate rules");
         metrics
@@ -195,12 +224,14 @@ fn conn_info(
 }
 
 /// Count the connection and hand it to the HTTP/1.1 + HTTP/2 front.
+#[allow(clippy::too_many_arguments)]
 async fn serve_http<IO>(
     io: IO,
     info: ConnInfo,
     spec: &ListenerSpec,
+    config: &Config,
     services: Arc<Services>,
-    watcher: Watcher,
+    mut watcher: Watcher,
     front: Option<Front>,
     alt_svc: Option<http::HeaderValue>,
 ) where
@@ -211,5 +242,15 @@ async fn serve_http<IO>(
         .connections
         .with_label_values(&[&spec.name, info.front.as_str()])
         .inc();
-    hyper_front::serve_connection(io, info, services, watcher, front, spec.h2, alt_svc).await;
+    hyper_front::serve_connection(
+        io,
+        info,
+        services,
+        watcher.stopping(),
+        front,
+        spec.h2,
+        alt_svc,
+        config.limits.client_idle_timeout,
+    )
+    .await;
 }

@@ -11,6 +11,9 @@ pub struct Metrics {
     registry: Registry,
     /// Accepted client connections by listener and negotiated protocol.
     pub connections: IntCounterVec,
+    /// Client connections closed (TCP) or refused (QUIC) at once because a
+    /// connection cap was reached, by listener and cap (`total`, `per_client`).
+    pub connections_refused: IntCounterVec,
     /// Finished requests by listener, protocol, kind and outcome.
     pub requests: IntCounterVec,
     /// Tunnels open now by kind.
@@ -75,6 +78,13 @@ impl Metrics {
         let connections = IntCounterVec::new(
             Opts::new("bauta_connections_total", "Client connections accepted."),
             &["listener", "protocol"],
+        )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "bauta_connections_refused_total",
+                "Client connections refused at accept because a connection cap was reached.",
+            ),
+            &["listener", "reason"],
         )?;
         let requests = IntCounterVec::new(
             Opts::new("bauta_requests_total", "Requests handled, by outcome."),
@@ -197,6 +207,7 @@ impl Metrics {
         registry.register(Box::new(udp_datagrams.clone()))?;
         registry.register(Box::new(udp_drops.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(tunnels_active.clone()))?;
         registry.register(Box::new(tunnel_bytes.clone()))?;
@@ -210,6 +221,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             connections,
+            connections_refused,
             requests,
             tunnels_active,
             tunnel_bytes,

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::core::context::Services;
 use crate::listen;
+use crate::listen::admission::Admission;
 use crate::listen::connections::Connections;
 use crate::ops::metrics::Metrics;
 use crate::wire::h3_error::H3ErrorCode;
@@ -49,6 +50,8 @@ pub async fn start(config: Config) -> io::Result<Running> {
     prefill::prefill(&metrics, &config);
     metrics.policy_generation.set(1);
     let connections = Connections::new();
+    let admission = Admission::new();
+    admission.warn_if_lowered(&config.limits);
     let mut tasks = JoinSet::new();
 
     let admin = match config.admin {
@@ -74,12 +77,13 @@ pub async fn start(config: Config) -> io::Result<Running> {
         listeners.push((Arc::clone(&spec.name), bound));
         // HTTP/3 on the same address and port, over UDP; advertised by Alt-Svc.
         let alt_svc = if spec.h3 {
-            let endpoint = listen::quic::bind(spec, bound)?;
+            let endpoint = listen::quic::bind(spec, bound, &config.limits)?;
             endpoints.push(endpoint.clone());
             tasks.spawn(listen::quic::accept_loop(
                 endpoint,
                 Arc::clone(&spec.name),
                 Arc::clone(&services),
+                Arc::clone(&admission),
                 shutdown_rx.clone(),
             ));
             http::HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", bound.port())).ok()
@@ -91,6 +95,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
             spec.clone(),
             Arc::clone(&services),
             connections.clone(),
+            Arc::clone(&admission),
             shutdown_rx.clone(),
             alt_svc,
         ));

@@ -1,8 +1,9 @@
 //! Every documented series exists from the start, at 0: dashboards, alerts
 //! and `rate()` see a family before its first event. The label values come
 //! from the closed sets their owners define (kinds and fronts in `core`,
-//! outcomes in `core::respond`, DNS outcomes in `upstream::dial`, drop
-//! reasons in `tunnel::udp`, error kinds in `seccert`) and from the
+//! outcomes in `core::respond`, connection caps in `listen::admission`, DNS
+//! outcomes in `upstream::dial`, drop reasons in `tunnel::udp`, error kinds
+//! in `seccert`) and from the
 //! configuration (listeners with their protocols, policy rule names).
 
 use crate::auth;
@@ -10,6 +11,7 @@ use crate::config::Config;
 use crate::core::exchange::{Front, Kind};
 use crate::core::limits::Exceeded;
 use crate::core::respond::OUTCOMES;
+use crate::listen::admission::Refused;
 use crate::ops::metrics::{prefill as touch, Metrics};
 use crate::seccert::advertiser::Advertise;
 use crate::seccert::negotiation::ERROR_KINDS;
@@ -28,6 +30,7 @@ const VERDICTS: &[&str] = &["allow", "deny", "report"];
 /// (new rule names get their series; existing ones keep their counts).
 pub fn prefill(m: &Metrics, config: &Config) {
     let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+    let refusals: Vec<&str> = Refused::ALL.iter().map(|r| r.as_str()).collect();
     for l in &config.listeners {
         let mut fronts = Vec::new();
         // A plaintext listener with h2 sniffs h2c; its connections count as http1.
@@ -42,6 +45,7 @@ pub fn prefill(m: &Metrics, config: &Config) {
         }
         let name: &[&str] = &[&l.name];
         touch(&m.connections, &[name, &fronts]);
+        touch(&m.connections_refused, &[name, &refusals]);
         touch(&m.requests, &[name, &fronts, &kinds, OUTCOMES]);
     }
     for kind in TUNNEL_KINDS {

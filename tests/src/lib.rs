@@ -1544,7 +1544,7 @@ async fn wait_signals_caught(pid: u32, signals: &[(&str, u32)], limit: Duration)
             .and_then(|m| u64::from_str_radix(m.trim(), 16).ok());
         let missing: Vec<&str> = signals
             .iter()
-            .filter(|(_, n)| caught.map_or(true, |m| m & (1u64 << (n - 1)) == 0))
+            .filter(|(_, n)| caught.is_none_or(|m| m & (1u64 << (n - 1)) == 0))
             .map(|(name, _)| *name)
             .collect();
         if missing.is_empty() {

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 pub mod auth;
 pub mod client_limits;
+mod limits;
+pub use limits::Limits;
 pub mod default;
 pub mod origin;
 pub mod policy_file;
@@ -45,7 +47,7 @@ struct FileConfig {
     #[serde(default)]
     policy: policy_file::PolicySection,
     #[serde(default)]
-    limits: LimitsSection,
+    limits: limits::LimitsSection,
     #[serde(default)]
     connect_udp: ConnectUdpSection,
     #[serde(default)]
@@ -133,23 +135,6 @@ struct DnsSection {
     servers: Vec<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitsSection {
-    connect_timeout_ms: Option<Spanned<u64>>,
-    dns_timeout_ms: Option<Spanned<u64>>,
-    idle_timeout_s: Option<Spanned<u64>>,
-    upstream_idle_timeout_s: Option<Spanned<u64>>,
-    max_upstream_idle_per_host: Option<Spanned<u64>>,
-    shutdown_grace_s: Option<Spanned<u64>>,
-    client_idle_timeout_s: Option<Spanned<u64>>,
-    max_connections: Option<Spanned<u64>>,
-    max_connections_per_client: Option<Spanned<u64>>,
-    per_identity: Option<Spanned<client_limits::IdentityLimitsSection>>,
-    #[serde(default)]
-    per_group: std::collections::BTreeMap<String, Spanned<client_limits::IdentityLimitsSection>>,
-}
-
 // === runtime types ===
 
 /// A validated configuration. Everything in it is usable as is.
@@ -208,40 +193,6 @@ pub struct ListenerSpec {
     pub handshake_covers: Arc<std::collections::HashSet<Target>>,
     /// Where a verified client certificate's identity is read from, in order.
     pub identity_from: Arc<[IdentitySource]>,
-}
-
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub connect_timeout: Duration,
-    pub dns_timeout: Duration,
-    /// A tunnel with no bytes either way for this long is closed.
-    pub idle_timeout: Duration,
-    pub upstream_idle_timeout: Duration,
-    pub max_upstream_idle_per_host: usize,
-    pub shutdown_grace: Duration,
-    /// A client connection carrying no request (and no tunnel) this long is
-    /// closed; also the QUIC idle timeout.
-    pub client_idle_timeout: Duration,
-    /// Client connections at once, all listeners (TCP and QUIC) together.
-    pub max_connections: usize,
-    /// Client connections at once from one source address.
-    pub max_connections_per_client: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            connect_timeout: Duration::from_secs(10),
-            dns_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(300),
-            upstream_idle_timeout: Duration::from_secs(90),
-            max_upstream_idle_per_host: 32,
-            shutdown_grace: Duration::from_secs(30),
-            client_idle_timeout: Duration::from_secs(60),
-            max_connections: 10_000,
-            max_connections_per_client: 512,
-        }
-    }
 }
 
 /// A configuration error: which file, which line, which key, what is wrong.
@@ -493,7 +444,7 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         .file
         .as_ref()
         .map(|f| src.path(base, f.get_ref()));
-    let limits = compile_limits(&file.limits, src)?;
+    let limits = limits::compile_limits(&file.limits, src)?;
     let connect_udp = compile_connect_udp(&file.connect_udp, src)?;
     let secondary = compile_secondary(&file.secondary_certs, src)?;
     let origins = compile_origins(&file.origins, src, base)?;
@@ -707,82 +658,6 @@ fn compile_client_auth(
         roots: Arc::new(roots),
         required,
     }))
-}
-
-fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limits, ConfigError> {
-    let mut out = Limits::default();
-    let ms = |v: &Option<Spanned<u64>>, key: &str, dst: &mut Duration| -> Result<(), ConfigError> {
-        if let Some(v) = v {
-            if *v.get_ref() == 0 {
-                return Err(src.err(v.span(), key, "must be greater than 0"));
-            }
-            *dst = Duration::from_millis(*v.get_ref());
-        }
-        Ok(())
-    };
-    ms(
-        &l.connect_timeout_ms,
-        "limits.connect_timeout_ms",
-        &mut out.connect_timeout,
-    )?;
-    ms(
-        &l.dns_timeout_ms,
-        "limits.dns_timeout_ms",
-        &mut out.dns_timeout,
-    )?;
-    let secs =
-        |v: &Option<Spanned<u64>>, key: &str, dst: &mut Duration| -> Result<(), ConfigError> {
-            if let Some(v) = v {
-                if *v.get_ref() == 0 {
-                    return Err(src.err(v.span(), key, "must be greater than 0"));
-                }
-                *dst = Duration::from_secs(*v.get_ref());
-            }
-            Ok(())
-        };
-    secs(
-        &l.idle_timeout_s,
-        "limits.idle_timeout_s",
-        &mut out.idle_timeout,
-    )?;
-    secs(
-        &l.upstream_idle_timeout_s,
-        "limits.upstream_idle_timeout_s",
-        &mut out.upstream_idle_timeout,
-    )?;
-    secs(
-        &l.shutdown_grace_s,
-        "limits.shutdown_grace_s",
-        &mut out.shutdown_grace,
-    )?;
-    secs(
-        &l.client_idle_timeout_s,
-        "limits.client_idle_timeout_s",
-        &mut out.client_idle_timeout,
-    )?;
-    if let Some(v) = &l.max_upstream_idle_per_host {
-        out.max_upstream_idle_per_host = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
-    }
-    let count = |v: &Option<Spanned<u64>>, key: &str, dst: &mut usize| -> Result<(), ConfigError> {
-        if let Some(v) = v {
-            if *v.get_ref() == 0 {
-                return Err(src.err(v.span(), key, "must be greater than 0"));
-            }
-            *dst = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
-        }
-        Ok(())
-    };
-    count(
-        &l.max_connections,
-        "limits.max_connections",
-        &mut out.max_connections,
-    )?;
-    count(
-        &l.max_connections_per_client,
-        "limits.max_connections_per_client",
-        &mut out.max_connections_per_client,
-    )?;
-    Ok(out)
 }
 
 fn compile_connect_udp(

@@ -28,9 +28,12 @@ use bauta::wire::{capsule, datagram, h2_frame, h3_frame, target::Target, varint}
 use bauta_policy::{Host, Precheck, Protocol, Request};
 use bytes::{Bytes, BytesMut};
 
+/// A target's body.
+pub type TargetFn = fn(&[u8]);
+
 /// Every target: its name (the directory under `seeds/` and `regressions/`,
 /// and the `fuzz_targets/NAME.rs` binary) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, TargetFn)] = &[
     ("varint", varint),
     ("capsule", capsule),
     ("datagram", datagram),

@@ -22,6 +22,9 @@ fn inputs(dir: &str) -> Vec<(String, PathBuf)> {
     };
     for target in targets {
         let target = target.expect("dir entry").path();
+        if !target.is_dir() {
+            continue;
+        }
         let name = target
             .file_name()
             .and_then(|n| n.to_str())

@@ -8,11 +8,11 @@ use crate::wire::h3_frame::{FrameEvent, FrameParser, FrameType, SettingId, Setti
 
 /// At most this many of the client's SETTINGS entries are recorded (unknown
 /// ids are unlimited on the wire; our own id is tracked whatever its place).
-pub(super) const MAX_RECORDED_SETTINGS: usize = 64;
+pub const MAX_RECORDED_SETTINGS: usize = 64;
 
 /// What the control-stream parser reports.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum ControlEvent {
+pub enum ControlEvent {
     /// The first frame, SETTINGS, is complete: its entries (at most
     /// [`MAX_RECORDED_SETTINGS`]) and our setting's value (the first value
     /// that is not 0 or 1 if any, else the last).
@@ -44,8 +44,11 @@ enum ControlPhase {
 }
 
 /// The client's control stream after its stream type.
+///
+/// Public for fuzzing (`tests/fuzz`, target `h3_control`): it reads peer
+/// bytes; the proxy itself uses it only through the shim.
 #[derive(Debug)]
-pub(super) struct ControlParser {
+pub struct ControlParser {
     our_setting: SettingId,
     frames: FrameParser,
     phase: ControlPhase,
@@ -74,7 +77,8 @@ impl ClientSettings {
 // === impl ControlParser ===
 
 impl ControlParser {
-    pub(super) fn new(our_setting: SettingId) -> ControlParser {
+    /// A parser that watches for `our_setting` in the client's SETTINGS.
+    pub fn new(our_setting: SettingId) -> ControlParser {
         ControlParser {
             our_setting,
             frames: FrameParser::new(),
@@ -82,11 +86,13 @@ impl ControlParser {
         }
     }
 
-    pub(super) fn is_dead(&self) -> bool {
+    /// The first frame was not a well-formed SETTINGS; nothing more is parsed.
+    pub fn is_dead(&self) -> bool {
         matches!(self.phase, ControlPhase::Dead)
     }
 
-    pub(super) fn feed(&mut self, input: &[u8], out: &mut impl FnMut(ControlEvent)) {
+    /// Feeds the next bytes of the stream (any chunking); `out` gets each event.
+    pub fn feed(&mut self, input: &[u8], out: &mut impl FnMut(ControlEvent)) {
         if self.is_dead() {
             return;
         }

@@ -65,7 +65,8 @@ use super::negotiation::{Codepoints, Negotiation, SendError, Violation};
 use crate::wire::h3_frame::FrameType;
 use crate::wire::server_certificate::{EncodeError, ServerCertificate};
 
-mod control;
+/// The side parser of the client's control stream; public for fuzzing.
+pub mod control;
 mod recv;
 mod send;
 #[cfg(test)]

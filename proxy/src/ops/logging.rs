@@ -18,7 +18,12 @@ pub fn init() {
         .with_writer(std::io::stdout)
         .with_filter(filter_fn(|m| m.target() == ACCESS_TARGET));
     let diag_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal: a file, a pipe or a log
+    // collector gets plain text (and NO_COLOR is honoured either way).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let diagnostics = tracing_subscriber::fmt::layer()
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_filter(filter_fn(|m| m.target() != ACCESS_TARGET))
         .with_filter(diag_filter);

@@ -958,7 +958,16 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> (Head, TcpStream, 
 
 /// `CONNECT authority HTTP/1.1` with a matching Host header, over any stream.
 pub async fn connect_on<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, authority: &str) -> Head {
-    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    connect_on_with(s, authority, "").await
+}
+
+/// As [`connect_on`], with `extra` header lines (each ending in CRLF) after Host.
+pub async fn connect_on_with<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    authority: &str,
+    extra: &str,
+) -> Head {
+    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{extra}\r\n");
     s.write_all(req.as_bytes()).await.expect("send CONNECT");
     s.flush().await.expect("flush CONNECT");
     let (head, leftover) = read_head(s)
@@ -975,9 +984,21 @@ pub async fn connect_on<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, authority:
 
 /// CONNECT over a fresh plaintext HTTP/1.1 connection.
 pub async fn connect_h1(proxy: SocketAddr, authority: &str) -> (Head, TcpStream) {
+    connect_h1_with(proxy, authority, "").await
+}
+
+/// As [`connect_h1`], with `extra` header lines (each ending in CRLF).
+pub async fn connect_h1_with(proxy: SocketAddr, authority: &str, extra: &str) -> (Head, TcpStream) {
     let mut s = TcpStream::connect(proxy).await.expect("connect to proxy");
-    let head = connect_on(&mut s, authority).await;
+    let head = connect_on_with(&mut s, authority, extra).await;
     (head, s)
+}
+
+/// A `Proxy-Authorization` value: `Basic base64(user ":" password)` (RFC 7617).
+pub fn basic_credential(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
 }
 
 // === HTTP/1.1 client (hyper) ===

@@ -57,10 +57,6 @@ fn passwd_ok(file: &Path, user: &str, password: &str) {
     );
 }
 
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
-}
-
 /// A proxy with Basic auth: "plain" (HTTP/1.1) and "secure" (HTTP/1.1,
 /// HTTP/2, HTTP/3); alice may reach loopback, everyone else is denied.
 struct Env {
@@ -113,9 +109,7 @@ impl Env {
 
     /// HTTP/1.1 CONNECT on "plain" with these extra header lines.
     async fn h1_connect(&self, target: &str, extra: &str) -> (Head, tokio::net::TcpStream) {
-        let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n");
-        let (head, s, _) = raw_request(self.proxy.listener("plain"), req.as_bytes()).await;
-        (head, s)
+        connect_h1_with(self.proxy.listener("plain"), target, extra).await
     }
 }
 
@@ -214,14 +208,20 @@ async fn basic_auth_on_every_front() {
         let (head, _) = env
             .h1_connect(
                 &target,
-                &format!("Proxy-Authorization: {}\r\n", basic("mallory", "alice-pw")),
+                &format!(
+                    "Proxy-Authorization: {}\r\n",
+                    basic_credential("mallory", "alice-pw")
+                ),
             )
             .await;
         assert_challenge(&head, "HTTP/1.1 unknown user");
         let (head, _) = env
             .h1_connect(
                 &target,
-                &format!("Proxy-Authorization: {}\r\n", basic("alice", "bob-pw")),
+                &format!(
+                    "Proxy-Authorization: {}\r\n",
+                    basic_credential("alice", "bob-pw")
+                ),
             )
             .await;
         assert_challenge(&head, "HTTP/1.1 wrong password");
@@ -229,7 +229,10 @@ async fn basic_auth_on_every_front() {
         let (head, mut tunnel) = env
             .h1_connect(
                 &target,
-                &format!("Proxy-Authorization: {}\r\n", basic("alice", "alice-pw")),
+                &format!(
+                    "Proxy-Authorization: {}\r\n",
+                    basic_credential("alice", "alice-pw")
+                ),
             )
             .await;
         assert_eq!(head.status, 200, "HTTP/1.1 alice: {head:?}");
@@ -238,7 +241,10 @@ async fn basic_auth_on_every_front() {
         let (head, _) = env
             .h1_connect(
                 &target,
-                &format!("Proxy-Authorization: {}\r\n", basic("bob", "bob-pw")),
+                &format!(
+                    "Proxy-Authorization: {}\r\n",
+                    basic_credential("bob", "bob-pw")
+                ),
             )
             .await;
         assert_eq!(
@@ -251,8 +257,8 @@ async fn basic_auth_on_every_front() {
         let h2 = h2_client(tls).await;
         for (cred, status) in [
             (None, 407),
-            (Some(basic("alice", "nope")), 407),
-            (Some(basic("alice", "alice-pw")), 200),
+            (Some(basic_credential("alice", "nope")), 407),
+            (Some(basic_credential("alice", "alice-pw")), 200),
         ] {
             let mut req = Request::builder()
                 .method(Method::CONNECT)
@@ -294,7 +300,7 @@ async fn basic_auth_on_every_front() {
             resp.headers().get("proxy-authenticate").is_some(),
             "HTTP/3 challenge"
         );
-        let alice = basic("alice", "alice-pw");
+        let alice = basic_credential("alice", "alice-pw");
         let (resp, _s) = h3
             .extended_connect(
                 &path,
@@ -417,7 +423,7 @@ async fn sighup_reloads_the_credentials_file() {
         let env = Env::start().await;
         let echo = EchoServer::start().await;
         let target = format!("127.0.0.1:{}", echo.port());
-        let with = |pw: &str| format!("Proxy-Authorization: {}\r\n", basic("alice", pw));
+        let with = |pw: &str| format!("Proxy-Authorization: {}\r\n", basic_credential("alice", pw));
         let (head, _) = env.h1_connect(&target, &with("alice-pw")).await;
         assert_eq!(head.status, 200);
         // A tunnel open across the reload keeps going.

@@ -7,17 +7,11 @@
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bauta_tests::masque::{quic_client_config, start_masque_proxy, udp_path, H3Client, UdpEcho};
 use bauta_tests::*;
 use http::{Method, Request};
 
 const REJECTIONS: &str = "bauta_limit_rejections_total";
-
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
-}
 
 /// Users alice (in group "batch") and bob, and a policy that lets
 /// everyone reach loopback.
@@ -37,17 +31,6 @@ fn auth_and_policy(dir: &TempDir, limits: &str) -> String {
 
 async fn rejections(admin: std::net::SocketAddr, limit: &str) -> f64 {
     metric_sample(&fetch_metrics(admin).await, REJECTIONS, &[("limit", limit)]).unwrap_or(0.0)
-}
-
-/// HTTP/1.1 CONNECT to `target` on `proxy`, with these extra header lines.
-async fn h1_connect(
-    proxy: std::net::SocketAddr,
-    target: &str,
-    extra: &str,
-) -> (Head, tokio::net::TcpStream) {
-    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n");
-    let (head, s, _) = raw_request(proxy, req.as_bytes()).await;
-    (head, s)
 }
 
 /// Wait until `bauta_tunnels_active{kind}` is `n` (a closed tunnel has
@@ -79,11 +62,11 @@ async fn concurrent_tunnels_and_flows_per_client_on_every_front() {
         let target = format!("127.0.0.1:{}", echo.port());
 
         // Anonymous over HTTP/1.1 (counted by address): two, then 429.
-        let (h, mut t1) = h1_connect(proxy.plain, &target, "").await;
+        let (h, mut t1) = connect_h1_with(proxy.plain, &target, "").await;
         assert_eq!(h.status, 200);
-        let (h, mut t2) = h1_connect(proxy.plain, &target, "").await;
+        let (h, mut t2) = connect_h1_with(proxy.plain, &target, "").await;
         assert_eq!(h.status, 200);
-        let (h, _) = h1_connect(proxy.plain, &target, "").await;
+        let (h, _) = connect_h1_with(proxy.plain, &target, "").await;
         h.assert_error(429, "http_request_error", "HTTP/1.1 third tunnel");
         assert!(
             h.proxy_status()
@@ -101,17 +84,20 @@ async fn concurrent_tunnels_and_flows_per_client_on_every_front() {
             "HTTP/2",
         );
         // alice has her own count, raised by her group to three.
-        let alice = format!("Proxy-Authorization: {}\r\n", basic("alice", "alice-pw"));
+        let alice = format!(
+            "Proxy-Authorization: {}\r\n",
+            basic_credential("alice", "alice-pw")
+        );
         let mut held = Vec::new();
         for i in 0..3 {
-            let (h, t) = h1_connect(proxy.plain, &target, &alice).await;
+            let (h, t) = connect_h1_with(proxy.plain, &target, &alice).await;
             assert_eq!(h.status, 200, "alice #{i}");
             held.push(t);
         }
-        let (h, _) = h1_connect(proxy.plain, &target, &alice).await;
+        let (h, _) = connect_h1_with(proxy.plain, &target, &alice).await;
         assert_eq!(h.status, 429, "alice's fourth");
         // bob: the default two, also over HTTP/2.
-        let bob = basic("bob", "bob-pw");
+        let bob = basic_credential("bob", "bob-pw");
         let mut bob_streams = Vec::new();
         for want in [200, 200, 429] {
             let req = Request::builder()
@@ -132,7 +118,7 @@ async fn concurrent_tunnels_and_flows_per_client_on_every_front() {
         assert_echo(&mut t1, b"first").await;
         drop(t1);
         wait_tunnels(proxy.admin, "connect", 6.0).await;
-        let (h, mut t3) = h1_connect(proxy.plain, &target, "").await;
+        let (h, mut t3) = connect_h1_with(proxy.plain, &target, "").await;
         assert_eq!(h.status, 200, "after one closed");
         assert_echo(&mut t3, b"reused place").await;
         assert_echo(&mut t2, b"still open").await;
@@ -185,19 +171,22 @@ async fn new_tunnels_per_second_is_a_token_bucket() {
         let target = format!("127.0.0.1:{}", echo.port());
         // One per second, a burst of one: the first passes, the next at once is refused
         // even though the first is already closed.
-        let (h, t) = h1_connect(proxy.plain, &target, "").await;
+        let (h, t) = connect_h1_with(proxy.plain, &target, "").await;
         assert_eq!(h.status, 200);
         drop(t);
-        let (h, _) = h1_connect(proxy.plain, &target, "").await;
+        let (h, _) = connect_h1_with(proxy.plain, &target, "").await;
         h.assert_error(429, "http_request_error", "second within the second");
         assert_eq!(rejections(proxy.admin, "new_per_s").await, 1.0);
         // Another client (alice) has her own bucket.
-        let alice = format!("Proxy-Authorization: {}\r\n", basic("alice", "alice-pw"));
-        let (h, _) = h1_connect(proxy.plain, &target, &alice).await;
+        let alice = format!(
+            "Proxy-Authorization: {}\r\n",
+            basic_credential("alice", "alice-pw")
+        );
+        let (h, _) = connect_h1_with(proxy.plain, &target, &alice).await;
         assert_eq!(h.status, 200, "alice's own bucket");
         // A second later the bucket has a token again.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let (h, _) = h1_connect(proxy.plain, &target, "").await;
+        let (h, _) = connect_h1_with(proxy.plain, &target, "").await;
         assert_eq!(h.status, 200, "refilled");
         proxy.shutdown().await;
     })

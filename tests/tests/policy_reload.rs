@@ -13,8 +13,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bauta_tests::*;
 
 const GENERATION: &str = "bauta_policy_generation";
@@ -49,8 +47,8 @@ impl ConfigMap<'_> {
 
 fn basic(user: &str, password: &str) -> String {
     format!(
-        "Proxy-Authorization: Basic {}\r\n",
-        STANDARD.encode(format!("{user}:{password}"))
+        "Proxy-Authorization: {}\r\n",
+        basic_credential(user, password)
     )
 }
 
@@ -68,9 +66,7 @@ async fn wait_generation(proxy: &BautaProcess, n: f64, what: &str) {
 }
 
 async fn connect(proxy: &BautaProcess, target: &str, extra: &str) -> (Head, tokio::net::TcpStream) {
-    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n");
-    let (head, s, _) = raw_request(proxy.listener("plain"), req.as_bytes()).await;
-    (head, s)
+    connect_h1_with(proxy.listener("plain"), target, extra).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

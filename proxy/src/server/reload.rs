@@ -1,5 +1,6 @@
-//! Configuration reload (on SIGHUP, or a file change: `file_watch`): re-read the file, compile it, and swap it
-//! in — or keep the running configuration and say why. Listener sockets stay
+//! Configuration reload (on SIGHUP, or a file change: `file_watch`): re-read
+//! the file, compile it, and swap it in — or keep the running configuration
+//! and say why. Listener sockets stay
 //! bound; certificates (listeners' and origins'), policy, origins, limits and
 //! templates take effect for new connections and requests. Changing a
 //! listener's address or protocols, or `[dns]`, needs a restart.
@@ -120,10 +121,18 @@ impl Reloader {
         let m = &self.services.metrics;
         match reload(&self.path, &self.services) {
             Ok(()) => {
-                // The new configuration may name other files (a new policy file).
-                for f in self.files() {
-                    attempted.entry(f).or_insert_with_key(|f| fingerprint(f));
-                }
+                // The new configuration may name other files (a new policy
+                // file) and no longer name some: keep exactly its set, or a
+                // dropped file would count as "changed" on every event.
+                let before = std::mem::take(&mut *attempted);
+                *attempted = self
+                    .files()
+                    .into_iter()
+                    .map(|f| {
+                        let digest = before.get(&f).copied().unwrap_or_else(|| fingerprint(&f));
+                        (f, digest)
+                    })
+                    .collect();
                 m.config_reloads.with_label_values(&["ok"]).inc();
                 m.policy_reloads.with_label_values(&["ok"]).inc();
                 m.policy_generation.inc();

@@ -34,8 +34,7 @@ pub async fn serve(
     let kind = route::classify(&head, conn.tls);
     let target = head.authority().unwrap_or_default().to_string();
     let mut ex = Exchange::new(Arc::clone(conn), config, head.method.clone(), kind, target);
-    let routed = route::route(kind, &head, &ex.config, &conn.coverage);
-    let routed = match routed {
+    let routed = match route::route(kind, &head, &ex.config, &conn.coverage) {
         Ok(route) => authenticate(services, &mut ex, &route, &head)
             .await
             .map(|()| route),

@@ -9,6 +9,7 @@ pub mod masque;
 // tests-c: helpers for the README-claim tests (tests/tests/readme_*.rs).
 pub mod readme_env;
 pub mod seccert_env;
+pub mod soak;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -88,6 +89,16 @@ impl TempDir {
         std::fs::write(&p, contents).expect("write temp file");
         p
     }
+
+    /// [`TempDir::write`], readable by the owner only (mode 0600): how
+    /// private keys should be kept (the proxy warns about others).
+    pub fn write_secret(&self, name: &str, contents: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.write(name, contents);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 600 temp file");
+        p
+    }
 }
 
 impl Drop for TempDir {
@@ -139,7 +150,7 @@ pub fn make_certs() -> Certs {
     let dir = TempDir::new("certs");
     let ca_pem = dir.write("ca.pem", &ca_cert.pem());
     let cert_pem = dir.write("proxy.pem", &leaf_cert.pem());
-    let key_pem = dir.write("proxy.key", &leaf_key.serialize_pem());
+    let key_pem = dir.write_secret("proxy.key", &leaf_key.serialize_pem());
     Certs {
         dir,
         ca_pem,
@@ -1251,6 +1262,10 @@ pub fn closed_port() -> u16 {
 pub fn bauta_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        // The soak binary (`tests/soak.sh`) names a release build.
+        if let Some(bin) = std::env::var_os("BAUTA_BIN") {
+            return PathBuf::from(bin);
+        }
         let exe = std::env::current_exe().expect("current exe");
         // target/<profile>/deps/<test> → target/<profile>
         let profile_dir = exe

@@ -1636,6 +1636,20 @@ pub async fn wait_sample(
     }
 }
 
+/// Wait (5 s at most) until `bauta_tunnels_active{kind}` is `n`: a closed
+/// tunnel has given its places back by then.
+pub async fn wait_tunnels(admin: SocketAddr, kind: &str, n: f64) {
+    let got = wait_sample(
+        admin,
+        "bauta_tunnels_active",
+        &[("kind", kind)],
+        Duration::from_secs(5),
+        |v| v == n,
+    )
+    .await;
+    assert_eq!(got, Some(n), "bauta_tunnels_active{{kind={kind}}}");
+}
+
 /// A plain HTTP/1.1 upstream that answers every request with
 /// `upstream NAME: METHOD PATH\n` (so a request routed to the wrong upstream shows).
 pub struct NamedUpstream {

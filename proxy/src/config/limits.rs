@@ -21,6 +21,10 @@ pub(super) struct LimitsSection {
     client_idle_timeout_s: Option<Spanned<u64>>,
     max_connections: Option<Spanned<u64>>,
     max_connections_per_client: Option<Spanned<u64>>,
+    max_tunnels: Option<Spanned<u64>>,
+    max_udp_flows: Option<Spanned<u64>>,
+    max_udp_flows_per_connection: Option<Spanned<u64>>,
+    memory_watermark_mib: Option<Spanned<u64>>,
     pub(super) per_identity: Option<Spanned<client_limits::IdentityLimitsSection>>,
     #[serde(default)]
     pub(super) per_group:
@@ -43,6 +47,15 @@ pub struct Limits {
     pub max_connections: usize,
     /// Client connections at once from one source address.
     pub max_connections_per_client: usize,
+    /// Tunnels (CONNECT and CONNECT-UDP) at once, process-wide.
+    pub max_tunnels: usize,
+    /// CONNECT-UDP flows at once, process-wide (each holds a UDP socket).
+    pub max_udp_flows: usize,
+    /// CONNECT-UDP flows at once on one HTTP/2 or HTTP/3 connection.
+    pub max_udp_flows_per_connection: usize,
+    /// Resident memory (bytes) above which new work is shed; `None`: 90% of
+    /// the cgroup memory limit, if any (`core::overload`).
+    pub memory_watermark: Option<u64>,
 }
 
 impl Default for Limits {
@@ -57,6 +70,10 @@ impl Default for Limits {
             client_idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_connections_per_client: 512,
+            max_tunnels: 10_000,
+            max_udp_flows: 4_096,
+            max_udp_flows_per_connection: 128,
+            memory_watermark: None,
         }
     }
 }
@@ -134,5 +151,26 @@ pub(super) fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limi
         "limits.max_connections_per_client",
         &mut out.max_connections_per_client,
     )?;
+    count(&l.max_tunnels, "limits.max_tunnels", &mut out.max_tunnels)?;
+    count(
+        &l.max_udp_flows,
+        "limits.max_udp_flows",
+        &mut out.max_udp_flows,
+    )?;
+    count(
+        &l.max_udp_flows_per_connection,
+        "limits.max_udp_flows_per_connection",
+        &mut out.max_udp_flows_per_connection,
+    )?;
+    if let Some(v) = &l.memory_watermark_mib {
+        if *v.get_ref() == 0 {
+            return Err(src.err(
+                v.span(),
+                "limits.memory_watermark_mib",
+                "must be greater than 0",
+            ));
+        }
+        out.memory_watermark = Some(v.get_ref().saturating_mul(1024 * 1024));
+    }
     Ok(out)
 }

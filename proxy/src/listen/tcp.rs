@@ -220,6 +220,7 @@ fn conn_info(
         identity,
         coverage,
         advertiser,
+        udp_flows: Default::default(),
     }
 }
 

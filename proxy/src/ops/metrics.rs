@@ -52,6 +52,8 @@ pub struct Metrics {
     pub overload_shed: IntCounterVec,
     /// 1 while resident memory is over the watermark (new work is shed).
     pub overloaded: IntGauge,
+    /// notAfter of each served certificate (listener, origin), Unix seconds.
+    pub certificate_expiry: IntGaugeVec,
 }
 
 /// Create every series of `vec` in the product of `labels` (one list of
@@ -214,6 +216,14 @@ impl Metrics {
         registry.register(Box::new(limit_rejections.clone()))?;
         registry.register(Box::new(overload_shed.clone()))?;
         registry.register(Box::new(overloaded.clone()))?;
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "bauta_certificate_expiry_timestamp_seconds",
+                "notAfter of each served certificate, Unix seconds, by kind (listener, origin) and name.",
+            ),
+            &["kind", "name"],
+        )?;
+        registry.register(Box::new(certificate_expiry.clone()))?;
         registry.register(Box::new(policy_reloads.clone()))?;
         registry.register(Box::new(policy_generation.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
@@ -258,6 +268,7 @@ impl Metrics {
             policy_generation,
             overload_shed,
             overloaded,
+            certificate_expiry,
         })
     }
 

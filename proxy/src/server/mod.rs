@@ -48,6 +48,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     prefill::prefill(&metrics, &config);
+    crate::config::certificates::warn_expiring(&config, crate::config::certificates::unix_now());
     metrics.policy_generation.set(1);
     let connections = Connections::new();
     let admission = Admission::new();

@@ -74,4 +74,11 @@ pub fn prefill(m: &Metrics, config: &Config) {
     touch(&m.limit_rejections, &[&limits]);
     let shed: Vec<&str> = Shed::ALL.iter().map(|s| s.as_str()).collect();
     touch(&m.overload_shed, &[&shed]);
+    // The certificates in force now: a reload drops those no longer served.
+    m.certificate_expiry.reset();
+    for c in crate::config::certificates::served(config) {
+        m.certificate_expiry
+            .with_label_values(&[c.kind, &c.name])
+            .set(c.not_after);
+    }
 }

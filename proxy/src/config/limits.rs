@@ -21,6 +21,8 @@ pub(super) struct LimitsSection {
     client_idle_timeout_s: Option<Spanned<u64>>,
     max_connections: Option<Spanned<u64>>,
     max_connections_per_client: Option<Spanned<u64>>,
+    quic_retry_after_handshakes: Option<Spanned<u64>>,
+    quic_max_handshakes: Option<Spanned<u64>>,
     pub(super) per_identity: Option<Spanned<client_limits::IdentityLimitsSection>>,
     #[serde(default)]
     pub(super) per_group:
@@ -43,6 +45,13 @@ pub struct Limits {
     pub max_connections: usize,
     /// Client connections at once from one source address.
     pub max_connections_per_client: usize,
+    /// QUIC handshakes in progress on one listener (accepted, not yet
+    /// established) from which a client whose address is not validated gets
+    /// a Retry (RFC 9000 §8.1.2) instead of a handshake; 0: always.
+    pub quic_retry_after_handshakes: usize,
+    /// QUIC handshakes in progress on one listener beyond which a new
+    /// connection attempt is dropped unanswered.
+    pub quic_max_handshakes: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +66,8 @@ impl Default for Limits {
             client_idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_connections_per_client: 512,
+            quic_retry_after_handshakes: 64,
+            quic_max_handshakes: 1024,
         }
     }
 }
@@ -134,5 +145,60 @@ pub(super) fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limi
         "limits.max_connections_per_client",
         &mut out.max_connections_per_client,
     )?;
+    count(
+        &l.quic_max_handshakes,
+        "limits.quic_max_handshakes",
+        &mut out.quic_max_handshakes,
+    )?;
+    // 0 is allowed: Retry for every client whose address is not validated.
+    if let Some(v) = &l.quic_retry_after_handshakes {
+        let n = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
+        if n > out.quic_max_handshakes {
+            return Err(src.err(
+                v.span(),
+                "limits.quic_retry_after_handshakes",
+                format!(
+                    "must not be greater than limits.quic_max_handshakes ({})",
+                    out.quic_max_handshakes
+                ),
+            ));
+        }
+        out.quic_retry_after_handshakes = n;
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+    use super::*;
+
+    fn limits(section: &str) -> Result<Limits, ConfigError> {
+        let text = format!(
+            "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\n\n[limits]\n{section}"
+        );
+        Config::parse(&text, "test.toml", std::path::Path::new(".")).map(|c| c.limits)
+    }
+
+    #[test]
+    fn quic_handshake_limits_default_and_validate() {
+        let d = limits("").expect("defaults");
+        assert_eq!(d.quic_retry_after_handshakes, 64);
+        assert_eq!(d.quic_max_handshakes, 1024);
+        let l = limits("quic_retry_after_handshakes = 0\nquic_max_handshakes = 10\n")
+            .expect("0 means always Retry");
+        assert_eq!(l.quic_retry_after_handshakes, 0);
+        assert_eq!(l.quic_max_handshakes, 10);
+        let l = limits("quic_retry_after_handshakes = 10\nquic_max_handshakes = 10\n")
+            .expect("equal: Retry never");
+        assert_eq!(l.quic_retry_after_handshakes, 10);
+        let e = limits("quic_max_handshakes = 0\n").expect_err("0 handshakes");
+        assert_eq!(e.key, "limits.quic_max_handshakes");
+        let e = limits("quic_retry_after_handshakes = 11\nquic_max_handshakes = 10\n")
+            .expect_err("above the hard cap");
+        assert_eq!(e.key, "limits.quic_retry_after_handshakes");
+        assert!(e.message.contains("quic_max_handshakes"), "{e}");
+        let e = limits("quic_retry_after_handshakes = 2000\n").expect_err("above the default cap");
+        assert_eq!(e.key, "limits.quic_retry_after_handshakes");
+    }
 }

@@ -175,7 +175,7 @@ mod tests {
 
     fn limits(section: &str) -> Result<Limits, ConfigError> {
         let text = format!(
-            "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\n\n[limits]\n{section}"
+            "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n[limits]\n{section}"
         );
         Config::parse(&text, "test.toml", std::path::Path::new(".")).map(|c| c.limits)
     }

@@ -6,9 +6,11 @@
 //! stepping on each other.
 
 pub mod masque;
+pub mod raw_peers;
 // tests-c: helpers for the README-claim tests (tests/tests/readme_*.rs).
 pub mod readme_env;
 pub mod seccert_env;
+pub mod smuggle_env;
 pub mod soak;
 use std::convert::Infallible;
 use std::future::Future;

@@ -270,6 +270,16 @@ impl ProxyError {
                 "bad_request",
                 "the request body is malformed or ended early".into(),
             ),
+            ProxyError::Upstream(UpstreamError::MalformedBody) => Answer {
+                h2_reset: Some(H2ErrorCode::PROTOCOL_ERROR),
+                h3_reset: Some(H3ErrorCode::MESSAGE_ERROR),
+                ..a(
+                    StatusCode::BAD_REQUEST,
+                    "http_request_error",
+                    "bad_request",
+                    "the request body does not match its content-length".into(),
+                )
+            },
             ProxyError::Upstream(UpstreamError::Protocol) => a(
                 StatusCode::BAD_GATEWAY,
                 "http_protocol_error",
@@ -407,6 +417,7 @@ mod tests {
             (ProxyError::Upstream(UpstreamError::TlsHandshake), 502, "tls_protocol_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::TlsCertificate), 502, "tls_certificate_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::RequestBody), 400, "http_request_error", "bad_request", None, None, Level::DEBUG),
+            (ProxyError::Upstream(UpstreamError::MalformedBody), 400, "http_request_error", "bad_request", h2p, h3m, Level::DEBUG),
             (auth_required(Failure::Missing), 407, "http_request_denied", "auth_required", None, None, Level::DEBUG),
             (auth_required(Failure::WrongPassword), 407, "http_request_denied", "auth_required", None, None, Level::DEBUG),
             (ProxyError::Limited(Exceeded::Tunnels), 429, "http_request_error", "limited", None, None, Level::DEBUG),

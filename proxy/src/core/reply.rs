@@ -58,6 +58,10 @@ pub enum TunnelEnd {
     /// The client sent a malformed capsule: the front resets the stream
     /// (RFC 9297 §3.3; HTTP/3 `H3_MESSAGE_ERROR`).
     Malformed,
+    /// The target's TCP connection failed (a reset): the front resets the
+    /// stream (RFC 9113 §8.5 `CONNECT_ERROR`, RFC 9114 §4.4
+    /// `H3_CONNECT_ERROR`) rather than end it as if complete.
+    TargetError,
 }
 
 // === impl Tunnel ===
@@ -132,13 +136,14 @@ impl Tunnel {
                     services.tunnels.aborted(),
                 )
                 .await;
-                let outcome = match end {
-                    End::Closed => "closed",
-                    End::Idle => "idle_timeout",
-                    End::Error(_) => "reset",
-                    End::Aborted => "shutdown",
+                let (outcome, end) = match end {
+                    End::Closed => ("closed", TunnelEnd::Done),
+                    End::Idle => ("idle_timeout", TunnelEnd::Done),
+                    End::Error(_) => ("reset", TunnelEnd::Done),
+                    End::TargetError(_) => ("reset", TunnelEnd::TargetError),
+                    End::Aborted => ("shutdown", TunnelEnd::Done),
                 };
-                (outcome, moved.upstream, moved.downstream, TunnelEnd::Done)
+                (outcome, moved.upstream, moved.downstream, end)
             }
             Far::Udp(socket) => {
                 let settings = FlowSettings {

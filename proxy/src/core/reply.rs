@@ -126,16 +126,21 @@ impl Tunnel {
         gauge.inc();
         let config = &ex.config;
         let (outcome, up, down, end) = match far {
-            Far::Tcp(target) => {
+            Far::Tcp(mut target) => {
                 let (moved, end) = tcp_tunnel::relay(
                     client,
-                    target,
+                    &mut target,
                     config.limits.idle_timeout,
                     m.tunnel_bytes.with_label_values(&[kind, "upstream"]),
                     m.tunnel_bytes.with_label_values(&[kind, "downstream"]),
                     services.tunnels.aborted(),
                 )
                 .await;
+                if matches!(end, End::Error(_)) {
+                    // RFC 9113 §8.5, RFC 9114 §4.4: an error on the client's
+                    // side reaches the target as a TCP reset, not a FIN.
+                    let _ = target.set_zero_linger();
+                }
                 let (outcome, end) = match end {
                     End::Closed => ("closed", TunnelEnd::Done),
                     End::Idle => ("idle_timeout", TunnelEnd::Done),

@@ -5,6 +5,7 @@
 //! Everything binds 127.0.0.1 port 0, so tests run in parallel without
 //! stepping on each other.
 
+pub mod faults_env;
 pub mod masque;
 // tests-c: helpers for the README-claim tests (tests/tests/readme_*.rs).
 pub mod readme_env;
@@ -465,6 +466,7 @@ pub fn full_body(b: impl Into<Bytes>) -> TestBody {
 
 /// A hand-written DNS server on 127.0.0.1 (UDP and TCP, same port):
 /// `echo.test` → A 127.0.0.1 (AAAA: no data), `slow.test` → never answers,
+/// `servfail.test` → SERVFAIL,
 /// everything else → NXDOMAIN. For DNS-rebinding tests, names whose answer
 /// changes from one query to the next (TTL 0, counted per name and type):
 ///
@@ -651,6 +653,7 @@ fn dns_answer(q: &[u8], log: &Mutex<Vec<(String, u16)>>) -> Option<(Vec<u8>, Dur
     type Record = (u16, u32, Vec<u8>);
     let (rcode, answers, delay): (u16, Vec<Record>, Duration) = match (name.as_str(), qtype) {
         ("slow.test", _) => return None,
+        ("servfail.test", _) => (2, vec![], Duration::ZERO),
         ("echo.test", A) => (0, vec![(A, 60, vec![127, 0, 0, 1])], Duration::ZERO),
         ("echo.test", _) => (0, vec![], Duration::ZERO),
         ("rebind.test", A) => (

@@ -191,6 +191,36 @@ impl Drop for ResettingTarget {
     }
 }
 
+/// An upstream for one forwarded request: it answers with `head` and
+/// `body`, then resets (SO_LINGER 0) when `go` fires.
+pub async fn resetting_origin(
+    head: &'static str,
+    body: Vec<u8>,
+) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("origin addr");
+    let (go, wait) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        if s.write_all(head.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
+            return;
+        }
+        let _ = wait.await;
+        set_reset_on_close(&s);
+    });
+    (addr, go, task)
+}
+
 // === an echo target that says how its connection ended ===
 
 /// How a target's connection ended.

@@ -280,3 +280,52 @@ async fn h3_through_loss_reordering_delay_and_a_small_mtu_keeps_payloads_intact(
     })
     .await
 }
+
+#[tokio::test]
+async fn h3_forwarded_response_reset_mid_body_is_a_stream_reset() {
+    bauta_bin(); // built outside the time bound
+    bounded_for(LIMIT, async {
+        let certs = make_certs();
+        let (_dir, p, baseline) = start(&certs, "").await;
+        let sent = pattern(256 * 1024, 7);
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n";
+        let (origin, go, _t) = resetting_origin(head, sent.clone()).await;
+        let mut client = H3Client::connect(p.listener("secure"), &certs).await;
+        let req = http::Request::builder()
+            .uri(format!("http://{origin}/big"))
+            .body(())
+            .expect("request");
+        let mut stream = client.send.send_request(req).await.expect("send request");
+        stream.finish().await.expect("finish the request");
+        let resp = stream.recv_response().await.expect("response head");
+        assert_eq!(resp.status(), 200, "{resp:?}");
+        let mut body = Vec::new();
+        let mut go = Some(go);
+        let end = loop {
+            match stream.recv_data().await {
+                Ok(Some(mut d)) => {
+                    use bytes::Buf;
+                    let n = d.remaining();
+                    body.extend_from_slice(&d.copy_to_bytes(n));
+                    if body.len() >= sent.len() {
+                        if let Some(go) = go.take() {
+                            let _ = go.send(());
+                        }
+                    }
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(format!("{e:?}")),
+            }
+        };
+        assert_same(&body, &sent, "HTTP/3 body up to the reset");
+        let e = end.expect("a truncated HTTP/3 body must end with a stream reset, not a FIN");
+        assert!(
+            e.contains("H3_INTERNAL_ERROR") || e.contains("0x102"),
+            "reset: {e}"
+        );
+        drop(stream);
+        drop(client);
+        wait_fds(p.pid, baseline, SETTLE, "after a truncated HTTP/3 response").await;
+    })
+    .await
+}

@@ -6,7 +6,6 @@
 //! to 0 and that the process's descriptors are back to their baseline.
 //! The QUIC faults are in `faults_quic.rs`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bauta_tests::faults_env::*;
@@ -402,6 +401,68 @@ async fn h1_client_reset_mid_tunnel_frees_the_tunnel() {
             "connect",
             baseline,
             "HTTP/1.1 tunnel after a client reset",
+        )
+        .await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reverse_upstream_that_never_answers_gets_504_http_response_timeout() {
+    bauta_bin(); // built outside the time bound
+    bounded_for(LIMIT, async {
+        let pki = bauta_tests::seccert_env::Pki::new();
+        // The listener's own certificate covers origin.test.
+        let (certs, origin_cert) =
+            bauta_tests::readme_env::origin_listener_certs(&pki, "origin.test");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let upstream = listener.local_addr().expect("addr");
+        let (closed_tx, closed) = oneshot::channel::<usize>();
+        let _task = tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut n = 0;
+            let mut buf = [0u8; 4096];
+            while let Ok(k) = s.read(&mut buf).await {
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            let _ = closed_tx.send(n);
+        });
+        let extra = format!(
+            "response_timeout_s = 1\n\n[[origin]]\nhost = \"origin.test\"\nport = 443\n\
+             cert = '{}'\nkey = '{}'\nupstream = \"http://{upstream}\"\n",
+            origin_cert.cert_pem.display(),
+            origin_cert.key_pem.display()
+        );
+        let (_dir, p, baseline) = start(&certs, &extra).await;
+        let client =
+            bauta_tests::readme_env::h2_to(p.listener("secure"), &certs, "origin.test").await;
+        let req = Request::builder()
+            .uri("https://origin.test/hello")
+            .body(())
+            .expect("request");
+        let (parts, _) = h2_request(&client, req, None).await;
+        assert_error_parts(
+            &parts,
+            http::StatusCode::GATEWAY_TIMEOUT,
+            "http_response_timeout",
+            "reverse proxying to a silent upstream",
+        );
+        drop(client);
+        let n = tokio::time::timeout(SETTLE, closed)
+            .await
+            .expect("the proxy closes the silent upstream's connection")
+            .expect("upstream task");
+        assert!(n > 0, "the upstream saw the request");
+        wait_fds(
+            p.pid,
+            baseline,
+            SETTLE,
+            "after the reverse response timeout",
         )
         .await;
     })

@@ -329,3 +329,66 @@ async fn h3_forwarded_response_reset_mid_body_is_a_stream_reset() {
     })
     .await
 }
+
+#[tokio::test]
+async fn h3_connect_target_reset_while_data_flows_is_h3_connect_error() {
+    bauta_bin(); // built outside the time bound
+    bounded_for(LIMIT, async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let certs = make_certs();
+        let (_dir, p, baseline) = start(&certs, "").await;
+        // Writes as fast as the tunnel takes, resets after 1 MiB: whatever
+        // was in flight is lost, so the client gets a prefix.
+        let payload = pattern(4 * 1024 * 1024, 8);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind target");
+        let target = listener.local_addr().expect("target addr");
+        let data = payload.clone();
+        let _t = tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut go = [0u8; 1];
+            if s.read_exact(&mut go).await.is_err() {
+                return;
+            }
+            for chunk in data.chunks(64 * 1024).take(16) {
+                if s.write_all(chunk).await.is_err() {
+                    return;
+                }
+            }
+            set_reset_on_close(&s);
+        });
+        let (status, mut c) = H3Connect::open(
+            p.listener("secure"),
+            quic_client_config(&certs),
+            &target.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "HTTP/3 CONNECT");
+        c.write(b"?").await;
+        let (got, end) = tokio::time::timeout(SETTLE, c.reader.read_to_end())
+            .await
+            .expect("the HTTP/3 tunnel ends after the target's reset");
+        assert!(
+            got.len() <= 1024 * 1024,
+            "{} bytes: more than was sent",
+            got.len()
+        );
+        assert_same(
+            &got,
+            &payload[..got.len()],
+            "what arrived is a prefix of what was sent",
+        );
+        assert_eq!(
+            end,
+            H3End::Reset(0x010f),
+            "the stream is reset with H3_CONNECT_ERROR"
+        );
+        c.reader.conn.close(0u32.into(), b"done");
+        drop(c);
+        assert_freed(&p, baseline, "HTTP/3 tunnel reset while data flowed").await;
+    })
+    .await
+}

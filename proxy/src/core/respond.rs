@@ -252,6 +252,13 @@ impl ProxyError {
                 "upstream_error",
                 "the destination closed the connection before responding".into(),
             ),
+            // RFC 9209 `http_response_timeout`: no response from the next hop in time.
+            ProxyError::Upstream(UpstreamError::ResponseTimeout) => a(
+                StatusCode::GATEWAY_TIMEOUT,
+                "http_response_timeout",
+                "upstream_error",
+                "the destination did not answer in time".into(),
+            ),
             ProxyError::Upstream(UpstreamError::TlsHandshake) => a(
                 StatusCode::BAD_GATEWAY,
                 "tls_protocol_error",
@@ -413,6 +420,7 @@ mod tests {
             (ProxyError::Upstream(UpstreamError::Dial(DialError::Refused)), 502, "connection_refused", "connection_refused", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::InvalidTarget("x")), 400, "proxy_internal_response", "bad_request", None, None, Level::DEBUG),
             (ProxyError::Upstream(UpstreamError::Terminated), 502, "connection_terminated", "upstream_error", None, None, Level::INFO),
+            (ProxyError::Upstream(UpstreamError::ResponseTimeout), 504, "http_response_timeout", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::Protocol), 502, "http_protocol_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::TlsHandshake), 502, "tls_protocol_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::TlsCertificate), 502, "tls_certificate_error", "upstream_error", None, None, Level::INFO),

@@ -221,10 +221,14 @@ async fn handle(
                 Some(d) => tunnel.run(&mut io, Some(d)).await,
                 None => tunnel.run(&mut io, None::<NoDatagrams>).await,
             };
-            if end == TunnelEnd::Malformed {
+            match end {
                 // RFC 9297 §3.3: a capsule error makes the message malformed
                 // (RFC 9114 §4.1.2: stream error H3_MESSAGE_ERROR).
-                io.reset(H3ErrorCode::MESSAGE_ERROR);
+                TunnelEnd::Malformed => io.reset(H3ErrorCode::MESSAGE_ERROR).await,
+                // RFC 9114 §4.4: a TCP error (a reset) is a stream error
+                // H3_CONNECT_ERROR, not a FIN as if the data were complete.
+                TunnelEnd::TargetError => io.reset(H3ErrorCode::CONNECT_ERROR).await,
+                TunnelEnd::Done => {}
             }
         }
     }

@@ -11,6 +11,8 @@ pub enum UpstreamError {
     InvalidTarget(&'static str),
     /// The connection closed before a complete response header arrived.
     Terminated,
+    /// No response header arrived within `[limits] response_timeout_s`.
+    ResponseTimeout,
     /// The next hop's response was not valid HTTP.
     Protocol,
     /// TLS with the next hop failed.

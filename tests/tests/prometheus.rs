@@ -268,3 +268,112 @@ async fn a_real_prometheus_scrapes_bauta_and_evaluates_the_rules() {
     })
     .await
 }
+
+/// The Grafana dashboard (`deploy/grafana/bauta-dashboard.json`): one row
+/// per concern, and every expression names only families a running Bauta
+/// exports or recording rules the shipped rules define.
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_names_only_exported_families_and_recording_rules() {
+    bounded_for(Duration::from_secs(60), async {
+        let certs = make_certs();
+        let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK_V4_V6).await;
+        let text = proxy.metrics().await;
+        let exported: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let histograms: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter(|l| l.ends_with(" histogram"))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let rules = std::fs::read_to_string(rules_dir().join("bauta-rules.yaml")).expect("rules");
+        let recorded: Vec<&str> = rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- record: "))
+            .collect();
+        let path = rules_dir().join("../grafana/bauta-dashboard.json");
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+        let panels = dash["panels"].as_array().expect("panels");
+        let rows: Vec<&str> = panels
+            .iter()
+            .filter(|p| p["type"] == "row")
+            .filter_map(|p| p["title"].as_str())
+            .collect();
+        for concern in [
+            "Traffic",
+            "Errors by outcome",
+            "Latency",
+            "Tunnels and UDP flows",
+            "Secondary certificates and reverse requests",
+            "Policy decisions",
+            "Process",
+        ] {
+            assert!(rows.contains(&concern), "no {concern:?} row in {rows:?}");
+        }
+        let mut names = Vec::new();
+        for p in panels {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().expect("expr");
+                names.extend(metric_names(expr));
+            }
+        }
+        assert!(names.len() > 30, "{names:?}");
+        let mut unknown = Vec::new();
+        for n in &names {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s).filter(|b| histograms.contains(b)))
+                .unwrap_or(n);
+            if !exported.contains(&base) && !recorded.contains(&base) {
+                unknown.push(n.clone());
+            }
+        }
+        assert!(
+            unknown.is_empty(),
+            "the dashboard names series Bauta does not export: {unknown:?}"
+        );
+        assert!(
+            recorded
+                .iter()
+                .filter(|r| names.iter().any(|n| n == *r))
+                .count()
+                >= 5,
+            "the dashboard is built on the recording rules"
+        );
+        proxy.shutdown().await;
+    })
+    .await
+}
+
+/// The metric (and recording rule) names in a PromQL expression: identifiers
+/// that start with `bauta` or `process_`, outside label matchers and strings.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted) = (0, false);
+    let mut word = String::new();
+    for c in expr.chars().chain(std::iter::once(' ')) {
+        if quoted {
+            quoted = c != '"';
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+            continue;
+        }
+        if depth == 0 && (word.starts_with("bauta") || word.starts_with("process_")) {
+            out.push(std::mem::take(&mut word));
+        }
+        word.clear();
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            '"' => quoted = true,
+            _ => {}
+        }
+    }
+    out
+}

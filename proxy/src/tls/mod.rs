@@ -285,9 +285,7 @@ mod tests {
         install_crypto_provider();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
         let chain = vec![cert.cert.der().clone()];
-        let key = || {
-            PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into())
-        };
+        let key = || PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
         let tcp = server_config(chain.clone(), key(), vec![b"h2".to_vec()], None).expect("tcp");
         let quic = quic_server_config(chain, key(), None).expect("quic");
         for cfg in [&tcp, &quic] {
@@ -299,11 +297,11 @@ mod tests {
             .cipher_suites
             .iter()
             .all(|s| s.version() == &rustls::version::TLS13));
-        assert!(tcp
-            .crypto_provider()
-            .cipher_suites
-            .iter()
-            .all(|s| [&rustls::version::TLS12, &rustls::version::TLS13].contains(&s.version())));
+        assert!(tcp.crypto_provider().cipher_suites.iter().all(|s| [
+            &rustls::version::TLS12,
+            &rustls::version::TLS13
+        ]
+        .contains(&s.version())));
     }
 
     #[test]

@@ -1602,7 +1602,7 @@ impl BautaProcess {
 
 /// Poll `/proc/PID/status` (Linux) until every signal in `signals` (name,
 /// number) is in the process's caught-signal mask (`SigCgt`).
-async fn wait_signals_caught(pid: u32, signals: &[(&str, u32)], limit: Duration) {
+pub async fn wait_signals_caught(pid: u32, signals: &[(&str, u32)], limit: Duration) {
     let deadline = Instant::now() + limit;
     let path = format!("/proc/{pid}/status");
     loop {

@@ -628,3 +628,97 @@ async fn listener_certificate_reloads_when_its_secret_is_swapped_over_tcp_and_qu
     })
     .await
 }
+
+// === SIGHUP with no configuration file ===
+
+/// The embedded default (`bauta run` with no `--config`) binds fixed
+/// loopback ports, so it runs in a network namespace of its own. SIGHUP
+/// (logrotate, `systemctl reload`) used to kill it: now it logs that there
+/// is nothing to reload and keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_on_the_embedded_default_is_logged_and_serving_goes_on() {
+    use bauta_tests::readme_env::NetNs;
+    use tokio::io::AsyncBufReadExt;
+    let bin = bauta_bin(); // built outside the time bound
+    bounded_for(LIMIT, async {
+        let ns = NetNs::create().unwrap_or_else(|e| {
+            panic!("this test needs a network namespace (ip netns add, as root): {e}")
+        });
+        let state = TempDir::new("embedded-default");
+        let mut prefix = ns.prefix();
+        let first = prefix.remove(0);
+        let mut child = tokio::process::Command::new(first)
+            .args(prefix)
+            .arg(&bin)
+            .arg("run")
+            .env("BAUTA_STATE_DIR", state.path())
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start bauta in the namespace");
+        // `ip netns exec` execs the command: the pid is bauta's.
+        let pid = child.id().expect("pid");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                let _ = tx.send(l);
+            }
+        });
+        let mut seen = String::new();
+        log_until(&mut rx, &mut seen, "admin endpoint").await;
+        wait_signals_caught(pid, &[("HUP", 1)], Duration::from_secs(10)).await;
+        let status = std::process::Command::new("kill")
+            .args(["-s", "HUP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        log_until(&mut rx, &mut seen, "nothing to reload").await;
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "still running"
+        );
+        let mut curl = ns.prefix();
+        let first = curl.remove(0);
+        let out = run_with_timeout(
+            std::process::Command::new(first).args(curl).args([
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://127.0.0.1:9090/healthz",
+            ]),
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "200",
+            "healthz after SIGHUP"
+        );
+    })
+    .await
+}
+
+/// Read log lines from `rx` into `seen` until one contains `needle` (20 s at
+/// most per line).
+async fn log_until(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: &mut String,
+    needle: &str,
+) {
+    while !seen.contains(needle) {
+        match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+            Ok(Some(l)) => {
+                seen.push_str(&l);
+                seen.push('\n');
+            }
+            _ => panic!("no {needle:?} in the log:\n{seen}"),
+        }
+    }
+}

@@ -110,6 +110,8 @@ pub async fn start(config: Config) -> io::Result<Running> {
         if config.watch_files {
             file_watch::spawn_on_change(reloader);
         }
+    } else {
+        reload::spawn_sighup_without_file();
     }
 
     Ok(Running {

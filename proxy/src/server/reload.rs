@@ -194,3 +194,25 @@ pub fn spawn_on_sighup(reloader: Arc<Reloader>) {
 
 #[cfg(not(unix))]
 pub fn spawn_on_sighup(_: Arc<Reloader>) {}
+
+/// The embedded default has no file to reload; SIGHUP (logrotate,
+/// `systemctl reload`) must still not end the process, so it is caught and
+/// answered with one log line.
+#[cfg(unix)]
+pub fn spawn_sighup_without_file() {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!(
+                trigger = Trigger::Sighup.as_str(),
+                "no configuration file (the embedded default): nothing to reload"
+            );
+        }
+    });
+}
+
+#[cfg(not(unix))]
+pub fn spawn_sighup_without_file() {}

@@ -13,12 +13,18 @@ use crate::port::{PortError, PortRange, PortRanges};
 use crate::rule::{IdentityPatterns, ProtocolSet, Rule};
 use crate::Policy;
 
+/// Rule names that label decisions no rule made: `default` (no rule
+/// matched) and `ssrf_guard` (the address guard refused what was allowed).
+pub const RESERVED_RULE_NAMES: [&str; 2] = ["default", "ssrf_guard"];
+
 /// Why a policy does not compile. `index` is the rule's 1-based position among the
 /// `[[rule]]` tables; `name` is its name as written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
     #[error("rule #{index} (\"\"): name: must not be empty")]
     EmptyName { index: usize },
+    #[error("rule #{index} ({name:?}): name: {name:?} is reserved (a metric label for decisions no rule made)")]
+    ReservedName { index: usize, name: String },
     #[error("rule #{index} ({name:?}): name: {name:?} is already used by rule #{first}")]
     DuplicateName {
         index: usize,
@@ -93,6 +99,12 @@ impl Policy {
                 };
                 if rule.name.is_empty() {
                     return Err(CompileError::EmptyName { index });
+                }
+                if RESERVED_RULE_NAMES.contains(&rule.name.as_str()) {
+                    return Err(CompileError::ReservedName {
+                        index,
+                        name: rule.name.clone(),
+                    });
                 }
                 if let Some(&first) = first_use.get(rule.name.as_str()) {
                     return Err(CompileError::DuplicateName {

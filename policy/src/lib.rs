@@ -39,7 +39,7 @@ mod rule;
 
 pub use addr::{classify, AddrClass};
 pub use cidr::CidrError;
-pub use compile::CompileError;
+pub use compile::{CompileError, RESERVED_RULE_NAMES};
 pub use config::{PolicyConfig, PortSpec, RuleConfig};
 pub use host::{Host, HostError};
 pub use host_pattern::HostPatternError;

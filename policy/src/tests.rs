@@ -398,6 +398,12 @@ fn compile_errors() {
         ("empty name", r#"[[rule]]
             name = ""
             action = "allow""#, &[r#"rule #1 (""): name: must not be empty"#]),
+        ("reserved name ssrf_guard", r#"[[rule]]
+            name = "ssrf_guard"
+            action = "allow""#, &[r#"rule #1 ("ssrf_guard"): name: "ssrf_guard" is reserved"#]),
+        ("reserved name default", r#"[[rule]]
+            name = "default"
+            action = "deny""#, &[r#"rule #1 ("default"): name: "default" is reserved"#]),
         ("duplicate name", r#"[[rule]]
             name = "a"
             action = "allow"

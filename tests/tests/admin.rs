@@ -69,7 +69,7 @@ const FAMILIES: &[Family] = &[
         histogram: false,
         labels: &[
             ("verdict", &["allow", "deny", "report"]),
-            ("rule", &["lab", "default"]),
+            ("rule", &["lab", "default", "ssrf_guard"]),
         ],
     },
     Family {

@@ -158,6 +158,17 @@ async fn ssrf_every_spelling_of_a_special_address_is_prohibited() {
             failures.join("\n")
         );
         assert_eq!(echo.accepted(), 0, "no prohibited target may be dialled");
+        // The guard refused what the default allowed: its own rule label.
+        let m = fetch_metrics(proxy.admin).await;
+        let decisions = |verdict: &str, rule: &str| {
+            bauta_tests::masque::metric(
+                &m,
+                "bauta_policy_decisions_total",
+                &[("verdict", verdict), ("rule", rule)],
+            )
+        };
+        assert_eq!(decisions("deny", "ssrf_guard"), targets.len() as f64);
+        assert_eq!(decisions("deny", "default"), 0.0);
         assert!(
             dns.queries().iter().any(|(n, _)| n == "echo.test"),
             "echo.test was resolved through the fake DNS: {:?}",

@@ -119,6 +119,7 @@ fn rule_index(e: &CompileError) -> Option<usize> {
     use CompileError as E;
     match e {
         E::EmptyName { index }
+        | E::ReservedName { index, .. }
         | E::DuplicateName { index, .. }
         | E::EmptyList { index, .. }
         | E::Host { index, .. }

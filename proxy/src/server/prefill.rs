@@ -66,6 +66,10 @@ pub fn prefill(m: &Metrics, config: &Config) {
     let mut rules: Vec<&str> = config.policy.rule_names().collect();
     rules.push("default");
     touch(&m.policy_decisions, &[VERDICTS, &rules]);
+    touch(
+        &m.policy_decisions,
+        &[&["deny"], &[crate::upstream::dial::SSRF_GUARD_RULE]],
+    );
     touch(&m.dns_lookups, &[DNS_OUTCOMES]);
     touch(&m.udp_datagrams, &[DIRECTIONS]);
     touch(&m.udp_drops, &[DROP_REASONS]);

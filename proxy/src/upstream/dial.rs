@@ -26,6 +26,10 @@ use crate::wire::target::Target;
 /// Every `outcome` label value of `bauta_dns_lookups_total`.
 pub const DNS_OUTCOMES: &[&str] = &["ok", "nxdomain", "nodata", "timeout", "error"];
 
+/// The `rule` label of `bauta_policy_decisions_total` for the SSRF guard's
+/// refusals (a name no rule may take).
+pub const SSRF_GUARD_RULE: &str = "ssrf_guard";
+
 /// RFC 8305 §5: the recommended Connection Attempt Delay.
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
@@ -259,10 +263,17 @@ impl Dialer {
         }
     }
 
+    /// An SSRF refusal is the guard's decision, whatever allowed the
+    /// request before it: `rule="ssrf_guard"`.
     fn count_decision(&self, d: &Decision) {
+        let rule = if d.reason.is_address_prohibited() {
+            SSRF_GUARD_RULE
+        } else {
+            d.rule_name()
+        };
         self.metrics
             .policy_decisions
-            .with_label_values(&[d.verdict.as_str(), d.rule_name()])
+            .with_label_values(&[d.verdict.as_str(), rule])
             .inc();
     }
 

@@ -431,3 +431,89 @@ async fn shutdown_closes_tunnels_left_after_the_grace_period() {
     })
     .await
 }
+
+/// Kubernetes' order (README "Drain"): SIGTERM → `/readyz` 503 at once while
+/// `/healthz` and `/metrics` keep answering → the listeners keep accepting
+/// for `drain_delay_s` (endpoints propagate) → they stop, HTTP/2 gets
+/// GOAWAY → open tunnels (one opened during the delay too) keep relaying →
+/// exit 0 when they close.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_fails_readiness_first_accepts_for_the_drain_delay_then_goaway_and_exit_0() {
+    bounded_for(LIMIT, async {
+        let certs = make_certs();
+        let echo = EchoServer::start().await;
+        let target = format!("127.0.0.1:{}", echo.port());
+        let dir = TempDir::new("shutdown-drain-delay");
+        let text = config(&certs, 30).replace("[limits]\n", "[limits]\ndrain_delay_s = 2\n");
+        let mut proxy = start_binary(&dir, &text).await;
+        let plain = proxy.listener("plain");
+        let secure = proxy.listener("secure");
+        assert_eq!(
+            http_get(proxy.admin, "/readyz").await.0,
+            200,
+            "ready before"
+        );
+        let (head, mut t1) = connect_h1(plain, &target).await;
+        assert_eq!(head.status, 200);
+        let tls = tls_connect(secure, &certs, &[b"h2"]).await;
+        let h2 = h2_client(tls).await;
+        let (parts, _) = h2_connect(&h2, &target).await;
+        assert_eq!(parts.status, 200, "HTTP/2 works before SIGTERM");
+
+        proxy.signal("TERM");
+        // 1. Readiness fails at once; liveness and metrics keep answering.
+        let mut readyz = 0;
+        for _ in 0..40 {
+            readyz = http_get(proxy.admin, "/readyz").await.0;
+            if readyz == 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(readyz, 503, "/readyz after SIGTERM");
+        let ready_failed = Instant::now();
+        assert_eq!(http_get(proxy.admin, "/healthz").await.0, 200);
+        assert_eq!(http_get(proxy.admin, "/metrics").await.0, 200);
+        // 2. During the drain delay the listeners still accept: a tunnel
+        //    opened now is served.
+        let (head, mut t_late) = connect_h1(plain, &target).await;
+        assert_eq!(head.status, 200, "a connection during the drain delay");
+        assert_echo(&mut t_late, b"opened while draining").await;
+        // 3. Then they stop accepting.
+        wait_refused(plain, Duration::from_secs(10), "plain").await;
+        wait_refused(secure, Duration::from_secs(3), "secure").await;
+        assert!(ready_failed.elapsed() > Duration::ZERO);
+        assert_eq!(
+            http_get(proxy.admin, "/healthz").await.0,
+            200,
+            "the admin endpoint outlives the listeners"
+        );
+        // 4. HTTP/2 got GOAWAY: no new stream on the old connection.
+        let req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(target.as_str())
+            .body(())
+            .expect("request");
+        let refused = match h2.clone().ready().await {
+            Err(e) => e.is_go_away() || e.is_io(),
+            Ok(mut c) => match c.send_request(req, false) {
+                Err(e) => e.is_go_away() || e.is_io(),
+                Ok((resp, _)) => resp.await.is_err(),
+            },
+        };
+        assert!(refused, "a new HTTP/2 stream after GOAWAY must fail");
+        // 5. Open tunnels keep relaying, then close: exit 0.
+        assert_echo(&mut t1, b"still relaying").await;
+        assert_echo(&mut t_late, b"late one too").await;
+        assert_half_close(&mut t1).await;
+        assert_half_close(&mut t_late).await;
+        drop((t1, t_late, h2));
+        let status = proxy
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("no exit after the tunnels closed\n{}", proxy.stderr()));
+        assert_eq!(status.code(), Some(0), "{}", proxy.stderr());
+        assert!(proxy.stderr().contains("draining: /readyz answers 503"));
+    })
+    .await
+}

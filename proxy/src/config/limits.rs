@@ -19,6 +19,7 @@ pub(super) struct LimitsSection {
     response_timeout_s: Option<Spanned<u64>>,
     max_upstream_idle_per_host: Option<Spanned<u64>>,
     shutdown_grace_s: Option<Spanned<u64>>,
+    drain_delay_s: Option<Spanned<u64>>,
     client_idle_timeout_s: Option<Spanned<u64>>,
     max_connections: Option<Spanned<u64>>,
     max_connections_per_client: Option<Spanned<u64>>,
@@ -46,6 +47,9 @@ pub struct Limits {
     pub response_timeout: Duration,
     pub max_upstream_idle_per_host: usize,
     pub shutdown_grace: Duration,
+    /// After SIGTERM, `/readyz` answers 503 at once but the listeners keep
+    /// accepting this long (load balancers take the pod out first).
+    pub drain_delay: Duration,
     /// A client connection carrying no request (and no tunnel) this long is
     /// closed; also the QUIC idle timeout.
     pub client_idle_timeout: Duration,
@@ -81,6 +85,7 @@ impl Default for Limits {
             response_timeout: Duration::from_secs(60),
             max_upstream_idle_per_host: 32,
             shutdown_grace: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             client_idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_connections_per_client: 512,
@@ -145,6 +150,10 @@ pub(super) fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limi
         "limits.shutdown_grace_s",
         &mut out.shutdown_grace,
     )?;
+    // 0 is allowed: stop accepting at once (no load balancer in front).
+    if let Some(v) = &l.drain_delay_s {
+        out.drain_delay = Duration::from_secs(*v.get_ref());
+    }
     secs(
         &l.client_idle_timeout_s,
         "limits.client_idle_timeout_s",

@@ -1,5 +1,6 @@
 //! The admin endpoint: `/metrics` (Prometheus text), `/healthz` (the process
-//! runs), `/readyz` (every listener is bound).
+//! runs), `/readyz` (every listener is bound, and no shutdown has begun:
+//! 503 from SIGTERM on, while `/healthz` and `/metrics` keep answering).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -32,6 +32,11 @@ pub struct Running {
     pub services: Arc<Services>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The admin endpoint outlives the listeners: stopped last.
+    admin_stop: watch::Sender<bool>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
+    /// `/readyz`: false from the start of a shutdown.
+    ready: Arc<AtomicBool>,
     connections: Connections,
     /// QUIC endpoints: closed last, so HTTP/3 tunnels can drain.
     endpoints: Vec<quinn::Endpoint>,
@@ -55,16 +60,18 @@ pub async fn start(config: Config) -> io::Result<Running> {
     admission.log_if_lowered(&config.limits);
     let mut tasks = JoinSet::new();
 
+    let (admin_stop, admin_rx) = watch::channel(false);
+    let mut admin_task = None;
     let admin = match config.admin {
         Some(addr) => {
             let l = bind(addr, "admin").await?;
             let bound = l.local_addr()?;
-            tasks.spawn(crate::ops::admin::serve(
+            admin_task = Some(tokio::spawn(crate::ops::admin::serve(
                 l,
                 Arc::clone(&metrics),
                 Arc::clone(&ready),
-                shutdown_rx.clone(),
-            ));
+                admin_rx,
+            )));
             Some(bound)
         }
         None => None,
@@ -120,6 +127,9 @@ pub async fn start(config: Config) -> io::Result<Running> {
         services,
         shutdown: shutdown_tx,
         tasks,
+        admin_stop,
+        admin_task,
+        ready,
         connections,
         endpoints,
         grace: config.limits.shutdown_grace,
@@ -173,9 +183,21 @@ impl Running {
             .map(|(_, a)| *a)
     }
 
-    /// Stop accepting, drain open connections and tunnels for up to the
-    /// grace period, then close whatever is still open.
+    /// Drain the way a load balancer expects: `/readyz` answers 503 at
+    /// once (`/healthz` and `/metrics` keep answering); the listeners keep
+    /// accepting for `drain_delay`, then stop; HTTP/2 and HTTP/3 clients get
+    /// GOAWAY; open tunnels get the grace period; whatever is left is
+    /// closed; the admin endpoint stops last.
     pub async fn shutdown(mut self) {
+        self.ready.store(false, Ordering::Release);
+        let drain_delay = self.services.snapshot().limits.drain_delay;
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                drain_delay_s = drain_delay.as_secs(),
+                "draining: /readyz answers 503; listeners close after the drain delay"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         let deadline = tokio::time::Instant::now() + self.grace;
@@ -199,6 +221,10 @@ impl Running {
         }
         for endpoint in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+        let _ = self.admin_stop.send(true);
+        if let Some(admin) = self.admin_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
         }
     }
 

@@ -5,6 +5,7 @@
 //! Everything binds 127.0.0.1 port 0, so tests run in parallel without
 //! stepping on each other.
 
+pub mod h2_raw;
 pub mod masque;
 // tests-c: helpers for the README-claim tests (tests/tests/readme_*.rs).
 pub mod readme_env;

@@ -187,6 +187,14 @@ const FAMILIES: &[Family] = &[
             ("reason", &["total", "per_client"]),
         ],
     },
+    Family {
+        name: "bauta_protocol_floods_total",
+        histogram: false,
+        labels: &[
+            ("front", &["h2"]),
+            ("frame", &["ping", "settings", "priority", "empty"]),
+        ],
+    },
 ];
 
 /// The one family that is not 0 on a fresh proxy: the first policy is

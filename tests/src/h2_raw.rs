@@ -125,17 +125,52 @@ pub struct GoAway {
     pub debug: String,
 }
 
+/// One frame read off the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The entries of a SETTINGS frame.
+    pub fn settings(&self) -> Vec<(u16, u32)> {
+        self.payload
+            .chunks_exact(6)
+            .map(|e| {
+                (
+                    u16::from_be_bytes([e[0], e[1]]),
+                    u32::from_be_bytes([e[2], e[3], e[4], e[5]]),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Reads the next frame (`None` at the end of the connection).
+pub async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> Option<RawFrame> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.ok()?;
+    Some(RawFrame {
+        kind: head[3],
+        flags: head[4],
+        stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & MAX_WINDOW,
+        payload,
+    })
+}
+
 /// Reads the server's frames until its GOAWAY (returned) or the end of the
 /// connection (`None`), for at most `limit`; every other frame is skipped.
 pub async fn read_goaway<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Option<GoAway> {
     let read = async {
         loop {
-            let mut head = [0u8; 9];
-            s.read_exact(&mut head).await.ok()?;
-            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-            let mut payload = vec![0u8; len];
-            s.read_exact(&mut payload).await.ok()?;
-            if head[3] == GOAWAY && payload.len() >= 8 {
+            let RawFrame { kind, payload, .. } = read_frame(s).await?;
+            if kind == GOAWAY && payload.len() >= 8 {
                 return Some(GoAway {
                     last_stream: u32::from_be_bytes([
                         payload[0], payload[1], payload[2], payload[3],

@@ -14,6 +14,9 @@
 //!
 //! The real binary is measured (`VmRSS` of the child), CONNECT tunnels over
 //! h2c by prior knowledge, and reverse-proxied GETs over TLS (ALPN h2).
+//!
+//! And the budget is what the proxy advertises: its SETTINGS and first
+//! WINDOW_UPDATE follow `[limits]`, not the client's windows.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -281,6 +284,44 @@ async fn stalled_reverse_streams_stay_within_the_connection_budget() {
             bound() >> 20
         );
         drop(held);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn advertised_settings_and_windows_follow_the_configured_budget() {
+    bounded_for(Duration::from_secs(20), async {
+        let proxy = start_proxy_opts(ProxyOpts {
+            plain_protocols: &["h2"],
+            extra: "[limits]\nh2_max_concurrent_streams = 7\nconnection_buffer_bytes = 1048576\n\
+                    max_header_list_size = 8192\n"
+                .to_string(),
+            ..ProxyOpts::default()
+        })
+        .await;
+        let mut tcp = TcpStream::connect(proxy.plain).await.expect("connect");
+        tcp.write_all(&greedy(None)).await.expect("hello");
+        let mut settings = None;
+        let mut connection_window = None;
+        while settings.is_none() || connection_window.is_none() {
+            let f = h2_raw::read_frame(&mut tcp).await.expect("a frame");
+            match (f.kind, f.stream) {
+                (h2_raw::SETTINGS, 0) if f.flags & 1 == 0 => settings = Some(f.settings()),
+                (h2_raw::WINDOW_UPDATE, 0) => {
+                    let inc = u32::from_be_bytes(f.payload[..4].try_into().expect("4 bytes"));
+                    connection_window = Some(65_535 + inc);
+                }
+                _ => {}
+            }
+        }
+        let settings = settings.expect("SETTINGS");
+        // Half of the 1 MiB budget is the receive window.
+        for want in [(0x3, 7), (0x4, 512 << 10), (0x6, 8192)] {
+            assert!(settings.contains(&want), "{want:?} in {settings:?}");
+        }
+        assert_eq!(connection_window, Some(512 << 10), "connection window");
+        drop(tcp);
+        proxy.shutdown().await;
     })
     .await;
 }

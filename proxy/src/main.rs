@@ -248,6 +248,8 @@ fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
 }
 
 fn check(path: &std::path::Path, root: Option<&std::path::Path>) -> ExitCode {
+    // Warnings found while loading (a key file others can read) go to stderr.
+    logging::init();
     match Config::load_under(path, root) {
         Ok(c) => {
             println!("{}: {}", path.display(), c.summary());

@@ -10,6 +10,7 @@ pub mod masque;
 // tests-c: helpers for the README-claim tests (tests/tests/readme_*.rs).
 pub mod readme_env;
 pub mod seccert_env;
+pub mod soak;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -89,6 +90,16 @@ impl TempDir {
         std::fs::write(&p, contents).expect("write temp file");
         p
     }
+
+    /// [`TempDir::write`], readable by the owner only (mode 0600): how
+    /// private keys should be kept (the proxy warns about others).
+    pub fn write_secret(&self, name: &str, contents: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.write(name, contents);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 600 temp file");
+        p
+    }
 }
 
 impl Drop for TempDir {
@@ -140,7 +151,7 @@ pub fn make_certs() -> Certs {
     let dir = TempDir::new("certs");
     let ca_pem = dir.write("ca.pem", &ca_cert.pem());
     let cert_pem = dir.write("proxy.pem", &leaf_cert.pem());
-    let key_pem = dir.write("proxy.key", &leaf_key.serialize_pem());
+    let key_pem = dir.write_secret("proxy.key", &leaf_key.serialize_pem());
     Certs {
         dir,
         ca_pem,
@@ -1252,6 +1263,10 @@ pub fn closed_port() -> u16 {
 pub fn bauta_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        // The soak binary (`tests/soak.sh`) names a release build.
+        if let Some(bin) = std::env::var_os("BAUTA_BIN") {
+            return PathBuf::from(bin);
+        }
         let exe = std::env::current_exe().expect("current exe");
         // target/<profile>/deps/<test> → target/<profile>
         let profile_dir = exe
@@ -1620,6 +1635,20 @@ pub async fn wait_sample(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Wait (5 s at most) until `bauta_tunnels_active{kind}` is `n`: a closed
+/// tunnel has given its places back by then.
+pub async fn wait_tunnels(admin: SocketAddr, kind: &str, n: f64) {
+    let got = wait_sample(
+        admin,
+        "bauta_tunnels_active",
+        &[("kind", kind)],
+        Duration::from_secs(5),
+        |v| v == n,
+    )
+    .await;
+    assert_eq!(got, Some(n), "bauta_tunnels_active{{kind={kind}}}");
 }
 
 /// A plain HTTP/1.1 upstream that answers every request with

@@ -106,7 +106,7 @@ impl Pki {
         );
         let ca_pem = dir.write("ca.pem", &ca_cert.pem());
         let cert_pem = dir.write("proxy.pem", &leaf_pem);
-        let key_pem = dir.write("proxy.key", &leaf_key);
+        let key_pem = dir.write_secret("proxy.key", &leaf_key);
         Pki {
             certs: Certs {
                 dir,
@@ -129,7 +129,7 @@ impl Pki {
         let serial = next_serial();
         let (cert, key) = leaf(&self.issuer, &[host], kind, serial);
         let cert_pem = self.certs.dir.write(&format!("{stem}.pem"), &cert);
-        let key_pem = self.certs.dir.write(&format!("{stem}.key"), &key);
+        let key_pem = self.certs.dir.write_secret(&format!("{stem}.key"), &key);
         OriginCert {
             host: host.to_string(),
             cert_pem,

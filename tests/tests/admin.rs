@@ -19,6 +19,7 @@ const OUTCOMES: &[&str] = &[
     "address_prohibited",
     "auth_required",
     "limited",
+    "overloaded",
     "bad_request",
     "not_found",
     "misdirected",
@@ -177,7 +178,25 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "bauta_limit_rejections_total",
         histogram: false,
-        labels: &[("limit", &["tunnels", "new_per_s", "udp_flows"])],
+        labels: &[(
+            "limit",
+            &[
+                "tunnels",
+                "new_per_s",
+                "udp_flows",
+                "udp_flows_per_connection",
+            ],
+        )],
+    },
+    Family {
+        name: "bauta_overload_shed_total",
+        histogram: false,
+        labels: &[("reason", &["memory", "tunnels", "udp_flows"])],
+    },
+    Family {
+        name: "bauta_overloaded",
+        histogram: false,
+        labels: &[],
     },
     Family {
         name: "bauta_connections_refused_total",

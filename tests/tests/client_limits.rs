@@ -33,20 +33,6 @@ async fn rejections(admin: std::net::SocketAddr, limit: &str) -> f64 {
     metric_sample(&fetch_metrics(admin).await, REJECTIONS, &[("limit", limit)]).unwrap_or(0.0)
 }
 
-/// Wait until `bauta_tunnels_active{kind}` is `n` (a closed tunnel has
-/// given its place back by then).
-async fn wait_tunnels(admin: std::net::SocketAddr, kind: &str, n: f64) {
-    let got = wait_sample(
-        admin,
-        "bauta_tunnels_active",
-        &[("kind", kind)],
-        Duration::from_secs(5),
-        |v| v == n,
-    )
-    .await;
-    assert_eq!(got, Some(n), "bauta_tunnels_active{{kind={kind}}}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_tunnels_and_flows_per_client_on_every_front() {
     bounded_for(Duration::from_secs(60), async {

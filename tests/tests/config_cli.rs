@@ -89,6 +89,49 @@ fn cli_check_tls_config_with_relative_paths() {
 }
 
 #[test]
+fn cli_check_warns_about_secret_files_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let certs = make_certs();
+    let users = certs.dir.write(
+        "users.txt",
+        "alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$2lqmM4Sx7Rz0c2wYAnY8W2AEzDqNvZ4cmPbJxJfYzLk\n",
+    );
+    let text = format!(
+        "{GOOD}\n[auth]\nbasic_file = \"users.txt\"\n\n[[listener]]\nname = \"secure\"\nlisten = \"127.0.0.1:0\"\n\
+         protocols = [\"http1\"]\ntls_cert = \"proxy.pem\"\ntls_key = \"proxy.key\"\n"
+    );
+    let path = certs.dir.write("perm.toml", &text);
+    let key = certs.dir.path().join("proxy.key");
+    let set = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    set(&key, 0o644);
+    set(&users, 0o604);
+    let out = check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "still loads: {stderr}");
+    assert!(
+        stderr.contains("private key file is readable by every user")
+            && stderr.contains("proxy.key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("credentials file is readable by every user")
+            && stderr.contains("users.txt"),
+        "{stderr}"
+    );
+    set(&key, 0o600);
+    set(&users, 0o600);
+    let out = check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("readable by"),
+        "owner-only files: no warning: {stderr}"
+    );
+}
+
+#[test]
 fn cli_check_bad_listen_address_exits_2_naming_file_line_key() {
     let dir = TempDir::new("cli-bad");
     let path = dir.write(

@@ -66,7 +66,9 @@ impl ClientPki {
             .signed_by(&key, &self.issuer)
             .expect("sign client cert");
         let cert_pem = self.dir.write(&format!("{file}.pem"), &cert.pem());
-        let key_pem = self.dir.write(&format!("{file}.key"), &key.serialize_pem());
+        let key_pem = self
+            .dir
+            .write_secret(&format!("{file}.key"), &key.serialize_pem());
         ClientCert {
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::try_from(key.serialize_der()).expect("key DER"),

@@ -77,6 +77,7 @@ pub(super) fn compile_auth(
     let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
         .map_err(|e| src.err(file.span(), "auth.realm", e.to_string()))?;
     let path = src.path(base, file.get_ref());
+    crate::tls::secret_file::warn_if_exposed(&path, "credentials file");
     // A line of the credentials file is named in that file; an unreadable
     // file at the key that names it.
     let credentials = Credentials::load(&path).map_err(|e| match e.line {

@@ -26,6 +26,10 @@ pub(super) struct LimitsSection {
     max_header_list_size: Option<Spanned<u64>>,
     h2_control_frames_per_s: Option<Spanned<u64>>,
     h2_control_frames_burst: Option<Spanned<u64>>,
+    max_tunnels: Option<Spanned<u64>>,
+    max_udp_flows: Option<Spanned<u64>>,
+    max_udp_flows_per_connection: Option<Spanned<u64>>,
+    memory_watermark_mib: Option<Spanned<u64>>,
     pub(super) per_identity: Option<Spanned<client_limits::IdentityLimitsSection>>,
     #[serde(default)]
     pub(super) per_group:
@@ -63,6 +67,15 @@ pub struct Limits {
     pub h2_control_frames_per_s: u32,
     /// … and at once.
     pub h2_control_frames_burst: u32,
+    /// Tunnels (CONNECT and CONNECT-UDP) at once, process-wide.
+    pub max_tunnels: usize,
+    /// CONNECT-UDP flows at once, process-wide (each holds a UDP socket).
+    pub max_udp_flows: usize,
+    /// CONNECT-UDP flows at once on one HTTP/2 or HTTP/3 connection.
+    pub max_udp_flows_per_connection: usize,
+    /// Resident memory (bytes) above which new work is shed; `None`: 90% of
+    /// the cgroup memory limit, if any (`core::overload`).
+    pub memory_watermark: Option<u64>,
 }
 
 /// The least send buffer an HTTP/2 stream gets, whatever the budget.
@@ -108,6 +121,10 @@ impl Default for Limits {
             max_header_list_size: 16 << 10,
             h2_control_frames_per_s: 100,
             h2_control_frames_burst: 1000,
+            max_tunnels: 10_000,
+            max_udp_flows: 4_096,
+            max_udp_flows_per_connection: 128,
+            memory_watermark: None,
         }
     }
 }
@@ -229,6 +246,27 @@ pub(super) fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limi
             return Err(src.err(v.span(), "limits.connection_buffer_bytes", why));
         }
         out.connection_buffer_bytes = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    count(&l.max_tunnels, "limits.max_tunnels", &mut out.max_tunnels)?;
+    count(
+        &l.max_udp_flows,
+        "limits.max_udp_flows",
+        &mut out.max_udp_flows,
+    )?;
+    count(
+        &l.max_udp_flows_per_connection,
+        "limits.max_udp_flows_per_connection",
+        &mut out.max_udp_flows_per_connection,
+    )?;
+    if let Some(v) = &l.memory_watermark_mib {
+        if *v.get_ref() == 0 {
+            return Err(src.err(
+                v.span(),
+                "limits.memory_watermark_mib",
+                "must be greater than 0",
+            ));
+        }
+        out.memory_watermark = Some(v.get_ref().saturating_mul(1024 * 1024));
     }
     Ok(out)
 }

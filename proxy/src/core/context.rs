@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::core::limits::Limiter;
+use crate::core::overload::Overload;
 use crate::core::tunnels::Tunnels;
 use crate::ops::metrics::Metrics;
 use crate::upstream::dial::Dialer;
@@ -24,6 +25,8 @@ pub struct Services {
     pub tunnels: Arc<Tunnels>,
     /// What each client holds, against `[limits] per_identity`.
     pub limiter: Arc<Limiter>,
+    /// Process-wide watermarks: shed new work first.
+    pub overload: Arc<Overload>,
 }
 
 // === impl Services ===
@@ -51,6 +54,7 @@ impl Services {
             reverse_pool,
             tunnels: Tunnels::new(),
             limiter: Limiter::new(),
+            overload: Overload::new(),
         })
     }
 

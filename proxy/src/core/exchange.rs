@@ -50,6 +50,9 @@ pub struct ConnInfo {
     pub coverage: Arc<Coverage>,
     /// Sends secondary certificates on this connection (HTTP/2, HTTP/3).
     pub advertiser: Option<Arc<Advertiser>>,
+    /// CONNECT-UDP flows open on this connection (`[limits]
+    /// max_udp_flows_per_connection`).
+    pub udp_flows: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// What kind of service a request asks for (a metric label).
@@ -120,6 +123,7 @@ impl ConnInfo {
             identity: self.identity.clone(),
             coverage: Arc::clone(&self.coverage),
             advertiser: self.advertiser.clone(),
+            udp_flows: Arc::clone(&self.udp_flows),
         }
     }
 }

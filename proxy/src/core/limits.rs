@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::core::overload::Load;
+
 pub use crate::config::client_limits::IdentityLimits;
 
 /// Which limit refused a tunnel (the `limit` label of
@@ -24,6 +26,8 @@ pub enum Exceeded {
     Tunnels,
     NewPerSecond,
     UdpFlows,
+    /// `[limits] max_udp_flows_per_connection` (counted by `overload`).
+    ConnectionUdpFlows,
 }
 
 /// Who a limit counts against.
@@ -59,6 +63,8 @@ struct Bucket {
 /// no limit applies.
 pub struct Permit {
     _held: Option<Held>,
+    /// The tunnel's place in the process-wide counts (`core::overload`).
+    _load: Option<Load>,
 }
 
 struct Held {
@@ -75,10 +81,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 // === impl Exceeded ===
 
 impl Exceeded {
-    pub const ALL: [Exceeded; 3] = [
+    pub const ALL: [Exceeded; 4] = [
         Exceeded::Tunnels,
         Exceeded::NewPerSecond,
         Exceeded::UdpFlows,
+        Exceeded::ConnectionUdpFlows,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +93,7 @@ impl Exceeded {
             Exceeded::Tunnels => "tunnels",
             Exceeded::NewPerSecond => "new_per_s",
             Exceeded::UdpFlows => "udp_flows",
+            Exceeded::ConnectionUdpFlows => "udp_flows_per_connection",
         }
     }
 
@@ -95,7 +103,18 @@ impl Exceeded {
             Exceeded::Tunnels => "too many open tunnels for this client",
             Exceeded::NewPerSecond => "too many new tunnels per second for this client",
             Exceeded::UdpFlows => "too many open CONNECT-UDP flows for this client",
+            Exceeded::ConnectionUdpFlows => "too many open CONNECT-UDP flows on this connection",
         }
+    }
+}
+
+// === impl Permit ===
+
+impl Permit {
+    /// Also hold the tunnel's place in the process-wide counts.
+    pub fn with_load(mut self, load: Load) -> Permit {
+        self._load = Some(load);
+        self
     }
 }
 
@@ -120,7 +139,10 @@ impl Limiter {
         now: Instant,
     ) -> Result<Permit, Exceeded> {
         if limits.is_unlimited() {
-            return Ok(Permit { _held: None });
+            return Ok(Permit {
+                _held: None,
+                _load: None,
+            });
         }
         self.sweep(now);
         let counts = Arc::clone(
@@ -153,7 +175,10 @@ impl Limiter {
                 return Err(Exceeded::NewPerSecond);
             }
         }
-        Ok(Permit { _held: Some(held) })
+        Ok(Permit {
+            _held: Some(held),
+            _load: None,
+        })
     }
 
     /// Clients with an entry.

@@ -6,6 +6,7 @@
 pub mod context;
 pub mod exchange;
 pub mod limits;
+pub mod overload;
 pub mod reply;
 pub mod request;
 pub mod respond;

@@ -43,6 +43,8 @@ pub enum ProxyError {
     },
     /// A per-client limit is reached (429).
     Limited(crate::core::limits::Exceeded),
+    /// The process is over a watermark and sheds new work (503).
+    Overloaded(crate::core::overload::Shed),
 }
 
 /// Every `outcome` label value of `bauta_requests_total`: "ok" and each
@@ -56,6 +58,7 @@ pub const OUTCOMES: &[&str] = &[
     "misdirected",
     "auth_required",
     "limited",
+    "overloaded",
     "address_prohibited",
     "denied",
     "dns_error",
@@ -165,6 +168,16 @@ impl ProxyError {
                 "http_request_error",
                 "limited",
                 exceeded.details().to_string(),
+            ),
+            // RFC 9209 §2.3.9 for the counts; memory is our own state.
+            ProxyError::Overloaded(shed) => a(
+                StatusCode::SERVICE_UNAVAILABLE,
+                match shed {
+                    crate::core::overload::Shed::Memory => "proxy_internal_error",
+                    _ => "connection_limit_reached",
+                },
+                "overloaded",
+                shed.details().to_string(),
             ),
             ProxyError::NotProxyRequest => a(
                 StatusCode::BAD_REQUEST,
@@ -341,6 +354,7 @@ mod tests {
     use super::*;
     use crate::auth::Failure;
     use crate::core::limits::Exceeded;
+    use crate::core::overload::Shed;
     use bauta_policy::{AddrClass, Decision, Reason, Verdict};
 
     fn denied(reason: Reason) -> ProxyError {
@@ -397,6 +411,10 @@ mod tests {
             (auth_required(Failure::WrongPassword), 407, "http_request_denied", "auth_required", None, None, Level::DEBUG),
             (ProxyError::Limited(Exceeded::Tunnels), 429, "http_request_error", "limited", None, None, Level::DEBUG),
             (ProxyError::Limited(Exceeded::NewPerSecond), 429, "http_request_error", "limited", None, None, Level::DEBUG),
+            (ProxyError::Limited(Exceeded::ConnectionUdpFlows), 429, "http_request_error", "limited", None, None, Level::DEBUG),
+            (ProxyError::Overloaded(Shed::Memory), 503, "proxy_internal_error", "overloaded", None, None, Level::INFO),
+            (ProxyError::Overloaded(Shed::Tunnels), 503, "connection_limit_reached", "overloaded", None, None, Level::INFO),
+            (ProxyError::Overloaded(Shed::UdpFlows), 503, "connection_limit_reached", "overloaded", None, None, Level::INFO),
         ];
         for (err, status, token, outcome, h2, h3, level) in rows {
             let ans = err.answer();

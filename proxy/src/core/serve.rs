@@ -15,7 +15,8 @@ use crate::body::{self, Body};
 use crate::config::origin::Origin;
 use crate::core::context::Services;
 use crate::core::exchange::{dial_failure, ConnInfo, Exchange, Failure};
-use crate::core::limits::{Client, Permit};
+use crate::core::limits::{Client, Exceeded, Permit};
+use crate::core::overload::{Refusal, Shed};
 use crate::core::reply::{Reply, Tunnel};
 use crate::core::request::RequestHead;
 use crate::core::respond::ProxyError;
@@ -101,10 +102,19 @@ async fn authenticate(
 }
 
 /// A place for one more tunnel (`udp`: a CONNECT-UDP flow) under the
-/// client's limits, taken before dialling (a refused client costs no
-/// upstream connection), or a 429.
+/// process-wide watermarks (else a 503), the connection's CONNECT-UDP cap
+/// and the client's limits (else a 429), taken before dialling (a refused
+/// tunnel costs no upstream connection).
 fn admit(services: &Services, ex: &Exchange, udp: bool) -> Result<Permit, Failure> {
     let config = &ex.config;
+    let flows = udp.then_some(&ex.conn.udp_flows);
+    let load = match services.overload.admit(&config.limits, flows) {
+        Ok(load) => load,
+        Err(Refusal::Shed(shed)) => return Err(shed_failure(services, shed)),
+        Err(Refusal::ConnectionUdpFlows) => {
+            return Err(limited(services, Exceeded::ConnectionUdpFlows))
+        }
+    };
     let limits = config
         .client_limits
         .for_client(&config.policy, ex.identity.as_deref());
@@ -115,14 +125,35 @@ fn admit(services: &Services, ex: &Exchange, udp: bool) -> Result<Permit, Failur
     services
         .limiter
         .admit(client, &limits, udp, Instant::now())
-        .map_err(|exceeded| {
-            services
-                .metrics
-                .limit_rejections
-                .with_label_values(&[exceeded.as_str()])
-                .inc();
-            (ProxyError::Limited(exceeded), None)
-        })
+        .map(|permit| permit.with_load(load))
+        .map_err(|exceeded| limited(services, exceeded))
+}
+
+fn limited(services: &Services, exceeded: Exceeded) -> Failure {
+    services
+        .metrics
+        .limit_rejections
+        .with_label_values(&[exceeded.as_str()])
+        .inc();
+    (ProxyError::Limited(exceeded), None)
+}
+
+fn shed_failure(services: &Services, shed: Shed) -> Failure {
+    services
+        .metrics
+        .overload_shed
+        .with_label_values(&[shed.as_str()])
+        .inc();
+    (ProxyError::Overloaded(shed), None)
+}
+
+/// A forwarded or reverse-proxied request starts only under the memory
+/// watermark.
+fn admit_request(services: &Services) -> Result<(), Failure> {
+    services
+        .overload
+        .check_request()
+        .map_err(|shed| shed_failure(services, shed))
 }
 
 /// Count and log a refused exchange, and build the answer `respond` gives.
@@ -208,6 +239,7 @@ async fn forward(
     head: RequestHead,
     body: Body,
 ) -> Result<Reply, Failure> {
+    admit_request(services)?;
     let auth = services
         .dialer
         .authorize(&ex.config.policy, Protocol::Http, target, ex.asker())
@@ -238,6 +270,7 @@ async fn reverse(
     head: RequestHead,
     body: Body,
 ) -> Result<Reply, Failure> {
+    admit_request(services)?;
     let auth = reverse::authorize(&services.dialer, &ex.config.policy, origin, ex.asker())
         .await
         .map_err(dial_failure)?;

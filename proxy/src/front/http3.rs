@@ -100,6 +100,7 @@ pub async fn serve_connection(
         identity,
         coverage,
         advertiser: Some(advertiser),
+        udp_flows: Default::default(),
     });
     let mut h3c: ServerConnection = match h3::server::builder()
         .enable_extended_connect(true)

@@ -2,9 +2,10 @@
 //! together) and `max_connections_per_client` (one source address). A
 //! connection holds a [`Slot`] for as long as it is served; over a cap the
 //! listener closes (TCP) or refuses (QUIC) it at once. The total cap is kept
-//! below the process's open-file limit, so that the admin endpoint, DNS and
-//! upstream connections still get file descriptors when clients hold the
-//! data listeners full.
+//! within half of what the process's open-file limit leaves after a reserve
+//! (`ops::process::fd_share`; tunnels get the other half), so that the admin
+//! endpoint, DNS and upstream connections still get file descriptors when
+//! clients hold the data listeners full.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -31,12 +32,6 @@ impl Refused {
     }
 }
 
-/// File descriptors kept for everything that is not a client connection
-/// (admin, DNS, upstream connections, files): at least this many…
-const FD_RESERVE_MIN: usize = 64;
-/// …or this fraction (1/N) of the limit, whichever is more.
-const FD_RESERVE_DIVISOR: usize = 10;
-
 /// The connections open now; shared by every listener.
 pub struct Admission {
     counts: Mutex<Counts>,
@@ -62,13 +57,15 @@ pub struct Slot {
 impl Admission {
     /// Reads the open-file limit once.
     pub fn new() -> Arc<Admission> {
-        Arc::new(Admission::with_fd_limit(open_file_limit()))
+        Arc::new(Admission::with_fd_limit(
+            crate::ops::process::open_file_limit(),
+        ))
     }
 
     fn with_fd_limit(fd_limit: Option<usize>) -> Admission {
         Admission {
             counts: Mutex::new(Counts::default()),
-            fd_cap: fd_limit.map(fd_cap),
+            fd_cap: fd_limit.map(crate::ops::process::fd_share),
         }
     }
 
@@ -81,10 +78,10 @@ impl Admission {
     }
 
     /// Log once (at start) when the open-file limit lowers `max_connections`.
-    pub fn warn_if_lowered(&self, limits: &Limits) {
+    pub fn log_if_lowered(&self, limits: &Limits) {
         let effective = self.effective_max(limits);
         if effective < limits.max_connections {
-            tracing::warn!(
+            tracing::info!(
                 max_connections = limits.max_connections,
                 effective,
                 "limits.max_connections is above what the open-file limit (RLIMIT_NOFILE) \
@@ -145,30 +142,6 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The client connections an open-file limit of `limit` leaves room for.
-fn fd_cap(limit: usize) -> usize {
-    let reserve = FD_RESERVE_MIN.max(limit / FD_RESERVE_DIVISOR);
-    limit.saturating_sub(reserve).max(1)
-}
-
-/// The soft RLIMIT_NOFILE, read from `/proc/self/limits` (Linux; std cannot
-/// ask getrlimit, and this needs no `unsafe`). `None` elsewhere, or when
-/// unlimited.
-fn open_file_limit() -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    parse_open_file_limit(&text)
-}
-
-/// The soft limit on the `Max open files` line of `/proc/self/limits`.
-fn parse_open_file_limit(text: &str) -> Option<usize> {
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line
-        .strip_prefix("Max open files")?
-        .split_whitespace()
-        .next()?;
-    soft.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,23 +184,10 @@ mod tests {
     #[test]
     fn open_file_limit_lowers_the_total_cap() {
         let a = Admission::with_fd_limit(Some(1024));
-        // Reserve: max(64, 102) = 102.
-        assert_eq!(a.effective_max(&limits(10_000, 512)), 922);
+        // Reserve max(64, 102) = 102; half of the other 922.
+        assert_eq!(a.effective_max(&limits(10_000, 512)), 461);
         assert_eq!(a.effective_max(&limits(100, 512)), 100);
         let small = Admission::with_fd_limit(Some(100));
-        assert_eq!(small.effective_max(&limits(10_000, 512)), 36);
-        assert_eq!(fd_cap(10), 1);
-    }
-
-    #[test]
-    fn parses_proc_self_limits() {
-        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                    Max processes             63449                63449                processes \n\
-                    Max open files            1024                 524288               files     \n";
-        assert_eq!(parse_open_file_limit(text), Some(1024));
-        let unlimited =
-            "Max open files            unlimited            unlimited            files\n";
-        assert_eq!(parse_open_file_limit(unlimited), None);
-        assert_eq!(parse_open_file_limit(""), None);
+        assert_eq!(small.effective_max(&limits(10_000, 512)), 18);
     }
 }

@@ -263,6 +263,7 @@ fn conn_info(
         identity,
         coverage,
         advertiser,
+        udp_flows: Default::default(),
     }
 }
 

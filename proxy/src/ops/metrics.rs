@@ -50,6 +50,10 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     /// The policy in force: 1 at start, one more per successful reload.
     pub policy_generation: IntGauge,
+    /// New work refused (503) by a process-wide watermark, by reason.
+    pub overload_shed: IntCounterVec,
+    /// 1 while resident memory is over the watermark (new work is shed).
+    pub overloaded: IntGauge,
 }
 
 /// Create every series of `vec` in the product of `labels` (one list of
@@ -205,7 +209,20 @@ impl Metrics {
             "The policy in force: 1 at start, plus one per successful reload.",
         )?;
         registry.register(Box::new(auth_failures.clone()))?;
+        let overload_shed = IntCounterVec::new(
+            Opts::new(
+                "bauta_overload_shed_total",
+                "New tunnels and requests refused (503) by a process-wide watermark, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let overloaded = IntGauge::new(
+            "bauta_overloaded",
+            "1 while resident memory is over the watermark and new work is shed, else 0.",
+        )?;
         registry.register(Box::new(limit_rejections.clone()))?;
+        registry.register(Box::new(overload_shed.clone()))?;
+        registry.register(Box::new(overloaded.clone()))?;
         registry.register(Box::new(policy_reloads.clone()))?;
         registry.register(Box::new(policy_generation.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
@@ -250,6 +267,8 @@ impl Metrics {
             limit_rejections,
             policy_reloads,
             policy_generation,
+            overload_shed,
+            overloaded,
         })
     }
 

@@ -51,7 +51,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
     metrics.policy_generation.set(1);
     let connections = Connections::new();
     let admission = Admission::new();
-    admission.warn_if_lowered(&config.limits);
+    admission.log_if_lowered(&config.limits);
     let mut tasks = JoinSet::new();
 
     let admin = match config.admin {
@@ -100,6 +100,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
             alt_svc,
         ));
     }
+    tasks.spawn(sample_memory(Arc::clone(&services), shutdown_rx.clone()));
     ready.store(true, Ordering::Release);
     if let Some(path) = &config.source {
         let reloader = reload::Reloader::new(path.clone(), Arc::clone(&services));
@@ -119,6 +120,37 @@ pub async fn start(config: Config) -> io::Result<Running> {
         endpoints,
         grace: config.limits.shutdown_grace,
     })
+}
+
+/// The overload manager's memory sampler: every
+/// [`SAMPLE_EVERY`](crate::core::overload::SAMPLE_EVERY), resident memory
+/// against the watermark of the configuration in force.
+async fn sample_memory(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(crate::core::overload::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_over = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let limits = &services.snapshot().limits;
+        let over = services
+            .overload
+            .sample(limits, crate::ops::process::resident_bytes());
+        services.metrics.overloaded.set(i64::from(over));
+        if over != was_over {
+            if over {
+                tracing::warn!(
+                    watermark = services.overload.memory_watermark(limits),
+                    "resident memory is over the watermark: shedding new tunnels and requests (503)"
+                );
+            } else {
+                tracing::info!("resident memory is under the watermark again: accepting new work");
+            }
+            was_over = over;
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {

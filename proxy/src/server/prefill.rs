@@ -10,6 +10,7 @@ use crate::auth;
 use crate::config::Config;
 use crate::core::exchange::{Front, Kind};
 use crate::core::limits::Exceeded;
+use crate::core::overload::Shed;
 use crate::core::respond::OUTCOMES;
 use crate::listen::admission::Refused;
 use crate::ops::metrics::{prefill as touch, Metrics};
@@ -74,4 +75,6 @@ pub fn prefill(m: &Metrics, config: &Config) {
     touch(&m.auth_failures, &[&["mtls"], tls::MTLS_FAILURES]);
     let limits: Vec<&str> = Exceeded::ALL.iter().map(|e| e.as_str()).collect();
     touch(&m.limit_rejections, &[&limits]);
+    let shed: Vec<&str> = Shed::ALL.iter().map(|s| s.as_str()).collect();
+    touch(&m.overload_shed, &[&shed]);
 }

@@ -8,6 +8,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
 pub mod identity;
+pub mod secret_file;
 
 /// The one crypto provider of the process (aws-lc-rs). Installed once at
 /// start so that no library falls back to a different default.
@@ -33,6 +34,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// Read a PEM private key: PKCS#8, SEC1 (EC) or PKCS#1 (RSA).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    secret_file::warn_if_exposed(path, "private key file");
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     rustls_pemfile::private_key(&mut data.as_slice())
         .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?

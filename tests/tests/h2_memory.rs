@@ -206,6 +206,8 @@ fn config(dir: &TempDir, firehose: SocketAddr, tls: Option<(&Certs, &str)>) -> s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_connect_streams_stay_within_the_connection_budget() {
     let _serial = SERIAL.lock().await;
+    // Built (once) outside the time bound.
+    bauta_bin();
     bounded_for(LIMIT, async {
         init();
         let firehose = Firehose::start().await;
@@ -246,6 +248,8 @@ async fn stalled_connect_streams_stay_within_the_connection_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_reverse_streams_stay_within_the_connection_budget() {
     let _serial = SERIAL.lock().await;
+    // Built (once) outside the time bound.
+    bauta_bin();
     bounded_for(LIMIT, async {
         init();
         let firehose = Firehose::start().await;

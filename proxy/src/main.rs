@@ -252,6 +252,8 @@ fn check(path: &std::path::Path, root: Option<&std::path::Path>) -> ExitCode {
     logging::init();
     match Config::load_under(path, root) {
         Ok(c) => {
+            let now = bauta::config::certificates::unix_now();
+            bauta::config::certificates::warn_expiring(&c, now);
             println!("{}: {}", path.display(), c.summary());
             ExitCode::SUCCESS
         }

@@ -188,6 +188,34 @@ pub async fn tls_connect(addr: SocketAddr, certs: &Certs, alpn: &[&[u8]]) -> Tls
         .expect("TLS handshake with the proxy")
 }
 
+/// The DER of the (first) certificate in a PEM file.
+pub fn pem_der(path: &Path) -> rustls_pki_types::CertificateDer<'static> {
+    let pem = std::fs::read(path).expect("read PEM");
+    rustls_pki_types::pem::PemObject::from_pem_slice(&pem).expect("a PEM certificate")
+}
+
+/// A fresh TLS handshake over TCP (verifying for "localhost"); the server's leaf.
+pub async fn tcp_leaf(
+    addr: SocketAddr,
+    certs: &Certs,
+) -> rustls_pki_types::CertificateDer<'static> {
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(certs, &[b"http/1.1"]));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("TCP connect");
+    let tls = connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake over TCP");
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("a server certificate")
+        .clone()
+        .into_owned()
+}
+
 // === TCP echo server ===
 
 /// Echoes every byte back; on EOF replies [`ECHO_EOF_REPLY`] and closes.

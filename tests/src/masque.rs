@@ -653,6 +653,32 @@ pub async fn h3_read_to_end(s: &mut H3Request) -> (Vec<u8>, StreamEnd) {
     }
 }
 
+/// A fresh QUIC handshake (ALPN h3, verifying for "localhost"); the server's leaf.
+pub async fn quic_leaf(
+    addr: SocketAddr,
+    certs: &Certs,
+) -> rustls_pki_types::CertificateDer<'static> {
+    let endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind QUIC client endpoint");
+    let conn = tokio::time::timeout(
+        Duration::from_secs(5),
+        endpoint
+            .connect_with(quic_client_config(certs), addr, "localhost")
+            .expect("start QUIC connection"),
+    )
+    .await
+    .expect("QUIC handshake within 5 s")
+    .expect("QUIC handshake");
+    let chain = conn
+        .peer_identity()
+        .expect("peer identity")
+        .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+        .expect("rustls certificate chain");
+    conn.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+    chain.first().expect("a server certificate").clone()
+}
+
 // === the aioquic client (tests/peers/h3_masque_client.py) ===
 
 /// The Python interpreter with aioquic: `$BAUTA_TEST_PYTHON`, else

@@ -103,6 +103,7 @@ impl Pki {
             &["localhost", "127.0.0.1"],
             KeyKind::EcdsaP256,
             next_serial(),
+            None,
         );
         let ca_pem = dir.write("ca.pem", &ca_cert.pem());
         let cert_pem = dir.write("proxy.pem", &leaf_pem);
@@ -126,8 +127,20 @@ impl Pki {
     /// A CA-signed certificate for `host` (SAN dNSName), leaf only, written to
     /// `<stem>.pem` / `<stem>.key` in the PKI directory.
     pub fn origin(&self, host: &str, kind: KeyKind, stem: &str) -> OriginCert {
+        self.origin_until(host, kind, stem, None)
+    }
+
+    /// [`Pki::origin`] valid until `not_after_unix` (seconds since the epoch;
+    /// `None`: rcgen's default, far in the future).
+    pub fn origin_until(
+        &self,
+        host: &str,
+        kind: KeyKind,
+        stem: &str,
+        not_after_unix: Option<u64>,
+    ) -> OriginCert {
         let serial = next_serial();
-        let (cert, key) = leaf(&self.issuer, &[host], kind, serial);
+        let (cert, key) = leaf(&self.issuer, &[host], kind, serial, not_after_unix);
         let cert_pem = self.certs.dir.write(&format!("{stem}.pem"), &cert);
         let key_pem = self.certs.dir.write_secret(&format!("{stem}.key"), &key);
         OriginCert {
@@ -179,6 +192,7 @@ fn leaf(
     names: &[&str],
     kind: KeyKind,
     serial: u64,
+    not_after_unix: Option<u64>,
 ) -> (String, String) {
     let key = KeyPair::generate_for(kind.alg()).expect("leaf key");
     let mut params = CertificateParams::new(
@@ -197,6 +211,9 @@ fn leaf(
     // cryptography's X.509 verifier (the Python clients) wants an AKI.
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(SerialNumber::from(serial.to_be_bytes().to_vec()));
+    if let Some(secs) = not_after_unix {
+        params.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(secs);
+    }
     let cert = params.signed_by(&key, issuer).expect("sign leaf");
     (cert.pem(), key.serialize_pem())
 }

@@ -199,6 +199,11 @@ const FAMILIES: &[Family] = &[
         labels: &[],
     },
     Family {
+        name: "bauta_certificate_expiry_timestamp_seconds",
+        histogram: false,
+        labels: &[("kind", &["listener", "origin"]), ("name", &[])],
+    },
+    Family {
         name: "bauta_connections_refused_total",
         histogram: false,
         labels: &[
@@ -216,9 +221,35 @@ const FAMILIES: &[Family] = &[
     },
 ];
 
+/// The families only HTTP/3 listeners have (and the refusal reason only
+/// they add), for a proxy whose listener "secure" serves h3.
+const H3_FAMILIES: &[Family] = &[
+    Family {
+        name: "bauta_quic_retries_total",
+        histogram: false,
+        labels: &[("listener", &["secure"])],
+    },
+    Family {
+        name: "bauta_quic_handshakes",
+        histogram: false,
+        labels: &[("listener", &["secure"])],
+    },
+    Family {
+        name: "bauta_connections_refused_total",
+        histogram: false,
+        labels: &[
+            ("listener", &["secure"]),
+            ("reason", &["total", "per_client", "quic_handshakes"]),
+        ],
+    },
+];
+
 /// The one family that is not 0 on a fresh proxy: the first policy is
 /// generation 1.
 const GENERATION: &str = "bauta_policy_generation";
+
+/// Present per served certificate only (tested in `lifecycle_reload`).
+const CERT_EXPIRY: &str = "bauta_certificate_expiry_timestamp_seconds";
 
 /// One sample: (series name, labels, value).
 type Sample = (String, Vec<(String, String)>, f64);
@@ -279,9 +310,11 @@ fn families_match_the_readme() {
     documented.sort_unstable();
     let mut ours: Vec<&str> = FAMILIES
         .iter()
+        .chain(H3_FAMILIES)
         .map(|f| f.name.strip_prefix("bauta_").expect("bauta_ prefix"))
         .collect();
     ours.sort_unstable();
+    ours.dedup();
     assert_eq!(
         documented, ours,
         "README metric families vs this test's table"
@@ -329,6 +362,51 @@ async fn fresh_proxy_metrics_are_zero() {
     .await
 }
 
+/// What is wrong with `text` (a fresh proxy's /metrics) for `families`:
+/// each exported, with a # TYPE line, every listed label value in some
+/// series, every series at 0 (histograms: count 0).
+fn fresh_failures(text: &str, families: &[Family]) -> Vec<String> {
+    let all = samples(text);
+    let mut failures = Vec::new();
+    for f in families {
+        // One series per served certificate, at its notAfter: none on a
+        // proxy without TLS (a 0 would read as "expired in 1970").
+        if f.name == CERT_EXPIRY {
+            continue;
+        }
+        if f.histogram {
+            if metric_opt(text, &format!("{}_count", f.name), &[]) != Some(0.0) {
+                failures.push(format!("{}_count is not 0", f.name));
+            }
+            continue;
+        }
+        let series: Vec<_> = all.iter().filter(|(n, _, _)| n == f.name).collect();
+        if series.is_empty() {
+            failures.push(format!("{}: absent", f.name));
+            continue;
+        }
+        if !text.contains(&format!("# TYPE {} ", f.name)) {
+            failures.push(format!("{}: no # TYPE line", f.name));
+        }
+        for (key, values) in f.labels {
+            for v in *values {
+                let found = series
+                    .iter()
+                    .any(|(_, ls, _)| ls.iter().any(|(k, x)| k == key && x == v));
+                if !found {
+                    failures.push(format!("{}: no series with {key}=\"{v}\"", f.name));
+                }
+            }
+        }
+        for (_, ls, value) in series {
+            if *value != 0.0 && f.name != GENERATION {
+                failures.push(format!("{}{ls:?} = {value}, not 0", f.name));
+            }
+        }
+    }
+    failures
+}
+
 /// README: the families and label values a dashboard relies on are exported
 /// from the start, at 0 — not only after their first use. For every family,
 /// every label value of the README's closed sets (and this configuration's
@@ -339,44 +417,31 @@ async fn fresh_proxy_exports_every_family_at_zero() {
     bounded(async {
         let proxy = start_proxy(ALLOW_LOOPBACK).await;
         let text = fetch_metrics(proxy.admin).await;
-        let all = samples(&text);
-        let mut failures = Vec::new();
-        for f in FAMILIES {
-            if f.histogram {
-                if metric_opt(&text, &format!("{}_count", f.name), &[]) != Some(0.0) {
-                    failures.push(format!("{}_count is not 0", f.name));
-                }
-                continue;
-            }
-            let series: Vec<_> = all.iter().filter(|(n, _, _)| n == f.name).collect();
-            if series.is_empty() {
-                failures.push(format!("{}: absent", f.name));
-                continue;
-            }
-            if !text.contains(&format!("# TYPE {} ", f.name)) {
-                failures.push(format!("{}: no # TYPE line", f.name));
-            }
-            for (key, values) in f.labels {
-                for v in *values {
-                    let found = series
-                        .iter()
-                        .any(|(_, ls, _)| ls.iter().any(|(k, x)| k == key && x == v));
-                    if !found {
-                        failures.push(format!("{}: no series with {key}=\"{v}\"", f.name));
-                    }
-                }
-            }
-            for (_, ls, value) in series {
-                if *value != 0.0 && f.name != GENERATION {
-                    failures.push(format!("{}{ls:?} = {value}, not 0", f.name));
-                }
-            }
-        }
+        let failures = fresh_failures(&text, FAMILIES);
         assert!(
             failures.is_empty(),
             "fresh proxy /metrics:\n{}\n---\n{text}",
             failures.join("\n")
         );
+    })
+    .await
+}
+
+/// The same for the families of an HTTP/3 listener (QUIC Retry and
+/// handshakes, the `quic_handshakes` refusal reason).
+#[tokio::test]
+async fn fresh_h3_listener_exports_its_quic_families_at_zero() {
+    bounded(async {
+        let certs = make_certs();
+        let proxy = bauta_tests::masque::start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
+        let text = fetch_metrics(proxy.admin).await;
+        let failures = fresh_failures(&text, H3_FAMILIES);
+        assert!(
+            failures.is_empty(),
+            "fresh proxy /metrics:\n{}\n---\n{text}",
+            failures.join("\n")
+        );
+        proxy.shutdown().await;
     })
     .await
 }

@@ -285,3 +285,37 @@ fn parse_good_config_round_trips_summary() {
     assert!(s.starts_with("ok:"), "{s}");
     assert!(s.contains("1 rule"), "{s}");
 }
+
+#[test]
+fn cli_check_warns_about_a_certificate_that_expires_soon() {
+    let pki = bauta_tests::seccert_env::Pki::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let soon = pki.origin_until(
+        "origin.test",
+        bauta_tests::seccert_env::KeyKind::EcdsaP256,
+        "soon",
+        Some(now + 3 * 86_400),
+    );
+    let text = format!(
+        "{GOOD}\n[[origin]]\nhost = \"origin.test\"\nport = 443\ncert = '{}'\nkey = '{}'\n\
+         upstream = \"http://127.0.0.1:8080\"\n",
+        soon.cert_pem.display(),
+        soon.key_pem.display()
+    );
+    let path = pki.certs.dir.write("soon.toml", &text);
+    let out = check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning, not an error: {stderr}"
+    );
+    assert!(
+        stderr.contains("certificate expires in less than 14 days") && stderr.contains("origin"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("origin.test:443"), "{stderr}");
+}

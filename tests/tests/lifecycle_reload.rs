@@ -16,18 +16,16 @@
 //!   connection's origins still reach their own upstreams, new connections
 //!   see the new set.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use bauta_tests::masque::quic_client_config;
+use bauta_tests::masque::quic_leaf;
 use bauta_tests::seccert_env::{
     assert_certificate, assert_served, certificates, config_text, run_peer, status_of, u64_at,
     HeldPeer, KeyKind, OriginCert, OriginEntry, Peer, Pki, SECCERT_LIMIT,
 };
 use bauta_tests::*;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use serde_json::Value;
 
 const RELOADS: &str = "bauta_config_reloads_total";
@@ -102,54 +100,6 @@ async fn connect_echo(proxy: &BautaProcess, echo: &EchoServer, what: &str) -> He
         assert_echo(&mut t, what.as_bytes()).await;
     }
     head
-}
-
-/// The DER of the (first) certificate in a PEM file.
-fn pem_der(path: &Path) -> CertificateDer<'static> {
-    let pem = std::fs::read(path).expect("read PEM");
-    CertificateDer::from_pem_slice(&pem).expect("a PEM certificate")
-}
-
-/// A fresh TLS handshake over TCP (verifying for "localhost"); the server's leaf.
-async fn tcp_leaf(addr: SocketAddr, certs: &Certs) -> CertificateDer<'static> {
-    let connector = tokio_rustls::TlsConnector::from(tls_client_config(certs, &[b"http/1.1"]));
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("TCP connect");
-    let tls = connector
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("TLS handshake over TCP");
-    tls.get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .expect("a server certificate")
-        .clone()
-        .into_owned()
-}
-
-/// A fresh QUIC handshake (ALPN h3, verifying for "localhost"); the server's leaf.
-async fn quic_leaf(addr: SocketAddr, certs: &Certs) -> CertificateDer<'static> {
-    let endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .expect("bind QUIC client endpoint");
-    let conn = tokio::time::timeout(
-        Duration::from_secs(5),
-        endpoint
-            .connect_with(quic_client_config(certs), addr, "localhost")
-            .expect("start QUIC connection"),
-    )
-    .await
-    .expect("QUIC handshake within 5 s")
-    .expect("QUIC handshake");
-    let chain = conn
-        .peer_identity()
-        .expect("peer identity")
-        .downcast::<Vec<CertificateDer<'static>>>()
-        .expect("rustls certificate chain");
-    conn.close(0u32.into(), b"done");
-    endpoint.wait_idle().await;
-    chain.first().expect("a server certificate").clone()
 }
 
 /// The Python peers' `MODE --port PORT --ca CA EXTRA…`.
@@ -572,4 +522,109 @@ async fn origins_reload(reorder: bool) {
         }
     })
     .await;
+}
+
+// === certificate files: a Kubernetes Secret swap, the expiry gauge ===
+
+/// A Kubernetes Secret volume: `DIR/..v1/{tls.crt,tls.key}`, `..data ->
+/// ..v1`, and `tls.crt -> ..data/tls.crt` (the files a config names).
+/// [`swap_secret`] switches `..data` atomically, as the kubelet does.
+fn secret_volume(dir: &Path, version: &str, cert: &OriginCert) {
+    let v = dir.join(version);
+    std::fs::create_dir_all(&v).expect("secret version dir");
+    std::fs::copy(&cert.cert_pem, v.join("tls.crt")).expect("copy cert");
+    std::fs::copy(&cert.key_pem, v.join("tls.key")).expect("copy key");
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(version, &tmp).expect("symlink ..data_tmp");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for f in ["tls.crt", "tls.key"] {
+        let link = dir.join(f);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{f}"), &link).expect("symlink file");
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listener_certificate_reloads_when_its_secret_is_swapped_over_tcp_and_quic() {
+    bounded_for(LIMIT, async {
+        init();
+        let pki = Pki::new();
+        let dir = TempDir::new("reload-secret");
+        let secret = dir.path().join("secret");
+        // First a certificate that expires in 5 days: a warning and the gauge.
+        let soon = unix_now() + 5 * 86_400;
+        let first = pki.origin_until("localhost", KeyKind::EcdsaP256, "soon", Some(soon));
+        secret_volume(&secret, "..v1", &first);
+        let text = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"secure\"\n\
+             listen = \"127.0.0.1:0\"\nprotocols = [\"http1\", \"h2\", \"h3\"]\n\
+             tls_cert = '{0}/tls.crt'\ntls_key = '{0}/tls.key'\n\n{ALLOW_LOOPBACK}",
+            secret.display()
+        );
+        let path = dir.write("bauta.toml", &text);
+        let proxy = BautaProcess::start(&path).await;
+        let secure = proxy.listener("secure");
+        let leaf_a = pem_der(&first.cert_pem);
+        assert_eq!(
+            tcp_leaf(secure, &pki.certs).await,
+            leaf_a,
+            "start-up leaf, TCP"
+        );
+        assert_eq!(
+            quic_leaf(secure, &pki.certs).await,
+            leaf_a,
+            "start-up leaf, QUIC"
+        );
+        let expiry = &[("kind", "listener"), ("name", "secure")];
+        const EXPIRY: &str = "bauta_certificate_expiry_timestamp_seconds";
+        assert_eq!(
+            metric_sample(&proxy.metrics().await, EXPIRY, expiry),
+            Some(soon as f64),
+            "the listener certificate's notAfter"
+        );
+        let stderr = proxy.stderr();
+        assert!(
+            stderr.contains("certificate expires in less than 14 days")
+                && stderr.contains("name=secure"),
+            "{stderr}"
+        );
+
+        // The kubelet's swap: no SIGHUP, the file watcher reloads.
+        let second = pki.origin("localhost", KeyKind::EcdsaP256, "renewed");
+        secret_volume(&secret, "..v2", &second);
+        let got = wait_sample(
+            proxy.admin,
+            RELOADS,
+            &[("outcome", "ok")],
+            Duration::from_secs(10),
+            |v| v >= 1.0,
+        )
+        .await;
+        assert_eq!(got, Some(1.0), "one reload on the swap\n{}", proxy.stderr());
+        let leaf_b = pem_der(&second.cert_pem);
+        assert_eq!(
+            tcp_leaf(secure, &pki.certs).await,
+            leaf_b,
+            "renewed leaf, TCP"
+        );
+        assert_eq!(
+            quic_leaf(secure, &pki.certs).await,
+            leaf_b,
+            "renewed leaf, QUIC"
+        );
+        let after = metric_sample(&proxy.metrics().await, EXPIRY, expiry).unwrap_or(0.0);
+        assert!(
+            after > (unix_now() + 365 * 86_400) as f64,
+            "the gauge follows the renewed certificate: {after}"
+        );
+    })
+    .await
 }

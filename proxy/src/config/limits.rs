@@ -30,6 +30,8 @@ pub(super) struct LimitsSection {
     max_udp_flows: Option<Spanned<u64>>,
     max_udp_flows_per_connection: Option<Spanned<u64>>,
     memory_watermark_mib: Option<Spanned<u64>>,
+    quic_retry_after_handshakes: Option<Spanned<u64>>,
+    quic_max_handshakes: Option<Spanned<u64>>,
     pub(super) per_identity: Option<Spanned<client_limits::IdentityLimitsSection>>,
     #[serde(default)]
     pub(super) per_group:
@@ -76,6 +78,13 @@ pub struct Limits {
     /// Resident memory (bytes) above which new work is shed; `None`: 90% of
     /// the cgroup memory limit, if any (`core::overload`).
     pub memory_watermark: Option<u64>,
+    /// QUIC handshakes in progress on one listener (accepted, not yet
+    /// established) from which a client whose address is not validated gets
+    /// a Retry (RFC 9000 §8.1.2) instead of a handshake; 0: always.
+    pub quic_retry_after_handshakes: usize,
+    /// QUIC handshakes in progress on one listener beyond which a new
+    /// connection attempt is dropped unanswered.
+    pub quic_max_handshakes: usize,
 }
 
 /// The least send buffer an HTTP/2 stream gets, whatever the budget.
@@ -125,6 +134,8 @@ impl Default for Limits {
             max_udp_flows: 4_096,
             max_udp_flows_per_connection: 128,
             memory_watermark: None,
+            quic_retry_after_handshakes: 64,
+            quic_max_handshakes: 1024,
         }
     }
 }
@@ -268,20 +279,61 @@ pub(super) fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limi
         }
         out.memory_watermark = Some(v.get_ref().saturating_mul(1024 * 1024));
     }
+    count(
+        &l.quic_max_handshakes,
+        "limits.quic_max_handshakes",
+        &mut out.quic_max_handshakes,
+    )?;
+    // 0 is allowed: Retry for every client whose address is not validated.
+    if let Some(v) = &l.quic_retry_after_handshakes {
+        let n = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
+        if n > out.quic_max_handshakes {
+            return Err(src.err(
+                v.span(),
+                "limits.quic_retry_after_handshakes",
+                format!(
+                    "must not be greater than limits.quic_max_handshakes ({})",
+                    out.quic_max_handshakes
+                ),
+            ));
+        }
+        out.quic_retry_after_handshakes = n;
+    }
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use super::super::{Config, ConfigError};
+    use super::*;
 
-    use crate::config::{Config, ConfigError};
-
-    fn limits(extra: &str) -> Result<super::Limits, ConfigError> {
+    fn limits(section: &str) -> Result<Limits, ConfigError> {
         let text = format!(
-            "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n[limits]\n{extra}\n"
+            "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n[limits]\n{section}"
         );
-        Config::parse(&text, "test.toml", Path::new(".")).map(|c| c.limits)
+        Config::parse(&text, "test.toml", std::path::Path::new(".")).map(|c| c.limits)
+    }
+
+    #[test]
+    fn quic_handshake_limits_default_and_validate() {
+        let d = limits("").expect("defaults");
+        assert_eq!(d.quic_retry_after_handshakes, 64);
+        assert_eq!(d.quic_max_handshakes, 1024);
+        let l = limits("quic_retry_after_handshakes = 0\nquic_max_handshakes = 10\n")
+            .expect("0 means always Retry");
+        assert_eq!(l.quic_retry_after_handshakes, 0);
+        assert_eq!(l.quic_max_handshakes, 10);
+        let l = limits("quic_retry_after_handshakes = 10\nquic_max_handshakes = 10\n")
+            .expect("equal: Retry never");
+        assert_eq!(l.quic_retry_after_handshakes, 10);
+        let e = limits("quic_max_handshakes = 0\n").expect_err("0 handshakes");
+        assert_eq!(e.key, "limits.quic_max_handshakes");
+        let e = limits("quic_retry_after_handshakes = 11\nquic_max_handshakes = 10\n")
+            .expect_err("above the hard cap");
+        assert_eq!(e.key, "limits.quic_retry_after_handshakes");
+        assert!(e.message.contains("quic_max_handshakes"), "{e}");
+        let e = limits("quic_retry_after_handshakes = 2000\n").expect_err("above the default cap");
+        assert_eq!(e.key, "limits.quic_retry_after_handshakes");
     }
 
     #[test]
@@ -295,7 +347,7 @@ mod tests {
         assert_eq!(l.h2_stream_send_buffer(), 16 << 10);
         let l = limits("connection_buffer_bytes = 65536\nh2_max_concurrent_streams = 1000")
             .expect("valid");
-        assert_eq!(l.h2_stream_send_buffer(), super::MIN_STREAM_SEND_BUFFER);
+        assert_eq!(l.h2_stream_send_buffer(), MIN_STREAM_SEND_BUFFER);
         assert_eq!(l.receive_window(), 32 << 10);
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod auth;
+pub mod certificates;
 pub mod client_limits;
 mod limits;
 pub use limits::Limits;
@@ -159,6 +160,8 @@ pub struct Config {
     pub client_limits: client_limits::ClientLimits,
     /// `[reload] watch_files`: reload when a file of [`Config::files`] changes.
     pub watch_files: bool,
+    /// Certificate, key and CA files of listeners and origins.
+    pub tls_files: Vec<PathBuf>,
 }
 
 /// `[secondary_certs]`: when to advertise, on which codepoints.
@@ -324,7 +327,8 @@ impl Config {
     }
 
     /// The files this configuration was read from (the file itself, the
-    /// policy file, the credentials file): a change to any of them reloads.
+    /// policy file, the credentials file, certificates, keys and CAs): a
+    /// change to any of them reloads.
     pub fn files(&self) -> Vec<PathBuf> {
         [
             self.source.clone(),
@@ -333,6 +337,7 @@ impl Config {
         ]
         .into_iter()
         .flatten()
+        .chain(self.tls_files.iter().cloned())
         .collect()
     }
 
@@ -455,6 +460,17 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         &policy,
         src,
     )?;
+    let listener_files = file.listeners.iter().flat_map(|l| {
+        [&l.tls_cert, &l.tls_key, &l.client_ca]
+            .into_iter()
+            .flatten()
+            .map(|p| src.path(base, p.get_ref()))
+    });
+    let origin_files = file
+        .origins
+        .iter()
+        .flat_map(|o| [&o.cert, &o.key].map(|p| src.path(base, p.get_ref())));
+    let tls_files = listener_files.chain(origin_files).collect();
     for l in &mut listeners {
         if let Some(leaf) = &l.leaf {
             l.handshake_covers = Arc::new(origin::covered_by(leaf, &origins));
@@ -476,6 +492,7 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         auth,
         client_limits,
         watch_files: file.reload.watch_files.unwrap_or(true),
+        tls_files,
     })
 }
 

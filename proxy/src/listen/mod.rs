@@ -3,4 +3,5 @@
 pub mod admission;
 pub mod connections;
 pub mod quic;
+pub mod quic_admission;
 pub mod tcp;

@@ -1,8 +1,12 @@
 //! QUIC listeners: a quinn endpoint on the UDP side of a listener whose
 //! protocols include `h3`, same address and certificate as its TCP side.
-//! Each connection is accepted with the listener's TLS config as the
-//! configuration in force has it (certificates reload on SIGHUP), wrapped to
-//! capture the ClientHello, then handed to the HTTP/3 front.
+//! Each connection attempt first passes `quic_admission` (Retry under load,
+//! dropped over the handshake cap) and the connection caps; it is then
+//! accepted with the listener's quinn server config as the configuration in
+//! force has it (built once per snapshot: certificates reload on SIGHUP; one
+//! Retry token key for the endpoint's life), with a ClientHello-capturing TLS
+//! config only when secondary certificates need it, and handed to the
+//! HTTP/3 front.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,36 +14,49 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::{Limits, ListenerSpec};
+use crate::config::{Config, Limits, ListenerSpec};
 use crate::core::context::Services;
 use crate::front::http3;
 use crate::listen::admission::Admission;
+use crate::listen::quic_admission::{self, Decision, Handshakes};
+use crate::seccert::advertiser::Advertise;
 use crate::seccert::{CapturingResolver, ClientHelloSlot};
 
 /// Per-connection queue of received QUIC datagrams (bytes).
 const DATAGRAM_RECV_BUFFER: usize = 1 << 20;
 /// A handshake that takes longer than this is abandoned.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connection attempts quinn queues for the accept loop; beyond, it drops new
+/// Initials before deriving their keys (each holds its first datagram).
+const MAX_INCOMING: usize = 4096;
+/// Bytes quinn buffers for one queued attempt beyond its first datagram (a
+/// ClientHello in two Initials), and for all of them.
+const INCOMING_BUFFER: u64 = 64 * 1024;
+const INCOMING_BUFFER_TOTAL: u64 = 16 * 1024 * 1024;
 
 /// Bind the endpoint. `addr` is the TCP side's bound address, so that port 0
-/// resolves to the same number on both.
+/// resolves to the same number on both. Also returns the endpoint's server
+/// config, whose Retry token key every later config keeps (pass it to
+/// [`accept_loop`]).
 pub fn bind(
     spec: &ListenerSpec,
     addr: SocketAddr,
     limits: &Limits,
-) -> std::io::Result<quinn::Endpoint> {
+) -> std::io::Result<(quinn::Endpoint, quinn::ServerConfig)> {
     let tls = spec
         .quic_tls
         .clone()
         .ok_or_else(|| std::io::Error::other("h3 listener without QUIC TLS config"))?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| std::io::Error::other(format!("QUIC TLS: {e}")))?;
-    quinn::Endpoint::server(server_config(Arc::new(crypto), limits), addr).map_err(|e| {
+    let base = server_config(Arc::new(crypto), limits);
+    let endpoint = quinn::Endpoint::server(base.clone(), addr).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot bind {} (udp) on {addr}: {e}", spec.name),
         )
-    })
+    })?;
+    Ok((endpoint, base))
 }
 
 /// A quinn server config with our transport settings around `crypto`. The
@@ -67,18 +84,77 @@ fn server_config(
     }
     server.transport_config(Arc::new(transport));
     server
+        .max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
+    server
 }
 
-/// Accept until `shutdown` flips to true. Each connection holds a place in
-/// `admission`; over a cap it is refused (CONNECTION_REFUSED) before the
-/// handshake.
+/// The listener's quinn server config for the configuration snapshot in
+/// force, built once per snapshot, with the endpoint's Retry token key (a
+/// token issued under one snapshot is still good under the next).
+struct SharedConfig {
+    /// The endpoint's config from `bind`: the token key's holder.
+    base: quinn::ServerConfig,
+    /// The snapshot the current config was built for, and that config.
+    current: Option<(Arc<Config>, Arc<quinn::ServerConfig>)>,
+}
+
+impl SharedConfig {
+    /// The config for `snapshot`'s `spec`; a new one is also given to the
+    /// endpoint (Retry tokens and refusals use the endpoint's).
+    fn for_snapshot(
+        &mut self,
+        snapshot: &Arc<Config>,
+        spec: &ListenerSpec,
+        endpoint: &quinn::Endpoint,
+    ) -> Result<Arc<quinn::ServerConfig>, String> {
+        if let Some((built_for, config)) = &self.current {
+            if Arc::ptr_eq(built_for, snapshot) {
+                return Ok(Arc::clone(config));
+            }
+        }
+        let tls = spec
+            .quic_tls
+            .clone()
+            .ok_or("h3 listener without QUIC TLS config")?;
+        let crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+        let built = server_config(Arc::new(crypto), &snapshot.limits);
+        // Everything from `server_config` but the random token key it made.
+        let mut config = self.base.clone();
+        config.transport = built.transport;
+        config.crypto = built.crypto;
+        config.validation_token = built.validation_token;
+        endpoint.set_server_config(Some(config.clone()));
+        let config = Arc::new(config);
+        self.current = Some((Arc::clone(snapshot), Arc::clone(&config)));
+        Ok(config)
+    }
+}
+
+/// Accept until `shutdown` flips to true. Each attempt passes
+/// `quic_admission` (Retry under load, dropped over the handshake cap), then
+/// holds a place in `admission`; over a cap it is refused
+/// (CONNECTION_REFUSED) before the handshake.
 pub async fn accept_loop(
     endpoint: quinn::Endpoint,
+    base: quinn::ServerConfig,
     name: Arc<str>,
     services: Arc<Services>,
     admission: Arc<Admission>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut shared = SharedConfig {
+        base,
+        current: None,
+    };
+    let metrics = Arc::clone(&services.metrics);
+    let handshakes = Handshakes::new(metrics.quic_handshakes.with_label_values(&[&name]));
+    let retries = metrics.quic_retries.with_label_values(&[&name]);
+    let handshakes_full = metrics
+        .connections_refused
+        .with_label_values(&[&name, quic_admission::HANDSHAKES_FULL]);
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i {
@@ -90,7 +166,25 @@ pub async fn accept_loop(
         // The connection's snapshot, taken once: its listener (certificates
         // reload on SIGHUP) and everything else it is served under.
         let config = services.snapshot();
-        let Some(spec) = config.listener(&name).cloned() else {
+        let validated = incoming.remote_address_validated();
+        match quic_admission::decide(handshakes.count(), validated, &config.limits) {
+            Decision::Handshake => {}
+            Decision::Retry => {
+                match incoming.retry() {
+                    Ok(()) => retries.inc(),
+                    // Only an attempt that already followed a Retry cannot
+                    // get another; that one is validated.
+                    Err(e) => e.into_incoming().ignore(),
+                }
+                continue;
+            }
+            Decision::Ignore => {
+                handshakes_full.inc();
+                incoming.ignore();
+                continue;
+            }
+        }
+        let Some(spec) = config.listener(&name) else {
             incoming.refuse();
             continue;
         };
@@ -99,8 +193,7 @@ pub async fn accept_loop(
             Ok(slot) => slot,
             Err(refused) => {
                 tracing::debug!(listener = %name, %client, cap = refused.as_str(), "connection cap reached; refusing");
-                services
-                    .metrics
+                metrics
                     .connections_refused
                     .with_label_values(&[&name, refused.as_str()])
                     .inc();
@@ -108,18 +201,25 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        let accepted = shared
+            .for_snapshot(&config, spec, &endpoint)
+            .and_then(|server| accept_with(incoming, server, spec, &config));
+        let (hello, connecting) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "QUIC connection refused");
+                continue;
+            }
+        };
+        let spec = spec.clone();
+        let handshake = handshakes.start();
         let services = Arc::clone(&services);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let (hello, connecting) = match accept_capturing(incoming, &spec, &config.limits) {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "QUIC connection refused");
-                    return;
-                }
-            };
-            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+            let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await;
+            drop(handshake);
+            let conn = match done {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "QUIC handshake failed");
@@ -146,23 +246,31 @@ pub async fn accept_loop(
     endpoint.set_server_config(None);
 }
 
-/// Accept with a copy of the listener's QUIC TLS config that captures the
-/// ClientHello into the returned slot (RFC 9261 §5.2.2: authenticators use a
-/// signature scheme the client offered).
-fn accept_capturing(
+/// Accept with the listener's shared `server` config, or, when secondary
+/// certificates are on, with a copy whose TLS config captures the ClientHello
+/// into the returned slot (RFC 9261 §5.2.2: authenticators use a signature
+/// scheme the client offered). Without them the slot stays empty.
+fn accept_with(
     incoming: quinn::Incoming,
+    server: Arc<quinn::ServerConfig>,
     spec: &ListenerSpec,
-    limits: &Limits,
+    config: &Config,
 ) -> Result<(ClientHelloSlot, quinn::Connecting), String> {
-    let base = spec
-        .quic_tls
-        .as_ref()
-        .ok_or("h3 listener without QUIC TLS")?;
-    let (tls, slot) = CapturingResolver::config_for_connection(base);
-    let crypto =
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
-    let connecting = incoming
-        .accept_with(Arc::new(server_config(Arc::new(crypto), limits)))
-        .map_err(|e| e.to_string())?;
+    let secondary = config.secondary.advertise != Advertise::Off && !config.origins.is_empty();
+    let (server, slot) = if secondary {
+        let base = spec
+            .quic_tls
+            .as_ref()
+            .ok_or("h3 listener without QUIC TLS")?;
+        let (tls, slot) = CapturingResolver::config_for_connection(base);
+        let crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+        let mut capturing = (*server).clone();
+        capturing.crypto = Arc::new(crypto);
+        (Arc::new(capturing), slot)
+    } else {
+        (server, ClientHelloSlot::default())
+    };
+    let connecting = incoming.accept_with(server).map_err(|e| e.to_string())?;
     Ok((slot, connecting))
 }

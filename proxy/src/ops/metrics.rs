@@ -12,8 +12,14 @@ pub struct Metrics {
     /// Accepted client connections by listener and negotiated protocol.
     pub connections: IntCounterVec,
     /// Client connections closed (TCP) or refused (QUIC) at once because a
-    /// connection cap was reached, by listener and cap (`total`, `per_client`).
+    /// connection cap was reached, by listener and cap (`total`,
+    /// `per_client`; QUIC also `quic_handshakes`: dropped unanswered over
+    /// `limits.quic_max_handshakes`).
     pub connections_refused: IntCounterVec,
+    /// QUIC Retry packets sent (address validation under load), by listener.
+    pub quic_retries: IntCounterVec,
+    /// QUIC handshakes in progress (accepted, not yet established), by listener.
+    pub quic_handshakes: IntGaugeVec,
     /// Finished requests by listener, protocol, kind and outcome.
     pub requests: IntCounterVec,
     /// Tunnels open now by kind.
@@ -54,6 +60,8 @@ pub struct Metrics {
     pub overload_shed: IntCounterVec,
     /// 1 while resident memory is over the watermark (new work is shed).
     pub overloaded: IntGauge,
+    /// notAfter of each served certificate (listener, origin), Unix seconds.
+    pub certificate_expiry: IntGaugeVec,
 }
 
 /// Create every series of `vec` in the product of `labels` (one list of
@@ -88,9 +96,23 @@ impl Metrics {
         let connections_refused = IntCounterVec::new(
             Opts::new(
                 "bauta_connections_refused_total",
-                "Client connections refused at accept because a connection cap was reached.",
+                "Client connections refused at accept because a connection or QUIC handshake cap was reached.",
             ),
             &["listener", "reason"],
+        )?;
+        let quic_retries = IntCounterVec::new(
+            Opts::new(
+                "bauta_quic_retries_total",
+                "QUIC Retry packets sent to validate client addresses under load.",
+            ),
+            &["listener"],
+        )?;
+        let quic_handshakes = IntGaugeVec::new(
+            Opts::new(
+                "bauta_quic_handshakes",
+                "QUIC handshakes in progress (accepted, not yet established).",
+            ),
+            &["listener"],
         )?;
         let requests = IntCounterVec::new(
             Opts::new("bauta_requests_total", "Requests handled, by outcome."),
@@ -223,6 +245,14 @@ impl Metrics {
         registry.register(Box::new(limit_rejections.clone()))?;
         registry.register(Box::new(overload_shed.clone()))?;
         registry.register(Box::new(overloaded.clone()))?;
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "bauta_certificate_expiry_timestamp_seconds",
+                "notAfter of each served certificate, Unix seconds, by kind (listener, origin) and name.",
+            ),
+            &["kind", "name"],
+        )?;
+        registry.register(Box::new(certificate_expiry.clone()))?;
         registry.register(Box::new(policy_reloads.clone()))?;
         registry.register(Box::new(policy_generation.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
@@ -235,6 +265,8 @@ impl Metrics {
         registry.register(Box::new(udp_drops.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(quic_retries.clone()))?;
+        registry.register(Box::new(quic_handshakes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(tunnels_active.clone()))?;
         registry.register(Box::new(tunnel_bytes.clone()))?;
@@ -249,6 +281,8 @@ impl Metrics {
             registry,
             connections,
             connections_refused,
+            quic_retries,
+            quic_handshakes,
             requests,
             tunnels_active,
             tunnel_bytes,
@@ -269,6 +303,7 @@ impl Metrics {
             policy_generation,
             overload_shed,
             overloaded,
+            certificate_expiry,
         })
     }
 

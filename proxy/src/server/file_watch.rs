@@ -1,5 +1,6 @@
 //! Reload when a file the configuration was read from changes (the file
-//! itself, `[policy] file`, `[auth] basic_file`), without a SIGHUP.
+//! itself, `[policy] file`, `[auth] basic_file`, certificates, keys and CAs),
+//! without a SIGHUP.
 //!
 //! The watch is on each file's directory, not the file: editors and
 //! `bauta passwd` replace a file by renaming a new one over it, and a

@@ -48,6 +48,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     prefill::prefill(&metrics, &config);
+    crate::config::certificates::warn_expiring(&config, crate::config::certificates::unix_now());
     metrics.policy_generation.set(1);
     let connections = Connections::new();
     let admission = Admission::new();
@@ -77,10 +78,11 @@ pub async fn start(config: Config) -> io::Result<Running> {
         listeners.push((Arc::clone(&spec.name), bound));
         // HTTP/3 on the same address and port, over UDP; advertised by Alt-Svc.
         let alt_svc = if spec.h3 {
-            let endpoint = listen::quic::bind(spec, bound, &config.limits)?;
+            let (endpoint, base) = listen::quic::bind(spec, bound, &config.limits)?;
             endpoints.push(endpoint.clone());
             tasks.spawn(listen::quic::accept_loop(
                 endpoint,
+                base,
                 Arc::clone(&spec.name),
                 Arc::clone(&services),
                 Arc::clone(&admission),

@@ -1,7 +1,8 @@
 //! Every documented series exists from the start, at 0: dashboards, alerts
 //! and `rate()` see a family before its first event. The label values come
 //! from the closed sets their owners define (kinds and fronts in `core`,
-//! outcomes in `core::respond`, connection caps in `listen::admission`, DNS
+//! outcomes in `core::respond`, connection caps in `listen::admission`
+//! and `listen::quic_admission`, DNS
 //! outcomes in `upstream::dial`, drop reasons in `tunnel::udp`, error kinds
 //! in `seccert`, flooded frames in `wire::h2_flood`) and from the
 //! configuration (listeners with their protocols, policy rule names).
@@ -13,6 +14,7 @@ use crate::core::limits::Exceeded;
 use crate::core::overload::Shed;
 use crate::core::respond::OUTCOMES;
 use crate::listen::admission::Refused;
+use crate::listen::quic_admission;
 use crate::ops::metrics::{prefill as touch, Metrics};
 use crate::seccert::advertiser::Advertise;
 use crate::seccert::h2_shim::FloodKind;
@@ -48,6 +50,14 @@ pub fn prefill(m: &Metrics, config: &Config) {
         let name: &[&str] = &[&l.name];
         touch(&m.connections, &[name, &fronts]);
         touch(&m.connections_refused, &[name, &refusals]);
+        if l.h3 {
+            touch(
+                &m.connections_refused,
+                &[name, &[quic_admission::HANDSHAKES_FULL]],
+            );
+            touch(&m.quic_retries, &[name]);
+            m.quic_handshakes.with_label_values(&[&l.name]);
+        }
         touch(&m.requests, &[name, &fronts, &kinds, OUTCOMES]);
     }
     for kind in TUNNEL_KINDS {
@@ -77,4 +87,11 @@ pub fn prefill(m: &Metrics, config: &Config) {
     touch(&m.limit_rejections, &[&limits]);
     let shed: Vec<&str> = Shed::ALL.iter().map(|s| s.as_str()).collect();
     touch(&m.overload_shed, &[&shed]);
+    // The certificates in force now: a reload drops those no longer served.
+    m.certificate_expiry.reset();
+    for c in crate::config::certificates::served(config) {
+        m.certificate_expiry
+            .with_label_values(&[c.kind, &c.name])
+            .set(c.not_after);
+    }
 }

@@ -50,6 +50,7 @@ pub fn reload(path: &Path, services: &Services) -> Result<(), ReloadError> {
         return Err(ReloadError::NeedsRestart("(new)".into(), "listener set"));
     }
     super::prefill::prefill(&services.metrics, &new);
+    crate::config::certificates::warn_expiring(&new, crate::config::certificates::unix_now());
     services.replace_config(Arc::new(new));
     Ok(())
 }

@@ -5,11 +5,14 @@
 //! Everything binds 127.0.0.1 port 0, so tests run in parallel without
 //! stepping on each other.
 
+pub mod faults_env;
 pub mod h2_raw;
 pub mod masque;
+pub mod raw_peers;
 // tests-c: helpers for the README-claim tests (tests/tests/readme_*.rs).
 pub mod readme_env;
 pub mod seccert_env;
+pub mod smuggle_env;
 pub mod soak;
 use std::convert::Infallible;
 use std::future::Future;
@@ -505,6 +508,7 @@ pub fn full_body(b: impl Into<Bytes>) -> TestBody {
 
 /// A hand-written DNS server on 127.0.0.1 (UDP and TCP, same port):
 /// `echo.test` → A 127.0.0.1 (AAAA: no data), `slow.test` → never answers,
+/// `servfail.test` → SERVFAIL,
 /// everything else → NXDOMAIN. For DNS-rebinding tests, names whose answer
 /// changes from one query to the next (TTL 0, counted per name and type):
 ///
@@ -691,6 +695,7 @@ fn dns_answer(q: &[u8], log: &Mutex<Vec<(String, u16)>>) -> Option<(Vec<u8>, Dur
     type Record = (u16, u32, Vec<u8>);
     let (rcode, answers, delay): (u16, Vec<Record>, Duration) = match (name.as_str(), qtype) {
         ("slow.test", _) => return None,
+        ("servfail.test", _) => (2, vec![], Duration::ZERO),
         ("echo.test", A) => (0, vec![(A, 60, vec![127, 0, 0, 1])], Duration::ZERO),
         ("echo.test", _) => (0, vec![], Duration::ZERO),
         ("rebind.test", A) => (
@@ -1668,15 +1673,21 @@ pub async fn wait_sample(
 /// Wait (5 s at most) until `bauta_tunnels_active{kind}` is `n`: a closed
 /// tunnel has given its places back by then.
 pub async fn wait_tunnels(admin: SocketAddr, kind: &str, n: f64) {
+    wait_tunnels_for(admin, kind, n, Duration::from_secs(5), "").await;
+}
+
+/// Wait (at most `limit`) until `bauta_tunnels_active{kind}` is `n`;
+/// `what` names the step in the failure message.
+pub async fn wait_tunnels_for(admin: SocketAddr, kind: &str, n: f64, limit: Duration, what: &str) {
     let got = wait_sample(
         admin,
         "bauta_tunnels_active",
         &[("kind", kind)],
-        Duration::from_secs(5),
+        limit,
         |v| v == n,
     )
     .await;
-    assert_eq!(got, Some(n), "bauta_tunnels_active{{kind={kind}}}");
+    assert_eq!(got, Some(n), "{what}: bauta_tunnels_active{{kind={kind}}}");
 }
 
 /// A plain HTTP/1.1 upstream that answers every request with

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 
+pub mod length;
 pub mod metered;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -16,6 +16,7 @@ pub(super) struct LimitsSection {
     dns_timeout_ms: Option<Spanned<u64>>,
     idle_timeout_s: Option<Spanned<u64>>,
     upstream_idle_timeout_s: Option<Spanned<u64>>,
+    response_timeout_s: Option<Spanned<u64>>,
     max_upstream_idle_per_host: Option<Spanned<u64>>,
     shutdown_grace_s: Option<Spanned<u64>>,
     client_idle_timeout_s: Option<Spanned<u64>>,
@@ -45,6 +46,9 @@ pub struct Limits {
     /// A tunnel with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
     pub upstream_idle_timeout: Duration,
+    /// A forwarded or reverse-proxied request whose response head has not
+    /// arrived this long after it was sent is answered 504.
+    pub response_timeout: Duration,
     pub max_upstream_idle_per_host: usize,
     pub shutdown_grace: Duration,
     /// A client connection carrying no request (and no tunnel) this long is
@@ -120,6 +124,7 @@ impl Default for Limits {
             dns_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
             upstream_idle_timeout: Duration::from_secs(90),
+            response_timeout: Duration::from_secs(60),
             max_upstream_idle_per_host: 32,
             shutdown_grace: Duration::from_secs(30),
             client_idle_timeout: Duration::from_secs(60),
@@ -180,6 +185,11 @@ pub(super) fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limi
         &l.upstream_idle_timeout_s,
         "limits.upstream_idle_timeout_s",
         &mut out.upstream_idle_timeout,
+    )?;
+    secs(
+        &l.response_timeout_s,
+        "limits.response_timeout_s",
+        &mut out.response_timeout,
     )?;
     secs(
         &l.shutdown_grace_s,

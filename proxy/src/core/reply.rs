@@ -58,6 +58,10 @@ pub enum TunnelEnd {
     /// The client sent a malformed capsule: the front resets the stream
     /// (RFC 9297 §3.3; HTTP/3 `H3_MESSAGE_ERROR`).
     Malformed,
+    /// The target's TCP connection failed (a reset): the front resets the
+    /// stream (RFC 9113 §8.5 `CONNECT_ERROR`, RFC 9114 §4.4
+    /// `H3_CONNECT_ERROR`) rather than end it as if complete.
+    TargetError,
 }
 
 // === impl Tunnel ===
@@ -122,23 +126,29 @@ impl Tunnel {
         gauge.inc();
         let config = &ex.config;
         let (outcome, up, down, end) = match far {
-            Far::Tcp(target) => {
+            Far::Tcp(mut target) => {
                 let (moved, end) = tcp_tunnel::relay(
                     client,
-                    target,
+                    &mut target,
                     config.limits.idle_timeout,
                     m.tunnel_bytes.with_label_values(&[kind, "upstream"]),
                     m.tunnel_bytes.with_label_values(&[kind, "downstream"]),
                     services.tunnels.aborted(),
                 )
                 .await;
-                let outcome = match end {
-                    End::Closed => "closed",
-                    End::Idle => "idle_timeout",
-                    End::Error(_) => "reset",
-                    End::Aborted => "shutdown",
+                if matches!(end, End::Error(_)) {
+                    // RFC 9113 §8.5, RFC 9114 §4.4: an error on the client's
+                    // side reaches the target as a TCP reset, not a FIN.
+                    let _ = target.set_zero_linger();
+                }
+                let (outcome, end) = match end {
+                    End::Closed => ("closed", TunnelEnd::Done),
+                    End::Idle => ("idle_timeout", TunnelEnd::Done),
+                    End::Error(_) => ("reset", TunnelEnd::Done),
+                    End::TargetError(_) => ("reset", TunnelEnd::TargetError),
+                    End::Aborted => ("shutdown", TunnelEnd::Done),
                 };
-                (outcome, moved.upstream, moved.downstream, TunnelEnd::Done)
+                (outcome, moved.upstream, moved.downstream, end)
             }
             Far::Udp(socket) => {
                 let settings = FlowSettings {

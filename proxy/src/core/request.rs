@@ -20,6 +20,10 @@ pub struct RequestHead {
     /// A framing rule of the front's own protocol that this request broke
     /// (e.g. HTTP/1.1's "exactly one Host"); the core refuses it with 400.
     pub defect: Option<&'static str>,
+    /// A message rule of HTTP/2 or HTTP/3 that this request broke and that
+    /// the protocol library left to us (RFC 9113 §8.1.1, RFC 9114 §4.1.2):
+    /// the core refuses it as malformed (400, then the stream is reset).
+    pub malformed: Option<&'static str>,
 }
 
 // === impl RequestHead ===
@@ -33,6 +37,7 @@ impl RequestHead {
             headers,
             protocol: None,
             defect: None,
+            malformed: None,
         }
     }
 

@@ -252,6 +252,13 @@ impl ProxyError {
                 "upstream_error",
                 "the destination closed the connection before responding".into(),
             ),
+            // RFC 9209 `http_response_timeout`: no response from the next hop in time.
+            ProxyError::Upstream(UpstreamError::ResponseTimeout) => a(
+                StatusCode::GATEWAY_TIMEOUT,
+                "http_response_timeout",
+                "upstream_error",
+                "the destination did not answer in time".into(),
+            ),
             ProxyError::Upstream(UpstreamError::TlsHandshake) => a(
                 StatusCode::BAD_GATEWAY,
                 "tls_protocol_error",
@@ -270,6 +277,16 @@ impl ProxyError {
                 "bad_request",
                 "the request body is malformed or ended early".into(),
             ),
+            ProxyError::Upstream(UpstreamError::MalformedBody) => Answer {
+                h2_reset: Some(H2ErrorCode::PROTOCOL_ERROR),
+                h3_reset: Some(H3ErrorCode::MESSAGE_ERROR),
+                ..a(
+                    StatusCode::BAD_REQUEST,
+                    "http_request_error",
+                    "bad_request",
+                    "the request body does not match its content-length".into(),
+                )
+            },
             ProxyError::Upstream(UpstreamError::Protocol) => a(
                 StatusCode::BAD_GATEWAY,
                 "http_protocol_error",
@@ -403,10 +420,12 @@ mod tests {
             (ProxyError::Upstream(UpstreamError::Dial(DialError::Refused)), 502, "connection_refused", "connection_refused", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::InvalidTarget("x")), 400, "proxy_internal_response", "bad_request", None, None, Level::DEBUG),
             (ProxyError::Upstream(UpstreamError::Terminated), 502, "connection_terminated", "upstream_error", None, None, Level::INFO),
+            (ProxyError::Upstream(UpstreamError::ResponseTimeout), 504, "http_response_timeout", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::Protocol), 502, "http_protocol_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::TlsHandshake), 502, "tls_protocol_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::TlsCertificate), 502, "tls_certificate_error", "upstream_error", None, None, Level::INFO),
             (ProxyError::Upstream(UpstreamError::RequestBody), 400, "http_request_error", "bad_request", None, None, Level::DEBUG),
+            (ProxyError::Upstream(UpstreamError::MalformedBody), 400, "http_request_error", "bad_request", h2p, h3m, Level::DEBUG),
             (auth_required(Failure::Missing), 407, "http_request_denied", "auth_required", None, None, Level::DEBUG),
             (auth_required(Failure::WrongPassword), 407, "http_request_denied", "auth_required", None, None, Level::DEBUG),
             (ProxyError::Limited(Exceeded::Tunnels), 429, "http_request_error", "limited", None, None, Level::DEBUG),

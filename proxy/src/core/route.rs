@@ -56,6 +56,9 @@ pub fn route(
     config: &Config,
     coverage: &Coverage,
 ) -> Result<Route, ProxyError> {
+    if let Some(why) = head.malformed {
+        return Err(ProxyError::Malformed(why));
+    }
     if let Some(why) = head.defect {
         return Err(ProxyError::BadRequest(why));
     }
@@ -310,5 +313,7 @@ mod tests {
         let mut h = head(Method::GET, "http://h.test/");
         h.defect = Some("an HTTP/1.1 request needs exactly one Host header");
         assert!(matches!(routed(&h, false), Err(ProxyError::BadRequest(_))));
+        h.malformed = Some("connection-specific header field");
+        assert!(matches!(routed(&h, false), Err(ProxyError::Malformed(_))));
     }
 }

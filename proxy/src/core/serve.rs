@@ -21,7 +21,7 @@ use crate::core::reply::{Reply, Tunnel};
 use crate::core::request::RequestHead;
 use crate::core::respond::ProxyError;
 use crate::core::route::{self, Route};
-use crate::upstream::{forward, reverse};
+use crate::upstream::{forward, reverse, UpstreamError};
 use crate::wire::target::Target;
 
 /// Serve one request. Never fails: every error becomes a [`Reply::Refusal`].
@@ -253,6 +253,7 @@ async fn forward(
         &auth,
         target,
         &ex.config.proxy_name,
+        ex.config.limits.response_timeout,
         req,
     )
     .await
@@ -277,16 +278,21 @@ async fn reverse(
     let up = Arc::new(AtomicU64::new(0));
     let req = request(head, metered(body, &up));
     let started = std::time::Instant::now();
-    let resp = reverse::send(
-        &services.reverse_pool,
-        &services.dialer,
-        &auth,
-        origin,
-        ex.asker(),
-        &ex.config.proxy_name,
-        req,
+    // The response head in time (connecting, itself bounded, included).
+    let resp = tokio::time::timeout(
+        ex.config.limits.response_timeout,
+        reverse::send(
+            &services.reverse_pool,
+            &services.dialer,
+            &auth,
+            origin,
+            ex.asker(),
+            &ex.config.proxy_name,
+            req,
+        ),
     )
     .await
+    .unwrap_or(Err(UpstreamError::ResponseTimeout))
     .map_err(|e| (e.into(), Some(auth.decision.clone())))?;
     let m = &services.metrics;
     m.reverse_upstream_seconds

@@ -14,6 +14,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::wire::h3_error::H3ErrorCode;
 
 use crate::front::h3_body::{RecvHalf, SendHalf};
+/// How long [`H3Io::reset`] waits for a send in flight.
+const RESET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 type Pending =
     Pin<Box<dyn Future<Output = (Box<SendHalf>, Result<(), h3::error::StreamError>)> + Send>>;
 
@@ -76,7 +79,14 @@ impl H3Io {
     /// Abort the stream with an HTTP/3 error code (a stream error): reset
     /// our sending side. (h3-quinn panics on STOP_SENDING while a read is
     /// pending; dropping the receive half stops the client's side anyway.)
-    pub fn reset(&mut self, code: H3ErrorCode) {
+    /// A send still in flight gets [`RESET_WAIT`] to hand its frame over
+    /// (it holds the send half); dropped unfinished, quinn would end the
+    /// stream with a FIN instead.
+    pub async fn reset(&mut self, code: H3ErrorCode) {
+        if matches!(self.send, SendState::Busy(_)) {
+            let idle = std::future::poll_fn(|cx| self.poll_idle(cx));
+            let _ = tokio::time::timeout(RESET_WAIT, idle).await;
+        }
         if let SendState::Idle(half) = &mut self.send {
             half.stop_stream(h3::error::Code::from(code.0));
         }

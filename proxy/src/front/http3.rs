@@ -17,6 +17,7 @@ use crate::core::exchange::{ConnInfo, Front};
 use crate::core::reply::{Reply, TunnelEnd};
 use crate::core::request::RequestHead;
 use crate::core::serve::serve;
+use crate::front::fields;
 use crate::front::h3_body::{self, H3RequestBody, RecvHalf, SendHalf};
 use crate::front::h3_datagrams::QuicDatagrams;
 use crate::front::h3_io::H3Io;
@@ -177,13 +178,18 @@ async fn handle(
         .map(|p| p.as_str().to_ascii_lowercase().into_boxed_str());
     let mut head = RequestHead::new(parts.method, parts.uri, parts.version, parts.headers);
     head.protocol = protocol;
+    head.malformed = fields::h3_malformed(&head);
     let (mut send, recv) = stream.split();
     // A CONNECT's stream becomes the tunnel; any other request's stream
-    // carries its content.
+    // carries its content, held to its content-length.
     let (request_body, recv) = if head.method == Method::CONNECT {
         (body::empty(), Some(recv))
     } else {
-        (body::boxed(H3RequestBody::new(recv)), None)
+        let content = body::boxed(H3RequestBody::new(recv));
+        match fields::content_length(&head.headers) {
+            Ok(Some(n)) => (body::length::declared(content, n), None),
+            _ => (content, None),
+        }
     };
     match serve(&services, &info, head, request_body).await {
         Reply::Response(resp) => {
@@ -215,10 +221,14 @@ async fn handle(
                 Some(d) => tunnel.run(&mut io, Some(d)).await,
                 None => tunnel.run(&mut io, None::<NoDatagrams>).await,
             };
-            if end == TunnelEnd::Malformed {
+            match end {
                 // RFC 9297 §3.3: a capsule error makes the message malformed
                 // (RFC 9114 §4.1.2: stream error H3_MESSAGE_ERROR).
-                io.reset(H3ErrorCode::MESSAGE_ERROR);
+                TunnelEnd::Malformed => io.reset(H3ErrorCode::MESSAGE_ERROR).await,
+                // RFC 9114 §4.4: a TCP error (a reset) is a stream error
+                // H3_CONNECT_ERROR, not a FIN as if the data were complete.
+                TunnelEnd::TargetError => io.reset(H3ErrorCode::CONNECT_ERROR).await,
+                TunnelEnd::Done => {}
             }
         }
     }

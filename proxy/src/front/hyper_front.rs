@@ -24,6 +24,7 @@ use crate::core::exchange::{ConnInfo, Front};
 use crate::core::reply::Reply;
 use crate::core::request::RequestHead;
 use crate::core::serve::serve;
+use crate::front::fields;
 use crate::front::idle::{self, Activity, Busy};
 use crate::front::REFUSAL_LINGER;
 use crate::tunnel::udp::NoDatagrams;
@@ -180,7 +181,17 @@ async fn handle(
     let mut head = RequestHead::new(parts.method, parts.uri, parts.version, parts.headers);
     head.protocol = protocol;
     let upgrade_form = head.version < Version::HTTP_2 && adapt_http1(&mut head);
-    match serve(&services, &info, head, body::boxed(incoming)).await {
+    let mut content = body::boxed(incoming);
+    if head.version == Version::HTTP_2 && head.method != Method::CONNECT {
+        // h2 checks the body against the first content-length only, and
+        // only once it has read past it.
+        match fields::content_length(&head.headers) {
+            Ok(Some(n)) => content = body::length::declared(content, n),
+            Ok(None) => {}
+            Err(why) => head.malformed = Some(why),
+        }
+    }
+    match serve(&services, &info, head, content).await {
         Reply::Response(resp) => resp.map(|b| idle::hold(b, busy)),
         Reply::Refusal {
             head,

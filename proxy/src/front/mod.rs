@@ -7,6 +7,8 @@
 //! * [`http3`]: HTTP/3 (h3 + quinn), with [`h3_io`] (a request stream as
 //!   `AsyncRead + AsyncWrite`), [`h3_body`] (bodies) and [`h3_datagrams`]
 //!   (QUIC datagrams as a `DatagramChannel`).
+//! * [`fields`]: the HTTP/2 and HTTP/3 field rules (connection-specific
+//!   fields, one numeric `content-length`) the libraries leave to us.
 //! * [`idle`]: is a connection carrying a request or tunnel (the client
 //!   idle timeout).
 
@@ -17,6 +19,7 @@ use std::time::Duration;
 /// protocols' stacks discard what is still queued when the reset goes out.
 pub(crate) const REFUSAL_LINGER: Duration = Duration::from_millis(25);
 
+pub mod fields;
 pub mod h3_body;
 pub mod h3_datagrams;
 pub mod h3_io;

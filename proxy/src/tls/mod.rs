@@ -278,6 +278,32 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// SECURITY.md: no 0-RTT anywhere (replayable requests), TLS 1.3 only
+    /// on QUIC, TLS 1.2 and 1.3 on TCP.
+    #[test]
+    fn listener_configs_refuse_0rtt_and_old_versions() {
+        install_crypto_provider();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let chain = vec![cert.cert.der().clone()];
+        let key = || PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let tcp = server_config(chain.clone(), key(), vec![b"h2".to_vec()], None).expect("tcp");
+        let quic = quic_server_config(chain, key(), None).expect("quic");
+        for cfg in [&tcp, &quic] {
+            assert_eq!(cfg.max_early_data_size, 0, "0-RTT off");
+            assert!(!cfg.send_half_rtt_data);
+        }
+        assert!(quic
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .all(|s| s.version() == &rustls::version::TLS13));
+        assert!(tcp.crypto_provider().cipher_suites.iter().all(|s| [
+            &rustls::version::TLS12,
+            &rustls::version::TLS13
+        ]
+        .contains(&s.version())));
+    }
+
     #[test]
     fn missing_key_block_is_a_clear_error() {
         let dir = std::env::temp_dir().join(format!("bauta-tls-test2-{}", std::process::id()));

@@ -31,8 +31,13 @@ pub enum End {
     Closed,
     /// No bytes either way for the idle timeout.
     Idle,
-    /// A read or write failed.
+    /// A read or write on the client's side failed (a reset stream, a
+    /// vanished client).
     Error(io::Error),
+    /// A read or write on the target's TCP connection failed (a TCP reset):
+    /// RFC 9113 §8.5 and RFC 9114 §4.4 make this a stream error
+    /// (`CONNECT_ERROR`, `H3_CONNECT_ERROR`) on the client's side.
+    TargetError(io::Error),
     /// The proxy is shutting down and the grace period is over.
     Aborted,
 }
@@ -59,6 +64,7 @@ where
         total: 0,
         origin,
         last_activity: &last_activity,
+        failed: false,
     };
     let mut target = Counted {
         inner: target,
@@ -66,6 +72,7 @@ where
         total: 0,
         origin,
         last_activity: &last_activity,
+        failed: false,
     };
     let end = {
         let copy =
@@ -91,6 +98,11 @@ where
             }
         }
     };
+    // Which side failed: only the side's own I/O sets `failed`.
+    let end = match end {
+        End::Error(e) if target.failed && !client.failed => End::TargetError(e),
+        other => other,
+    };
     (
         Transferred {
             upstream: client.total,
@@ -107,9 +119,18 @@ struct Counted<'a, S> {
     total: u64,
     origin: Instant,
     last_activity: &'a AtomicU64,
+    /// A read, write, flush or shutdown of `inner` returned an error.
+    failed: bool,
 }
 
 impl<S> Counted<'_, S> {
+    fn note<T>(&mut self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(_)) = &r {
+            self.failed = true;
+        }
+        r
+    }
+
     fn touch(&self) {
         let ms = Instant::now()
             .saturating_duration_since(self.origin)
@@ -127,6 +148,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let res = self.note(res);
         let n = (buf.filled().len() - before) as u64;
         if n > 0 {
             self.total += n;
@@ -143,7 +165,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(r)
     }
 
     fn poll_write_vectored(
@@ -151,7 +174,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note(r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -159,11 +183,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.note(r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.note(r)
     }
 }
 
@@ -228,5 +254,60 @@ mod tests {
         .await;
         assert!(matches!(end, End::Idle), "{end:?}");
         assert_eq!(t, Transferred::default());
+    }
+
+    /// Reads fail with a connection reset; writes are swallowed.
+    struct Resetting;
+
+    impl AsyncRead for Resetting {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
+        }
+    }
+
+    impl AsyncWrite for Resetting {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_failing_side_is_named() {
+        let (client_side, _client) = tokio::io::duplex(64);
+        let (_, end) = relay(
+            client_side,
+            Resetting,
+            Duration::from_secs(10),
+            counter(),
+            counter(),
+            std::future::pending(),
+        )
+        .await;
+        assert!(matches!(end, End::TargetError(_)), "{end:?}");
+        let (target_side, _target) = tokio::io::duplex(64);
+        let (_, end) = relay(
+            Resetting,
+            target_side,
+            Duration::from_secs(10),
+            counter(),
+            counter(),
+            std::future::pending(),
+        )
+        .await;
+        assert!(matches!(end, End::Error(_)), "{end:?}");
     }
 }

@@ -11,6 +11,8 @@ pub enum UpstreamError {
     InvalidTarget(&'static str),
     /// The connection closed before a complete response header arrived.
     Terminated,
+    /// No response header arrived within `[limits] response_timeout_s`.
+    ResponseTimeout,
     /// The next hop's response was not valid HTTP.
     Protocol,
     /// TLS with the next hop failed.
@@ -21,6 +23,10 @@ pub enum UpstreamError {
     /// chunk size, a body shorter than its Content-Length) while it was
     /// being sent on: the client's fault, not the next hop's.
     RequestBody,
+    /// The client's request body disagreed with its `content-length`
+    /// (HTTP/2, HTTP/3): a malformed message (RFC 9113 §8.1.1, RFC 9114
+    /// §4.1.2), never sent on complete.
+    MalformedBody,
 }
 
 impl UpstreamError {
@@ -29,7 +35,11 @@ impl UpstreamError {
     /// unparsable response the next hop's; anything else a terminated
     /// connection.
     pub fn from_exchange(e: &hyper::Error) -> UpstreamError {
-        if e.is_user() {
+        let mismatch =
+            std::error::Error::source(e).is_some_and(crate::body::length::is_length_mismatch);
+        if mismatch {
+            UpstreamError::MalformedBody
+        } else if e.is_user() {
             UpstreamError::RequestBody
         } else if e.is_parse() || e.is_parse_status() {
             UpstreamError::Protocol

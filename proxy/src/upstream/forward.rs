@@ -2,6 +2,8 @@
 //! over HTTP/2 and HTTP/3): the request in origin-form to the target over a
 //! pooled HTTP/1.1 connection, the response streamed back.
 
+use std::time::Duration;
+
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::client::conn::http1;
@@ -14,13 +16,16 @@ use crate::upstream::headers::{append_via, strip_hop_by_hop, via_value};
 use crate::upstream::pool::UpstreamPool;
 use crate::wire::target::Target;
 
-/// Forward one request to `target` and stream the response back.
+/// Forward one request to `target` and stream the response back; a
+/// response head that takes longer than `response_timeout` is an error
+/// (the connection is dropped, not pooled).
 pub async fn forward(
     pool: &UpstreamPool,
     dialer: &Dialer,
     auth: &Authorized,
     target: &Target,
     proxy_name: &str,
+    response_timeout: Duration,
     req: Request<Body>,
 ) -> Result<Response<Body>, UpstreamError> {
     let via = via_value(req.version(), proxy_name);
@@ -44,9 +49,9 @@ pub async fn forward(
         }
     };
 
-    let resp = sender
-        .send_request(upstream_req)
+    let resp = tokio::time::timeout(response_timeout, sender.send_request(upstream_req))
         .await
+        .map_err(|_| UpstreamError::ResponseTimeout)?
         .map_err(|e| UpstreamError::from_exchange(&e))?;
     // The connection is reusable once this response body is consumed;
     // `checkout` only hands out senders that are ready again.

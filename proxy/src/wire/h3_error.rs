@@ -18,6 +18,7 @@ impl H3ErrorCode {
     pub const SETTINGS_ERROR: H3ErrorCode = H3ErrorCode(0x0109);
     pub const REQUEST_CANCELLED: H3ErrorCode = H3ErrorCode(0x010c);
     pub const MESSAGE_ERROR: H3ErrorCode = H3ErrorCode(0x010e);
+    pub const CONNECT_ERROR: H3ErrorCode = H3ErrorCode(0x010f);
 
     /// The registered name, if known here.
     pub fn name(self) -> Option<&'static str> {
@@ -31,6 +32,7 @@ impl H3ErrorCode {
             H3ErrorCode::SETTINGS_ERROR => "H3_SETTINGS_ERROR",
             H3ErrorCode::REQUEST_CANCELLED => "H3_REQUEST_CANCELLED",
             H3ErrorCode::MESSAGE_ERROR => "H3_MESSAGE_ERROR",
+            H3ErrorCode::CONNECT_ERROR => "H3_CONNECT_ERROR",
             _ => return None,
         })
     }

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
-use bauta::seccert::h2_shim::{self, H2ShimConfig};
+use bauta::seccert::h2_shim::{self, FloodLimits, H2ShimConfig};
 use bauta::seccert::negotiation::Codepoints;
 use criterion::{Criterion, Throughput};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -66,6 +66,10 @@ fn run_shim(rt: &tokio::runtime::Runtime, frames: &[(Vec<u8>, Vec<u8>)]) {
             H2ShimConfig {
                 codepoints: Codepoints::default(),
                 enabled: true,
+                flood: FloodLimits {
+                    per_s: 100,
+                    burst: 1000,
+                },
             },
         );
         write_all_vectored(&mut shim, black_box(frames)).await;

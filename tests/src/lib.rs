@@ -6,6 +6,7 @@
 //! stepping on each other.
 
 pub mod faults_env;
+pub mod h2_raw;
 pub mod masque;
 pub mod raw_peers;
 // tests-c: helpers for the README-claim tests (tests/tests/readme_*.rs).

@@ -211,6 +211,14 @@ const FAMILIES: &[Family] = &[
             ("reason", &["total", "per_client"]),
         ],
     },
+    Family {
+        name: "bauta_protocol_floods_total",
+        histogram: false,
+        labels: &[
+            ("front", &["h2"]),
+            ("frame", &["ping", "settings", "priority", "empty"]),
+        ],
+    },
 ];
 
 /// The families only HTTP/3 listeners have (and the refusal reason only

@@ -23,6 +23,11 @@ pub(super) struct LimitsSection {
     client_idle_timeout_s: Option<Spanned<u64>>,
     max_connections: Option<Spanned<u64>>,
     max_connections_per_client: Option<Spanned<u64>>,
+    h2_max_concurrent_streams: Option<Spanned<u64>>,
+    connection_buffer_bytes: Option<Spanned<u64>>,
+    max_header_list_size: Option<Spanned<u64>>,
+    h2_control_frames_per_s: Option<Spanned<u64>>,
+    h2_control_frames_burst: Option<Spanned<u64>>,
     max_tunnels: Option<Spanned<u64>>,
     max_udp_flows: Option<Spanned<u64>>,
     max_udp_flows_per_connection: Option<Spanned<u64>>,
@@ -57,6 +62,21 @@ pub struct Limits {
     pub max_connections: usize,
     /// Client connections at once from one source address.
     pub max_connections_per_client: usize,
+    /// HTTP/2 streams at once per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub h2_max_concurrent_streams: u32,
+    /// Per-connection budget for buffered data (HTTP/2 and HTTP/3): half
+    /// for what the client sent and we have not relayed yet (our receive
+    /// windows), half for what waits to be sent to it; see
+    /// [`Limits::receive_window`] and [`Limits::h2_stream_send_buffer`].
+    pub connection_buffer_bytes: u32,
+    /// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE: a larger request header
+    /// section is refused.
+    pub max_header_list_size: u32,
+    /// HTTP/2 control frames (PING, SETTINGS, PRIORITY, empty frames) a
+    /// client may send per second on one connection, on average …
+    pub h2_control_frames_per_s: u32,
+    /// … and at once.
+    pub h2_control_frames_burst: u32,
     /// Tunnels (CONNECT and CONNECT-UDP) at once, process-wide.
     pub max_tunnels: usize,
     /// CONNECT-UDP flows at once, process-wide (each holds a UDP socket).
@@ -75,6 +95,32 @@ pub struct Limits {
     pub quic_max_handshakes: usize,
 }
 
+/// The least send buffer an HTTP/2 stream gets, whatever the budget.
+pub const MIN_STREAM_SEND_BUFFER: usize = 4 * 1024;
+/// Bounds of `connection_buffer_bytes`.
+const BUFFER_RANGE: std::ops::RangeInclusive<u64> = 64 * 1024..=1 << 30;
+
+impl Limits {
+    /// The receive windows (HTTP/2 connection and stream, QUIC connection
+    /// and stream): half the connection budget.
+    pub fn receive_window(&self) -> u32 {
+        self.connection_buffer_bytes / 2
+    }
+
+    /// What may wait to be sent on one connection (QUIC's send window).
+    pub fn send_budget(&self) -> u32 {
+        self.connection_buffer_bytes - self.receive_window()
+    }
+
+    /// hyper/h2's `max_send_buf_size`: the send half of the budget shared by
+    /// the concurrent streams (h2 reserves it per stream, whatever window
+    /// the client grants), at least [`MIN_STREAM_SEND_BUFFER`].
+    pub fn h2_stream_send_buffer(&self) -> usize {
+        let streams = self.h2_max_concurrent_streams.max(1) as usize;
+        (self.send_budget() as usize / streams).max(MIN_STREAM_SEND_BUFFER)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -89,6 +135,11 @@ impl Default for Limits {
             client_idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_connections_per_client: 512,
+            h2_max_concurrent_streams: 128,
+            connection_buffer_bytes: 4 << 20,
+            max_header_list_size: 16 << 10,
+            h2_control_frames_per_s: 100,
+            h2_control_frames_burst: 1000,
             max_tunnels: 10_000,
             max_udp_flows: 4_096,
             max_udp_flows_per_connection: 128,
@@ -181,6 +232,51 @@ pub(super) fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limi
         "limits.max_connections_per_client",
         &mut out.max_connections_per_client,
     )?;
+    let count32 = |v: &Option<Spanned<u64>>, key: &str, dst: &mut u32| -> Result<(), ConfigError> {
+        if let Some(v) = v {
+            let n = *v.get_ref();
+            if n == 0 {
+                return Err(src.err(v.span(), key, "must be greater than 0"));
+            }
+            *dst = u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= i32::MAX as u32)
+                .ok_or_else(|| src.err(v.span(), key, "must be at most 2147483647"))?;
+        }
+        Ok(())
+    };
+    count32(
+        &l.h2_max_concurrent_streams,
+        "limits.h2_max_concurrent_streams",
+        &mut out.h2_max_concurrent_streams,
+    )?;
+    count32(
+        &l.max_header_list_size,
+        "limits.max_header_list_size",
+        &mut out.max_header_list_size,
+    )?;
+    count32(
+        &l.h2_control_frames_per_s,
+        "limits.h2_control_frames_per_s",
+        &mut out.h2_control_frames_per_s,
+    )?;
+    count32(
+        &l.h2_control_frames_burst,
+        "limits.h2_control_frames_burst",
+        &mut out.h2_control_frames_burst,
+    )?;
+    if let Some(v) = &l.connection_buffer_bytes {
+        let n = *v.get_ref();
+        if !BUFFER_RANGE.contains(&n) {
+            let why = format!(
+                "must be between {} and {}",
+                BUFFER_RANGE.start(),
+                BUFFER_RANGE.end()
+            );
+            return Err(src.err(v.span(), "limits.connection_buffer_bytes", why));
+        }
+        out.connection_buffer_bytes = u32::try_from(n).unwrap_or(u32::MAX);
+    }
     count(&l.max_tunnels, "limits.max_tunnels", &mut out.max_tunnels)?;
     count(
         &l.max_udp_flows,
@@ -257,5 +353,59 @@ mod tests {
         assert!(e.message.contains("quic_max_handshakes"), "{e}");
         let e = limits("quic_retry_after_handshakes = 2000\n").expect_err("above the default cap");
         assert_eq!(e.key, "limits.quic_retry_after_handshakes");
+    }
+
+    #[test]
+    fn http2_budget_defaults_and_derived_sizes() {
+        let l = limits("").expect("defaults");
+        assert_eq!(l.h2_max_concurrent_streams, 128);
+        assert_eq!(l.connection_buffer_bytes, 4 << 20);
+        assert_eq!(l.receive_window(), 2 << 20);
+        assert_eq!(l.send_budget(), 2 << 20);
+        // 2 MiB shared by 128 streams.
+        assert_eq!(l.h2_stream_send_buffer(), 16 << 10);
+        let l = limits("connection_buffer_bytes = 65536\nh2_max_concurrent_streams = 1000")
+            .expect("valid");
+        assert_eq!(l.h2_stream_send_buffer(), MIN_STREAM_SEND_BUFFER);
+        assert_eq!(l.receive_window(), 32 << 10);
+    }
+
+    #[test]
+    fn http2_keys_refuse_zero_and_out_of_range_with_file_and_line() {
+        for (text, key) in [
+            (
+                "h2_max_concurrent_streams = 0",
+                "limits.h2_max_concurrent_streams",
+            ),
+            (
+                "connection_buffer_bytes = 0",
+                "limits.connection_buffer_bytes",
+            ),
+            (
+                "connection_buffer_bytes = 1024",
+                "limits.connection_buffer_bytes",
+            ),
+            (
+                "connection_buffer_bytes = 2147483648",
+                "limits.connection_buffer_bytes",
+            ),
+            ("max_header_list_size = 0", "limits.max_header_list_size"),
+            (
+                "h2_control_frames_per_s = 0",
+                "limits.h2_control_frames_per_s",
+            ),
+            (
+                "h2_control_frames_burst = 0",
+                "limits.h2_control_frames_burst",
+            ),
+            (
+                "h2_max_concurrent_streams = 4294967296",
+                "limits.h2_max_concurrent_streams",
+            ),
+        ] {
+            let e = limits(&format!("\n{text}")).expect_err(text);
+            assert_eq!(e.key, key, "{text}");
+            assert_eq!(e.line, Some(8), "{text}");
+        }
     }
 }

@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::{self, Body, BoxError};
+use crate::config::Limits;
 use crate::core::context::Services;
 use crate::core::exchange::{ConnInfo, Front};
 use crate::core::reply::Reply;
@@ -31,8 +32,12 @@ use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
 
 /// Slowloris guard: the request header section must arrive within this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Concurrent HTTP/2 streams per connection.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Rapid reset (CVE-2023-44487): streams the client resets before we
+/// accepted them; over this many at once, GOAWAY ENHANCE_YOUR_CALM.
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams we had to reset because of the client's errors, per connection;
+/// over this many, GOAWAY ENHANCE_YOUR_CALM.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// After the client idle timeout shut a connection down, the most it gets
 /// to end by itself (a client that sent no HTTP/2 preface never will).
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -45,6 +50,11 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// HTTP/1.1 closes; one that still has not ended `idle_timeout` (at most
 /// [`IDLE_CLOSE_GRACE`]) later with nothing in progress is dropped.
 /// Returns when the connection and its tunnels have ended.
+///
+/// HTTP/2 memory is bounded by `limits` (`connection_buffer_bytes`): our
+/// receive windows are half the budget, and the send buffer h2 reserves per
+/// stream is the other half shared by `h2_max_concurrent_streams` — sized
+/// from our budget, whatever window the client grants.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_connection<IO>(
     io: IO,
@@ -54,7 +64,7 @@ pub async fn serve_connection<IO>(
     front: Option<Front>,
     h2_allowed: bool,
     alt_svc: Option<HeaderValue>,
-    idle_timeout: Duration,
+    limits: &Limits,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -67,7 +77,14 @@ pub async fn serve_connection<IO>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .initial_connection_window_size(limits.receive_window())
+        .initial_stream_window_size(limits.receive_window())
+        .adaptive_window(false)
+        .max_send_buf_size(limits.h2_stream_send_buffer())
+        .max_header_list_size(limits.max_header_list_size)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
         // RFC 8441: lets clients use extended CONNECT (connect-udp).
         .enable_connect_protocol();
     let builder = match front {
@@ -76,6 +93,7 @@ pub async fn serve_connection<IO>(
         None if h2_allowed => builder,
         None => builder.http1_only(),
     };
+    let idle_timeout = limits.client_idle_timeout;
     let client = info.client;
     let info = Arc::new(info);
     let activity = Activity::new();

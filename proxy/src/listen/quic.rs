@@ -74,7 +74,11 @@ fn server_config(
         .max_concurrent_uni_streams(16u32.into())
         // Some(..) also advertises max_datagram_frame_size (RFC 9221).
         .datagram_receive_buffer_size(Some(DATAGRAM_RECV_BUFFER))
-        .datagram_send_buffer_size(DATAGRAM_RECV_BUFFER);
+        .datagram_send_buffer_size(DATAGRAM_RECV_BUFFER)
+        // Windows from our per-connection budget, not the peer's.
+        .stream_receive_window(limits.receive_window().into())
+        .receive_window(limits.receive_window().into())
+        .send_window(u64::from(limits.send_budget()));
     if let Ok(idle) = quinn::IdleTimeout::try_from(limits.client_idle_timeout) {
         transport.max_idle_timeout(Some(idle));
     }

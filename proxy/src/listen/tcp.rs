@@ -1,6 +1,8 @@
-//! TCP listeners: accept, optional TLS with ALPN, and — for HTTP/2 on
-//! TLS 1.3 with origins to prove — the secondary-certificate shim and
-//! advertiser; then the HTTP/1.1 + HTTP/2 front serves the connection.
+//! TCP listeners: accept, optional TLS with ALPN, and — for every connection
+//! that may speak HTTP/2 — the HTTP/2 shim (the control-frame flood guard,
+//! and on TLS 1.3 with origins to prove the secondary-certificate extension
+//! with its advertiser); then the HTTP/1.1 + HTTP/2 front serves the
+//! connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use crate::listen::admission::Admission;
 use crate::listen::connections::{Connections, Watcher};
 use crate::seccert::advertiser::{Advertise, Advertiser, Channel};
 use crate::seccert::coverage::Coverage;
-use crate::seccert::h2_shim::{self, H2ShimConfig};
+use crate::seccert::h2_shim::{self, FloodLimits, H2Control, H2ShimConfig};
 use crate::seccert::{CapturingResolver, Exporter, ServerAuthenticator};
 use crate::tls::identity::client_identity;
 
@@ -102,7 +104,25 @@ async fn serve_connection(
             None,
             None,
         );
-        return serve_http(stream, info, &spec, &config, services, watcher, front, None).await;
+        if !spec.h2 {
+            return serve_http(stream, info, &spec, &config, services, watcher, front, None).await;
+        }
+        // h2c by prior knowledge, or sniffed: without the HTTP/2 preface the
+        // shim passes HTTP/1.1 through untouched.
+        let (io, control) = h2_shim::wrap(stream, shim_config(&config, false));
+        serve_http(
+            io,
+            info,
+            &spec,
+            &config,
+            Arc::clone(&services),
+            watcher,
+            front,
+            None,
+        )
+        .await;
+        count_flood(&services, &control);
+        return;
     };
     // Secondary certificates need the ClientHello's signature schemes.
     let secondary =
@@ -146,7 +166,7 @@ async fn serve_connection(
     // The handshake is complete here (client Finished verified); only on
     // TLS 1.3 do we offer the extension (spec §2).
     let tls13 = session.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
-    if !(secondary && front == Front::Http2 && tls13) {
+    if front != Front::Http2 {
         let info = conn_info(&spec, client, front, coverage, None, identity);
         return serve_http(
             tls_stream,
@@ -160,46 +180,69 @@ async fn serve_connection(
         )
         .await;
     }
+    // Every HTTP/2 connection goes through the shim (the flood guard); the
+    // secondary-certificate extension only on TLS 1.3 with origins to prove.
+    let secondary = secondary && tls13;
     let authenticator = match (Exporter::from_rustls(session), hello.and_then(|h| h.get())) {
-        (Ok(exporter), Some(hello)) => {
+        (Ok(exporter), Some(hello)) if secondary => {
             Some(ServerAuthenticator::new(exporter, &hello.signature_schemes))
         }
         _ => None,
     };
-    let (io, control) = h2_shim::wrap(
-        tls_stream,
-        H2ShimConfig {
-            codepoints: config.secondary.codepoints,
-            enabled: authenticator.is_some(),
-        },
-    );
-    let advertiser = Advertiser::new(
-        Channel::H2(control.clone()),
-        config.secondary.advertise,
-        authenticator,
-        config.origins.provable(),
-        Arc::clone(&coverage),
-        Arc::clone(&services.metrics),
-    );
-    advertiser.start();
+    let (io, control) = h2_shim::wrap(tls_stream, shim_config(&config, authenticator.is_some()));
+    let advertiser = secondary.then(|| {
+        let advertiser = Advertiser::new(
+            Channel::H2(control.clone()),
+            config.secondary.advertise,
+            authenticator,
+            config.origins.provable(),
+            Arc::clone(&coverage),
+            Arc::clone(&services.metrics),
+        );
+        advertiser.start();
+        advertiser
+    });
     let metrics = Arc::clone(&services.metrics);
-    let info = conn_info(&spec, client, front, coverage, Some(advertiser), identity);
+    let info = conn_info(&spec, client, front, coverage, advertiser, identity);
     serve_http(
         io,
         info,
         &spec,
         &config,
-        services,
+        Arc::clone(&services),
         watcher,
         Some(front),
         alt_svc,
     )
     .await;
+    count_flood(&services, &control);
     if let Some(v) = control.violation() {
         tracing::debug!(%client, violation = %v, "client broke the secondary-certificate rules");
         metrics
             .secondary_cert_errors
             .with_label_values(&["h2", v.as_str()])
+            .inc();
+    }
+}
+
+fn shim_config(config: &Config, secondary: bool) -> H2ShimConfig {
+    H2ShimConfig {
+        codepoints: config.secondary.codepoints,
+        enabled: secondary,
+        flood: FloodLimits {
+            per_s: config.limits.h2_control_frames_per_s,
+            burst: config.limits.h2_control_frames_burst,
+        },
+    }
+}
+
+/// A connection the shim closed for a control-frame flood is counted.
+fn count_flood(services: &Services, control: &H2Control) {
+    if let Some(kind) = control.flood() {
+        services
+            .metrics
+            .protocol_floods
+            .with_label_values(&["h2", kind.as_str()])
             .inc();
     }
 }
@@ -251,7 +294,7 @@ async fn serve_http<IO>(
         front,
         spec.h2,
         alt_svc,
-        config.limits.client_idle_timeout,
+        &config.limits,
     )
     .await;
 }

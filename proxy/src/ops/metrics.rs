@@ -44,6 +44,8 @@ pub struct Metrics {
     pub secondary_certs_sent: IntCounterVec,
     /// Secondary-certificate errors by kind.
     pub secondary_cert_errors: IntCounterVec,
+    /// Client connections closed for a control-frame flood, by front and frame.
+    pub protocol_floods: IntCounterVec,
     /// Configuration reloads by outcome.
     pub config_reloads: IntCounterVec,
     /// Clients refused for who they are (not) by method and reason.
@@ -189,6 +191,13 @@ impl Metrics {
             ),
             &["protocol", "kind"],
         )?;
+        let protocol_floods = IntCounterVec::new(
+            Opts::new(
+                "bauta_protocol_floods_total",
+                "Client connections closed (GOAWAY ENHANCE_YOUR_CALM) for flooding control frames.",
+            ),
+            &["front", "frame"],
+        )?;
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "bauta_config_reloads_total",
@@ -251,6 +260,7 @@ impl Metrics {
         registry.register(Box::new(reverse_upstream_seconds.clone()))?;
         registry.register(Box::new(secondary_certs_sent.clone()))?;
         registry.register(Box::new(secondary_cert_errors.clone()))?;
+        registry.register(Box::new(protocol_floods.clone()))?;
         registry.register(Box::new(udp_datagrams.clone()))?;
         registry.register(Box::new(udp_drops.clone()))?;
         registry.register(Box::new(connections.clone()))?;
@@ -285,6 +295,7 @@ impl Metrics {
             reverse_upstream_seconds,
             secondary_certs_sent,
             secondary_cert_errors,
+            protocol_floods,
             config_reloads,
             auth_failures,
             limit_rejections,

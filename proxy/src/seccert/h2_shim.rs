@@ -29,6 +29,13 @@
 //! PROTOCOL_ERROR (spec §6) at the next frame boundary; then reads return EOF
 //! and writes fail, so h2 and hyper end the connection.
 //!
+//! The shim is also every HTTP/2 connection's flood guard, the feature on or
+//! off: control frames that cost us work without carrying a request (PING,
+//! SETTINGS, PRIORITY, empty frames; [`crate::wire::h2_flood`]) go through a
+//! token bucket, and a client that empties it gets GOAWAY
+//! ENHANCE_YOUR_CALM the same way. Bytes that do not start with the HTTP/2
+//! preface (HTTP/1.1 on a sniffed plaintext listener) pass through untouched.
+//!
 //! The shim only adapts: which certificate to send and when is the caller's
 //! business. The caller also owns the preconditions of spec §3 item 2 and the
 //! TLS 1.3 rule of §2: set [`H2ShimConfig::enabled`] only on a TLS 1.3
@@ -48,8 +55,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::negotiation::{Codepoints, Negotiation, SendError, Violation};
+use crate::wire::h2_flood::FloodGuard;
+pub use crate::wire::h2_flood::{FloodKind, FloodLimits};
 use crate::wire::h2_frame::{
-    self, FrameHeader, FrameScanner, FrameTracker, FrameType, ScanEvent, SettingId,
+    self, ErrorCode, FrameHeader, FrameScanner, FrameTracker, FrameType, ScanEvent, SettingId,
 };
 use crate::wire::server_certificate::{self as sc, ServerCertificate};
 
@@ -70,6 +79,8 @@ pub struct H2ShimConfig {
     /// rules. `false`: the feature is off — the setting is never sent, and a
     /// client's SERVER_CERTIFICATE is an unknown frame, ignored (RFC 9113 §5.5).
     pub enabled: bool,
+    /// The control-frame flood limit (always enforced).
+    pub flood: FloodLimits,
 }
 
 /// The byte stream hyper/h2's HTTP/2 server runs over; see the module docs.
@@ -104,6 +115,8 @@ struct SharedState {
     /// Encoded frames waiting for a frame boundary.
     queue: VecDeque<Bytes>,
     violation: Option<Violation>,
+    /// The control frames the client flooded us with, if it did.
+    flood: Option<FloodKind>,
     /// Latest value per identifier, in the order first seen.
     peer_settings: Vec<(u16, u32)>,
     peer_max_frame_size: usize,
@@ -132,6 +145,7 @@ struct Inspector {
     enforce: bool,
     /// The setting went out in our first SETTINGS frame (or will).
     advertised: bool,
+    flood: FloodGuard,
     /// Highest client-initiated stream id seen in a HEADERS frame.
     highest_stream: u32,
     /// The client's first SETTINGS frame has ended.
@@ -154,6 +168,14 @@ enum Finding {
     /// The client's first SETTINGS frame ended; the outcome.
     Negotiated(Negotiation),
     Violation(Violation),
+    Flood(FloodKind),
+}
+
+/// Why the shim closes the connection with its own GOAWAY.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    Violation(Violation),
+    Flood(FloodKind),
 }
 
 /// Closing after a violation: GOAWAY at the next frame boundary, flush, then
@@ -161,7 +183,7 @@ enum Finding {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Close {
     Open,
-    GoAwayPending(Violation),
+    GoAwayPending(Reason),
     GoAwayWriting,
     GoAwayWritten,
     Done,
@@ -194,6 +216,7 @@ where
         state: Mutex::new(SharedState {
             queue: VecDeque::new(),
             violation: None,
+            flood: None,
             peer_settings: Vec::new(),
             peer_max_frame_size: h2_frame::DEFAULT_MAX_FRAME_SIZE as usize,
             closed: false,
@@ -276,6 +299,12 @@ impl H2Control {
         self.shared.lock().violation
     }
 
+    /// The control frames the client flooded us with, if it did (the
+    /// connection is then closing with GOAWAY ENHANCE_YOUR_CALM).
+    pub fn flood(&self) -> Option<FloodKind> {
+        self.shared.lock().flood
+    }
+
     /// What the client's SETTINGS frames said: the latest value of each
     /// identifier, in the order first seen (at most 64 identifiers).
     pub fn peer_settings(&self) -> Vec<(u16, u32)> {
@@ -345,6 +374,11 @@ impl Shared {
         self.close();
     }
 
+    fn set_flood(&self, kind: FloodKind) {
+        self.lock().flood.get_or_insert(kind);
+        self.close();
+    }
+
     /// The connection is over: refuse and drop queued frames, tell waiters.
     fn close(&self) {
         let mut state = self.lock();
@@ -401,8 +435,8 @@ where
                 return Poll::Ready(Ok(()));
             }
             match self.close {
-                Close::GoAwayPending(violation) => {
-                    self.output.own = self.goaway(violation);
+                Close::GoAwayPending(reason) => {
+                    self.output.own = self.goaway(reason);
                     self.close = Close::GoAwayWriting;
                 }
                 Close::Open => match self.shared.pop_queued() {
@@ -426,16 +460,15 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn goaway(&self, violation: Violation) -> Bytes {
-        let debug = violation.reason().as_bytes();
+    fn goaway(&self, reason: Reason) -> Bytes {
+        let (code, debug) = match reason {
+            Reason::Violation(v) => (v.h2_code(), v.reason()),
+            Reason::Flood(_) => (ErrorCode::ENHANCE_YOUR_CALM, "control frame flood"),
+        };
+        let debug = debug.as_bytes();
         let mut frame = BytesMut::with_capacity(h2_frame::HEADER_LEN + 8 + debug.len());
         // The debug strings are short constants; encoding cannot fail.
-        let _ = h2_frame::encode_goaway(
-            self.inspector.highest_stream,
-            violation.h2_code(),
-            debug,
-            &mut frame,
-        );
+        let _ = h2_frame::encode_goaway(self.inspector.highest_stream, code, debug, &mut frame);
         frame.freeze()
     }
 
@@ -547,19 +580,32 @@ where
 
     /// Looks at bytes the client sent (already handed to h2).
     fn inspect(&mut self, bytes: &[u8]) {
+        if self.inspector.scanner.is_stopped() {
+            // Not HTTP/2 (HTTP/1.1 on a sniffed listener): pass-through.
+            return;
+        }
         let shared = &self.shared;
-        let mut violation = None;
-        self.inspector.handle(bytes, |finding| match finding {
+        let mut reason = None;
+        let now = std::time::Instant::now();
+        self.inspector.handle(bytes, now, |finding| match finding {
             Finding::Setting { id, value } => shared.record_setting(id, value),
             Finding::Negotiated(outcome) => shared.settle(outcome),
-            Finding::Violation(v) => violation = Some(v),
+            Finding::Violation(v) => reason = Some(Reason::Violation(v)),
+            Finding::Flood(kind) => reason = Some(Reason::Flood(kind)),
         });
-        if let Some(v) = violation {
-            tracing::debug!(violation = %v, "client broke a secondary-certificate rule");
-            shared.set_violation(v);
-            if self.close == Close::Open {
-                self.close = Close::GoAwayPending(v);
+        match reason {
+            None => return,
+            Some(Reason::Violation(v)) => {
+                tracing::debug!(violation = %v, "client broke a secondary-certificate rule");
+                shared.set_violation(v);
             }
+            Some(Reason::Flood(kind)) => {
+                tracing::debug!(frame = kind.as_str(), "client flooded control frames");
+                shared.set_flood(kind);
+            }
+        }
+        if let (Some(reason), Close::Open) = (reason, self.close) {
+            self.close = Close::GoAwayPending(reason);
         }
     }
 }
@@ -714,6 +760,7 @@ impl Inspector {
             codepoints: cfg.codepoints,
             enforce: cfg.enabled,
             advertised: cfg.enabled,
+            flood: FloodGuard::new(cfg.flood),
             highest_stream: 0,
             first_settings_done: false,
             first_value: None,
@@ -722,11 +769,12 @@ impl Inspector {
         }
     }
 
-    /// Follows `bytes`, the next bytes the client sent; reports findings in
-    /// order. After a violation nothing more is reported, but stream ids are
-    /// still followed to the end of `bytes` (h2 gets all of them, and the
-    /// GOAWAY's last stream id must cover what it may have processed).
-    fn handle(&mut self, mut bytes: &[u8], mut on: impl FnMut(Finding)) {
+    /// Follows `bytes`, the next bytes the client sent (read at `now`);
+    /// reports findings in order. After a violation or a flood nothing more
+    /// is reported, but stream ids are still followed to the end of `bytes`
+    /// (h2 gets all of them, and the GOAWAY's last stream id must cover what
+    /// it may have processed).
+    fn handle(&mut self, mut bytes: &[u8], now: std::time::Instant, mut on: impl FnMut(Finding)) {
         while let Some(event) = self.scanner.next_event(&mut bytes) {
             if self.stopped {
                 if let ScanEvent::Frame(header) = event {
@@ -736,7 +784,15 @@ impl Inspector {
             }
             match event {
                 ScanEvent::PrefaceMismatch => {}
-                ScanEvent::Frame(header) => self.on_frame(&header, &mut on),
+                ScanEvent::Frame(header) => {
+                    if let Some(kind) = self.flood.check(&header, now) {
+                        self.follow_streams(&header);
+                        self.stopped = true;
+                        on(Finding::Flood(kind));
+                        continue;
+                    }
+                    self.on_frame(&header, &mut on)
+                }
                 ScanEvent::Setting { id, value } => {
                     on(Finding::Setting { id, value });
                     if id == self.codepoints.h2_setting() {
@@ -860,6 +916,10 @@ mod tests {
         H2ShimConfig {
             codepoints: Codepoints::default(),
             enabled,
+            flood: FloodLimits {
+                per_s: 1000,
+                burst: 1000,
+            },
         }
     }
 
@@ -1563,6 +1623,122 @@ mod tests {
         assert_eq!(frames[0].1, server_settings().0[9..]);
     }
 
+    // --- the control-frame flood guard ---
+
+    /// A shim with the feature off and a flood limit of `burst` frames (one
+    /// more a second), on a duplex; h2's first SETTINGS already written.
+    async fn flood_shim(burst: u32) -> (H2Shim<DuplexStream>, H2Control, DuplexStream) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let config = H2ShimConfig {
+            flood: FloodLimits { per_s: 1, burst },
+            ..cfg(false)
+        };
+        let (mut shim, control) = wrap(server, config);
+        shim.write_all(&server_settings().0).await.unwrap();
+        shim.flush().await.unwrap();
+        (shim, control, client)
+    }
+
+    /// Everything the "h2" side reads until EOF (bounded).
+    async fn h2_reads_to_eof(shim: &mut H2Shim<DuplexStream>) -> Vec<u8> {
+        let mut seen = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = shim.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .expect("EOF");
+        seen
+    }
+
+    #[tokio::test]
+    async fn control_frame_flood_gets_enhance_your_calm_with_the_feature_off() {
+        for (flood, kind) in [
+            (frame(6, 0, 0, &[0; 8]), FloodKind::Ping),
+            (settings(&[(4, 65_535)]), FloodKind::Settings),
+            (frame(2, 0, 3, &[0, 0, 0, 1, 16]), FloodKind::Priority),
+            (frame(0, 0, 1, &[]), FloodKind::Empty),
+        ] {
+            let (mut shim, control, mut client) = flood_shim(4).await;
+            // The client's first SETTINGS counts too: 1 + 3 fit, the 5th
+            // counted frame is one too many. Acks and requests never count.
+            let mut bytes = client_hello(&[]);
+            bytes.extend(frame(4, 1, 0, &[]));
+            bytes.extend(get_headers(1));
+            bytes.extend(frame(6, 1, 0, &[0; 8]));
+            for _ in 0..4 {
+                bytes.extend(&flood);
+            }
+            bytes.extend(get_headers(3));
+            client.write_all(&bytes).await.unwrap();
+            client.flush().await.unwrap();
+            let seen = h2_reads_to_eof(&mut shim).await;
+            assert_eq!(seen, bytes, "bytes pass through unchanged");
+            assert_eq!(control.flood(), Some(kind));
+            assert_eq!(control.violation(), None);
+            drop(shim);
+            let frames = read_frames_to_eof(&mut client).await;
+            let (h, payload) = frames.last().unwrap();
+            assert_eq!(h.kind, FrameType::GOAWAY, "{kind:?}");
+            // Stream 3 came in the same read as the flood.
+            assert_eq!(
+                &payload[..8],
+                &[0, 0, 0, 3, 0, 0, 0, 0xb],
+                "ENHANCE_YOUR_CALM"
+            );
+            assert_eq!(&payload[8..], b"control frame flood");
+        }
+    }
+
+    #[tokio::test]
+    async fn under_the_limit_nothing_happens() {
+        let (mut shim, control, mut client) = flood_shim(4).await;
+        let mut bytes = client_hello(&[]);
+        for _ in 0..3 {
+            bytes.extend(frame(6, 0, 0, &[0; 8]));
+        }
+        bytes.extend(frame(0, 1, 1, &[]));
+        client.write_all(&bytes).await.unwrap();
+        drop(client);
+        assert_eq!(h2_reads_to_eof(&mut shim).await, bytes);
+        assert_eq!(control.flood(), None);
+    }
+
+    #[tokio::test]
+    async fn without_the_preface_bytes_pass_through_and_nothing_counts() {
+        // HTTP/1.1 on a sniffed plaintext listener, with bytes that would be
+        // PING frames if they were HTTP/2.
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let config = H2ShimConfig {
+            flood: FloodLimits { per_s: 1, burst: 1 },
+            ..cfg(false)
+        };
+        let (mut shim, control) = wrap(server, config);
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let mut bytes =
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n".to_vec();
+        for _ in 0..10 {
+            bytes.extend(frame(6, 0, 0, &[0; 8]));
+        }
+        client_write.write_all(&bytes).await.unwrap();
+        client_write.shutdown().await.unwrap();
+        assert_eq!(h2_reads_to_eof(&mut shim).await, bytes);
+        assert_eq!(control.flood(), None);
+        let reply = b"HTTP/1.1 200 OK\r\n\r\n\x00\x00\x00\x06\x00";
+        shim.write_all(reply).await.unwrap();
+        shim.flush().await.unwrap();
+        drop(shim);
+        let mut got = Vec::new();
+        client_read.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, reply);
+    }
+
     #[test]
     fn goaway_waits_for_the_frame_boundary() {
         let (mut shim, control) = negotiated_shim(false);
@@ -1792,8 +1968,9 @@ mod tests {
             let run = |chunks: Vec<&[u8]>| {
                 let mut insp = Inspector::new(cfg(true));
                 let mut found = Vec::new();
+                let now = std::time::Instant::now();
                 for c in chunks {
-                    insp.handle(c, |f| found.push(f));
+                    insp.handle(c, now, |f| found.push(f));
                 }
                 (found, insp.highest_stream)
             };

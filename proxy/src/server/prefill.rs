@@ -4,7 +4,7 @@
 //! outcomes in `core::respond`, connection caps in `listen::admission`
 //! and `listen::quic_admission`, DNS
 //! outcomes in `upstream::dial`, drop reasons in `tunnel::udp`, error kinds
-//! in `seccert`) and from the
+//! in `seccert`, flooded frames in `wire::h2_flood`) and from the
 //! configuration (listeners with their protocols, policy rule names).
 
 use crate::auth;
@@ -17,6 +17,7 @@ use crate::listen::admission::Refused;
 use crate::listen::quic_admission;
 use crate::ops::metrics::{prefill as touch, Metrics};
 use crate::seccert::advertiser::Advertise;
+use crate::seccert::h2_shim::FloodKind;
 use crate::seccert::negotiation::ERROR_KINDS;
 use crate::tls;
 use crate::tunnel::udp::DROP_REASONS;
@@ -79,6 +80,8 @@ pub fn prefill(m: &Metrics, config: &Config) {
     let modes: &[&str] = &[Advertise::Eager.as_str(), Advertise::OnConnect.as_str()];
     touch(&m.secondary_certs_sent, &[cert_fronts, modes]);
     touch(&m.secondary_cert_errors, &[cert_fronts, ERROR_KINDS]);
+    let floods: Vec<&str> = FloodKind::ALL.iter().map(|k| k.as_str()).collect();
+    touch(&m.protocol_floods, &[&[Front::Http2.as_str()], &floods]);
     touch(&m.config_reloads, &[RELOAD_OUTCOMES]);
     touch(&m.policy_reloads, &[RELOAD_OUTCOMES]);
     let basic: Vec<&str> = auth::Failure::ALL.iter().map(|f| f.as_str()).collect();

@@ -36,6 +36,7 @@ pub async fn forward(
         None => {
             let (stream, peer) = dialer.connect(auth, target.port).await?;
             let (sender, conn) = http1::Builder::new()
+                .max_buf_size(super::UPSTREAM_READ_BUFFER)
                 .handshake(TokioIo::new(stream))
                 .await
                 .map_err(|_| UpstreamError::Terminated)?;

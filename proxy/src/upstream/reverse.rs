@@ -229,6 +229,9 @@ async fn connect(
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             if h2 {
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .initial_stream_window_size(super::UPSTREAM_H2_STREAM_WINDOW)
+                    .initial_connection_window_size(super::UPSTREAM_H2_CONNECTION_WINDOW)
+                    .adaptive_window(false)
                     .handshake(TokioIo::new(tls))
                     .await
                     .map_err(|_| UpstreamError::Terminated)?;
@@ -250,6 +253,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::Builder::new()
+        .max_buf_size(super::UPSTREAM_READ_BUFFER)
         .handshake(TokioIo::new(io))
         .await
         .map_err(|_| UpstreamError::Terminated)?;

@@ -236,6 +236,7 @@ impl ErrorCode {
     pub const PROTOCOL_ERROR: ErrorCode = ErrorCode(0x1);
     pub const INTERNAL_ERROR: ErrorCode = ErrorCode(0x2);
     pub const FRAME_SIZE_ERROR: ErrorCode = ErrorCode(0x6);
+    pub const ENHANCE_YOUR_CALM: ErrorCode = ErrorCode(0xb);
 
     /// The registered name, if known here.
     pub fn name(self) -> Option<&'static str> {
@@ -244,6 +245,7 @@ impl ErrorCode {
             ErrorCode::PROTOCOL_ERROR => "PROTOCOL_ERROR",
             ErrorCode::INTERNAL_ERROR => "INTERNAL_ERROR",
             ErrorCode::FRAME_SIZE_ERROR => "FRAME_SIZE_ERROR",
+            ErrorCode::ENHANCE_YOUR_CALM => "ENHANCE_YOUR_CALM",
             _ => return None,
         })
     }

@@ -10,6 +10,8 @@
 //!   carrying CONNECT-UDP payloads (RFC 9298 §5).
 //! * [`h2_frame`]: the HTTP/2 frame layer (RFC 9113 §4.1): frame headers,
 //!   SETTINGS entries, GOAWAY, and scanners that follow frame boundaries.
+//! * [`h2_flood`]: which HTTP/2 control frames count toward a flood, and the
+//!   token bucket over them (time passed in).
 //! * [`h3_frame`]: the HTTP/3 frame layer (RFC 9114 §7): frame headers,
 //!   SETTINGS entries, stream types, and incremental decoders.
 //! * [`h3_error`]: HTTP/3 error codes.
@@ -20,6 +22,7 @@
 
 pub mod capsule;
 pub mod datagram;
+pub mod h2_flood;
 pub mod h2_frame;
 pub mod h3_error;
 pub mod h3_frame;

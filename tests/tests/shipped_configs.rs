@@ -120,3 +120,70 @@ fn root_and_policy_check_report_what_is_wrong() {
     assert!(!ok);
     assert!(out.contains("policy.toml:5"), "{out}");
 }
+
+/// The first `key = N` / `key: N` number in `text`.
+fn number(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let l = l.trim();
+        let rest = l.strip_prefix(key)?.trim_start();
+        let rest = rest.strip_prefix('=').or_else(|| rest.strip_prefix(':'))?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// Kubernetes kills the pod `terminationGracePeriodSeconds` after SIGTERM:
+/// the drain delay and the tunnels' grace must fit in it, with a margin, in
+/// every shipped deployment (kustomize base with egress.toml, the sidecar
+/// overlay with sidecar.toml, the Helm chart's values).
+#[test]
+fn shipped_drain_timings_fit_the_termination_grace_period() {
+    let read = |p: &str| std::fs::read_to_string(deploy_dir().join(p)).expect(p);
+    let base = read("kubernetes/base/deployment.yaml");
+    let egress = read("config/egress.toml");
+    let sidecar_pod = read("kubernetes/overlays/sidecar/bauta-sidecar.yaml");
+    let sidecar = read("config/sidecar.toml");
+    let values = read("helm/bauta/values.yaml");
+    let cases = [
+        (
+            "kustomize base + egress.toml",
+            number(&base, "terminationGracePeriodSeconds"),
+            number(&egress, "drain_delay_s"),
+            number(&egress, "shutdown_grace_s"),
+        ),
+        (
+            "sidecar overlay + sidecar.toml",
+            // Kubernetes' default when the pod does not set it.
+            number(&sidecar_pod, "terminationGracePeriodSeconds").or(Some(30)),
+            number(&sidecar, "drain_delay_s"),
+            number(&sidecar, "shutdown_grace_s"),
+        ),
+        (
+            "Helm values",
+            number(&values, "terminationGracePeriodSeconds"),
+            number(&values, "drainDelayS"),
+            number(&values, "shutdownGraceS"),
+        ),
+    ];
+    for (what, pod, drain, grace) in cases {
+        let (Some(pod), Some(drain), Some(grace)) = (pod, drain, grace) else {
+            panic!("{what}: missing a value: pod {pod:?}, drain {drain:?}, grace {grace:?}");
+        };
+        assert!(
+            drain > 0,
+            "{what}: a drain delay lets endpoints drop the pod first"
+        );
+        assert!(
+            drain + grace + 5 <= pod,
+            "{what}: drain {drain} s + grace {grace} s + 5 s margin > terminationGracePeriodSeconds {pod}"
+        );
+    }
+    for (what, text) in [
+        ("kustomize base", &base),
+        ("Helm chart", &read("helm/bauta/templates/deployment.yaml")),
+    ] {
+        assert!(
+            !text.contains("preStop:"),
+            "{what}: the drain delay is in-process; a preStop sleep would add to it"
+        );
+    }
+}

@@ -103,5 +103,7 @@ cidrs = {{ toJson . }}
 connect_timeout_ms = {{ int $c.limits.connectTimeoutMs }}
 dns_timeout_ms = {{ int $c.limits.dnsTimeoutMs }}
 idle_timeout_s = {{ int $c.limits.idleTimeoutS }}
+drain_delay_s = {{ int $c.limits.drainDelayS }}
+shutdown_grace_s = {{ int $c.limits.shutdownGraceS }}
 {{- end }}
 {{- end }}

@@ -632,7 +632,11 @@ async fn reloads(env: Arc<Env>, proxy: Arc<BautaProcess>, policy: PathBuf) {
     while env.running() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         n += 1;
-        if let Err(e) = std::fs::write(&policy, policy_text(n)) {
+        // Like an editor or a ConfigMap: a complete file renamed into place.
+        let tmp = policy.with_extension("tmp");
+        if let Err(e) =
+            std::fs::write(&tmp, policy_text(n)).and_then(|()| std::fs::rename(&tmp, &policy))
+        {
             env.fail("reload", format!("write {}: {e}", policy.display()));
             continue;
         }

@@ -156,3 +156,42 @@ async fn policy_and_credentials_reload_when_their_files_change() {
     })
     .await
 }
+
+/// A writer that truncates the policy file and is descheduled before it
+/// writes (longer than the watcher's quiet period) leaves it empty for a
+/// moment: the watcher waits for the write instead of loading an empty
+/// policy (which would deny everything), then reloads the complete file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_file_caught_empty_mid_write_is_not_loaded() {
+    bounded_for(Duration::from_secs(60), async {
+        let dir = TempDir::new("policy-empty");
+        let policy = dir.write("policy.toml", ALLOW);
+        let config = dir.write(
+            "bauta.toml",
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n\
+             [policy]\nfile = \"policy.toml\"\n",
+        );
+        let proxy = BautaProcess::start(&config).await;
+        let echo = EchoServer::start().await;
+        let target = format!("127.0.0.1:{}", echo.port());
+        wait_generation(&proxy, 1.0, "at start").await;
+        // Truncate in place and wait well past the 200 ms quiet period.
+        std::fs::write(&policy, "").expect("truncate");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let m = proxy.metrics().await;
+        assert_eq!(
+            metric_sample(&m, GENERATION, &[]),
+            Some(1.0),
+            "no reload of an empty file"
+        );
+        let (h, _) = connect(&proxy, &target, "").await;
+        assert_eq!(h.status, 200, "the policy in force still allows");
+        // The write arrives: reloaded.
+        std::fs::write(&policy, DENY).expect("write");
+        wait_generation(&proxy, 2.0, "after the write").await;
+        let (h, _) = connect(&proxy, &target, "").await;
+        assert_eq!(h.status, 403, "the complete new policy is in force");
+    })
+    .await
+}

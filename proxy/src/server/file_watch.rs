@@ -46,6 +46,14 @@ pub fn spawn_on_change(reloader: Arc<Reloader>) {
         while rx.recv().await.is_some() {
             // Let the burst end: every further event restarts the wait.
             while let Ok(Some(())) = tokio::time::timeout(QUIET, rx.recv()).await {}
+            // A file caught between its truncation and its write (a writer
+            // that does not rename a complete file into place, descheduled
+            // for longer than the quiet period) is empty: wait for the
+            // write's own event rather than load half a change.
+            if reloader.files().iter().any(|f| is_empty_file(f)) {
+                tracing::debug!("a watched file is empty; waiting for it to be written");
+                continue;
+            }
             let r = Arc::clone(&reloader);
             let reloaded = tokio::task::spawn_blocking(move || {
                 // Unchanged since the last attempt (a SIGHUP's, or ours):
@@ -65,6 +73,11 @@ pub fn spawn_on_change(reloader: Arc<Reloader>) {
         }
         drop(watcher);
     });
+}
+
+/// A regular file with no bytes (a missing file is the reload's to report).
+fn is_empty_file(f: &Path) -> bool {
+    std::fs::metadata(f).is_ok_and(|m| m.is_file() && m.len() == 0)
 }
 
 /// Watch the directory of every file not yet covered.

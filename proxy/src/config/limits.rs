@@ -26,6 +26,11 @@ pub(super) struct LimitsSection {
     h2_max_concurrent_streams: Option<Spanned<u64>>,
     connection_buffer_bytes: Option<Spanned<u64>>,
     max_header_list_size: Option<Spanned<u64>>,
+    max_headers: Option<Spanned<u64>>,
+    max_uri_bytes: Option<Spanned<u64>>,
+    header_read_timeout_s: Option<Spanned<u64>>,
+    handshake_timeout_s: Option<Spanned<u64>>,
+    h3_max_concurrent_streams: Option<Spanned<u64>>,
     h2_control_frames_per_s: Option<Spanned<u64>>,
     h2_control_frames_burst: Option<Spanned<u64>>,
     max_tunnels: Option<Spanned<u64>>,
@@ -72,6 +77,17 @@ pub struct Limits {
     /// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE: a larger request header
     /// section is refused.
     pub max_header_list_size: u32,
+    /// Header fields in one request, every front (431).
+    pub max_headers: usize,
+    /// Bytes of a request target (`:path` or the absolute URI), every
+    /// front (414).
+    pub max_uri_bytes: usize,
+    /// HTTP/1.1: the request header section must arrive within this.
+    pub header_read_timeout: Duration,
+    /// TLS (TCP) and QUIC handshakes must complete within this.
+    pub handshake_timeout: Duration,
+    /// HTTP/3 request streams at once per connection.
+    pub h3_max_concurrent_streams: u32,
     /// HTTP/2 control frames (PING, SETTINGS, PRIORITY, empty frames) a
     /// client may send per second on one connection, on average …
     pub h2_control_frames_per_s: u32,
@@ -138,6 +154,11 @@ impl Default for Limits {
             h2_max_concurrent_streams: 128,
             connection_buffer_bytes: 4 << 20,
             max_header_list_size: 16 << 10,
+            max_headers: 100,
+            max_uri_bytes: 8 << 10,
+            header_read_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            h3_max_concurrent_streams: 128,
             h2_control_frames_per_s: 100,
             h2_control_frames_burst: 1000,
             max_tunnels: 10_000,
@@ -254,6 +275,27 @@ pub(super) fn compile_limits(l: &LimitsSection, src: &Source<'_>) -> Result<Limi
         &l.max_header_list_size,
         "limits.max_header_list_size",
         &mut out.max_header_list_size,
+    )?;
+    count32(
+        &l.h3_max_concurrent_streams,
+        "limits.h3_max_concurrent_streams",
+        &mut out.h3_max_concurrent_streams,
+    )?;
+    count(&l.max_headers, "limits.max_headers", &mut out.max_headers)?;
+    count(
+        &l.max_uri_bytes,
+        "limits.max_uri_bytes",
+        &mut out.max_uri_bytes,
+    )?;
+    secs(
+        &l.header_read_timeout_s,
+        "limits.header_read_timeout_s",
+        &mut out.header_read_timeout,
+    )?;
+    secs(
+        &l.handshake_timeout_s,
+        "limits.handshake_timeout_s",
+        &mut out.handshake_timeout,
     )?;
     count32(
         &l.h2_control_frames_per_s,

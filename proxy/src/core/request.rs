@@ -41,6 +41,15 @@ impl RequestHead {
         }
     }
 
+    /// Bytes of the request target as received (scheme, authority, path
+    /// and query), without building the string.
+    pub fn target_len(&self) -> usize {
+        let u = &self.uri;
+        u.scheme_str().map_or(0, |s| s.len() + 3)
+            + u.authority().map_or(0, |a| a.as_str().len())
+            + u.path_and_query().map_or(0, |p| p.as_str().len())
+    }
+
     /// The request's authority: the URI's, else the Host field's.
     pub fn authority(&self) -> Option<&str> {
         self.uri.authority().map(|a| a.as_str()).or_else(|| {

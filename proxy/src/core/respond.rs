@@ -43,6 +43,10 @@ pub enum ProxyError {
     },
     /// A per-client limit is reached (429).
     Limited(crate::core::limits::Exceeded),
+    /// More header fields than `[limits] max_headers` (431).
+    TooManyHeaders,
+    /// A request target longer than `[limits] max_uri_bytes` (414).
+    UriTooLong,
     /// The process is over a watermark and sheds new work (503).
     Overloaded(crate::core::overload::Shed),
 }
@@ -178,6 +182,18 @@ impl ProxyError {
                 },
                 "overloaded",
                 shed.details().to_string(),
+            ),
+            ProxyError::TooManyHeaders => a(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "http_request_error",
+                "bad_request",
+                "more header fields than limits.max_headers".into(),
+            ),
+            ProxyError::UriTooLong => a(
+                StatusCode::URI_TOO_LONG,
+                "http_request_error",
+                "bad_request",
+                "request target longer than limits.max_uri_bytes".into(),
             ),
             ProxyError::NotProxyRequest => a(
                 StatusCode::BAD_REQUEST,
@@ -431,6 +447,8 @@ mod tests {
             (ProxyError::Limited(Exceeded::Tunnels), 429, "http_request_error", "limited", None, None, Level::DEBUG),
             (ProxyError::Limited(Exceeded::NewPerSecond), 429, "http_request_error", "limited", None, None, Level::DEBUG),
             (ProxyError::Limited(Exceeded::ConnectionUdpFlows), 429, "http_request_error", "limited", None, None, Level::DEBUG),
+            (ProxyError::TooManyHeaders, 431, "http_request_error", "bad_request", None, None, Level::DEBUG),
+            (ProxyError::UriTooLong, 414, "http_request_error", "bad_request", None, None, Level::DEBUG),
             (ProxyError::Overloaded(Shed::Memory), 503, "proxy_internal_error", "overloaded", None, None, Level::INFO),
             (ProxyError::Overloaded(Shed::Tunnels), 503, "connection_limit_reached", "overloaded", None, None, Level::INFO),
             (ProxyError::Overloaded(Shed::UdpFlows), 503, "connection_limit_reached", "overloaded", None, None, Level::INFO),

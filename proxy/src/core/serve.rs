@@ -35,7 +35,9 @@ pub async fn serve(
     let kind = route::classify(&head, conn.tls);
     let target = head.authority().unwrap_or_default().to_string();
     let mut ex = Exchange::new(Arc::clone(conn), config, head.method.clone(), kind, target);
-    let routed = match route::route(kind, &head, &ex.config, &conn.coverage) {
+    let routed = match check_size(&head, &ex.config.limits)
+        .and_then(|()| route::route(kind, &head, &ex.config, &conn.coverage))
+    {
         Ok(route) => authenticate(services, &mut ex, &route, &head)
             .await
             .map(|()| route),
@@ -58,6 +60,19 @@ pub async fn serve(
         Ok(reply) => reply,
         Err(failure) => refuse(services, &ex, failure),
     }
+}
+
+/// `[limits] max_headers` and `max_uri_bytes`, the same on every front
+/// (HTTP/1.1's parser enforces the first itself, and the header bytes on
+/// every front are the protocol library's limit).
+fn check_size(head: &RequestHead, limits: &crate::config::Limits) -> Result<(), ProxyError> {
+    if head.headers.len() > limits.max_headers {
+        return Err(ProxyError::TooManyHeaders);
+    }
+    if head.target_len() > limits.max_uri_bytes {
+        return Err(ProxyError::UriTooLong);
+    }
+    Ok(())
 }
 
 /// Who asks, for a proxy request from a client without a verified

@@ -33,9 +33,6 @@ use rustls::pki_types::CertificateDer;
 
 pub type H3Stream = RequestStream;
 
-/// Largest HTTP/3 request header section we accept.
-const MAX_FIELD_SECTION: u64 = 64 * 1024;
-
 /// What a request handler needs of its QUIC connection.
 #[derive(Clone)]
 struct H3Conn {
@@ -107,7 +104,7 @@ pub async fn serve_connection(
         .enable_extended_connect(true)
         .enable_datagram(true)
         .send_grease(true)
-        .max_field_section_size(MAX_FIELD_SECTION)
+        .max_field_section_size(u64::from(config.limits.max_header_list_size))
         .build(shim)
         .await
     {

@@ -30,8 +30,6 @@ use crate::front::REFUSAL_LINGER;
 use crate::tunnel::udp::NoDatagrams;
 use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
 
-/// Slowloris guard: the request header section must arrive within this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rapid reset (CVE-2023-44487): streams the client resets before we
 /// accepted them; over this many at once, GOAWAY ENHANCE_YOUR_CALM.
 const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
@@ -72,7 +70,11 @@ pub async fn serve_connection<IO>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
+        // The request line and header section: hyper answers 431 beyond it
+        // (8 KiB is its floor); the field count the same way.
+        .max_buf_size((limits.max_header_list_size as usize + limits.max_uri_bytes).max(8192))
+        .max_headers(limits.max_headers)
         .preserve_header_case(false);
     builder
         .http2()

@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -24,8 +23,6 @@ use crate::seccert::{CapturingResolver, ClientHelloSlot};
 
 /// Per-connection queue of received QUIC datagrams (bytes).
 const DATAGRAM_RECV_BUFFER: usize = 1 << 20;
-/// A handshake that takes longer than this is abandoned.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connection attempts quinn queues for the accept loop; beyond, it drops new
 /// Initials before deriving their keys (each holds its first datagram).
 const MAX_INCOMING: usize = 4096;
@@ -70,7 +67,7 @@ fn server_config(
     let mut server = quinn::ServerConfig::with_crypto(crypto);
     let mut transport = quinn::TransportConfig::default();
     transport
-        .max_concurrent_bidi_streams(256u32.into())
+        .max_concurrent_bidi_streams(limits.h3_max_concurrent_streams.into())
         .max_concurrent_uni_streams(16u32.into())
         // Some(..) also advertises max_datagram_frame_size (RFC 9221).
         .datagram_receive_buffer_size(Some(DATAGRAM_RECV_BUFFER))
@@ -212,12 +209,13 @@ pub async fn accept_loop(
             }
         };
         let spec = spec.clone();
+        let handshake_timeout = config.limits.handshake_timeout;
         let handshake = handshakes.start();
         let services = Arc::clone(&services);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await;
+            let done = tokio::time::timeout(handshake_timeout, connecting).await;
             drop(handshake);
             let conn = match done {
                 Ok(Ok(c)) => c,

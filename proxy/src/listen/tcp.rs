@@ -23,10 +23,6 @@ use crate::seccert::h2_shim::{self, FloodLimits, H2Control, H2ShimConfig};
 use crate::seccert::{CapturingResolver, Exporter, ServerAuthenticator};
 use crate::tls::identity::client_identity;
 
-/// A TLS handshake that takes longer than this (or than the client idle
-/// timeout, if shorter) is abandoned.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Accept until `shutdown` flips to true; each connection is watched by
 /// `graceful` and holds a place in `admission` (over a cap it is closed at
 /// once, before a byte is read or written).
@@ -134,7 +130,10 @@ async fn serve_connection(
         (Arc::clone(tls), None)
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-    let handshake_timeout = TLS_HANDSHAKE_TIMEOUT.min(config.limits.client_idle_timeout);
+    let handshake_timeout = config
+        .limits
+        .handshake_timeout
+        .min(config.limits.client_idle_timeout);
     let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {

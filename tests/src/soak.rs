@@ -29,7 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::masque::{h3_datagram, read_varint, udp_path, varint, H3Client, UdpEcho};
+use crate::faults_env::{fd_count, write_data, H3Connect, H3End};
+use crate::masque::{h3_datagram, quic_client_config, udp_path, H3Client, UdpEcho};
 use crate::readme_env::{h2_to, origin_listener_certs};
 use crate::seccert_env::Pki;
 use crate::{
@@ -327,126 +328,55 @@ async fn h2_tunnels(env: Arc<Env>, seed: u64) {
 async fn h3_tunnels(env: Arc<Env>, seed: u64) {
     let mut rng = XorShift(seed);
     while env.running() {
-        let r = step("h3 connection", async {
-            let client = H3Client::connect(env.secure, &env.certs).await;
-            for _ in 0..4 {
-                let n = 1 + rng.below(env.opts.max_payload);
-                let payload = rng.bytes(n);
-                let (mut send, mut frames) =
-                    h3_raw_connect(&client.conn, &env.echo.to_string()).await?;
-                // Send and read at once, so that neither window fills.
-                let write = async {
-                    for chunk in payload.chunks(16 * 1024) {
-                        send.write_all(&data_frame(chunk))
-                            .await
-                            .map_err(io("send DATA"))?;
-                    }
-                    send.finish().map_err(io("finish"))
-                };
-                let read = async {
-                    let mut got = Vec::with_capacity(n + ECHO_EOF_REPLY.len());
-                    while let Some((kind, payload)) = frames.next().await? {
-                        if kind == 0 {
-                            got.extend_from_slice(&payload);
-                        }
-                    }
-                    Ok::<_, String>(got)
-                };
-                let (w, got) = tokio::join!(write, read);
-                w?;
-                let got = got?;
-                let mut want = payload.clone();
-                want.extend_from_slice(ECHO_EOF_REPLY);
-                if got.len() != want.len() {
-                    return Err(format!(
-                        "{} bytes back for {n} sent (+eof reply)",
-                        got.len()
-                    ));
-                }
-                if got != want {
-                    return Err(env.corrupted("h3 tunnel"));
-                }
+        let n = 1 + rng.below(env.opts.max_payload);
+        let payload = rng.bytes(n);
+        let r = step("h3 tunnel", async {
+            let (status, tunnel) = H3Connect::open(
+                env.secure,
+                quic_client_config(&env.certs),
+                &env.echo.to_string(),
+            )
+            .await;
+            if status != 200 {
+                return Err(format!("CONNECT answered {status}"));
+            }
+            let H3Connect {
+                mut send,
+                mut reader,
+            } = tunnel;
+            // Send and read at once, so that neither window fills.
+            let write = async {
+                write_data(&mut send, &payload).await;
+                send.finish().map_err(io("finish"))
+            };
+            let (w, (got, end)) = tokio::join!(write, reader.read_to_end());
+            w?;
+            if end != H3End::Fin {
+                return Err(format!("tunnel ended with {end:?}"));
+            }
+            let mut want = payload.clone();
+            want.extend_from_slice(ECHO_EOF_REPLY);
+            if got.len() != want.len() {
+                return Err(format!(
+                    "{} bytes back for {n} sent (+eof reply)",
+                    got.len()
+                ));
+            }
+            if got != want {
+                return Err(env.corrupted("h3 tunnel"));
+            }
+            Ok(())
+        })
+        .await;
+        match r {
+            Ok(()) => {
                 env.counters.tunnels.fetch_add(1, Ordering::Relaxed);
                 env.counters
                     .bytes
                     .fetch_add(2 * n as u64, Ordering::Relaxed);
             }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = r {
-            env.fail("h3 tunnel", e);
+            Err(e) => env.fail("h3 tunnel", e),
         }
-    }
-}
-
-/// An HTTP/3 DATA frame.
-fn data_frame(data: &[u8]) -> Vec<u8> {
-    let mut f = varint(0);
-    f.extend_from_slice(&varint(data.len() as u64));
-    f.extend_from_slice(data);
-    f
-}
-
-/// HTTP/3 frames read off a request stream.
-struct H3Frames {
-    recv: quinn::RecvStream,
-    buf: Vec<u8>,
-}
-
-impl H3Frames {
-    /// The next frame `(type, payload)`; `None` at a clean end of stream.
-    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, String> {
-        loop {
-            if let Some((kind, a)) = read_varint(&self.buf) {
-                if let Some((len, b)) = read_varint(&self.buf[a..]) {
-                    let end = a + b + usize::try_from(len).map_err(io("frame length"))?;
-                    if self.buf.len() >= end {
-                        let payload = self.buf[a + b..end].to_vec();
-                        self.buf.drain(..end);
-                        return Ok(Some((kind, payload)));
-                    }
-                }
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.recv.read(&mut chunk).await.map_err(io("read"))? {
-                Some(n) => self.buf.extend_from_slice(&chunk[..n]),
-                None if self.buf.is_empty() => return Ok(None),
-                None => return Err("stream ended inside a frame".into()),
-            }
-        }
-    }
-}
-
-/// HTTP/3 CONNECT on a raw request stream of `conn` (an HTTP/3 connection
-/// the h3 client set up). The h3 crate's client adds `:scheme` and `:path`
-/// to CONNECT, which RFC 9114 §4.4 forbids, so the HEADERS frame is written
-/// by hand: QPACK without the dynamic table, `:method: CONNECT` (static
-/// entry 15) and `:authority` (literal value, static name 0). Expects 200
-/// (`:status: 200` is static entry 25, the first field line).
-async fn h3_raw_connect(
-    conn: &quinn::Connection,
-    authority: &str,
-) -> Result<(quinn::SendStream, H3Frames), String> {
-    let (mut send, recv) = conn.open_bi().await.map_err(io("open stream"))?;
-    let value = authority.as_bytes();
-    if value.len() > 126 {
-        return Err("authority too long for this encoder".into());
-    }
-    let mut fields = vec![0x00, 0x00, 0xC0 | 15, 0x50, value.len() as u8];
-    fields.extend_from_slice(value);
-    let mut frame = varint(1);
-    frame.extend_from_slice(&varint(fields.len() as u64));
-    frame.extend_from_slice(&fields);
-    send.write_all(&frame).await.map_err(io("send HEADERS"))?;
-    let mut frames = H3Frames {
-        recv,
-        buf: Vec::new(),
-    };
-    match frames.next().await? {
-        Some((1, section)) if section.get(2) == Some(&(0xC0 | 25)) => Ok((send, frames)),
-        Some((1, section)) => Err(format!("CONNECT answered, field section {section:02x?}")),
-        other => Err(format!("no HEADERS in answer to CONNECT: {other:?}")),
     }
 }
 
@@ -593,13 +523,14 @@ async fn faults(env: Arc<Env>, seed: u64) {
                 }
                 // An HTTP/3 client closes its connection with a tunnel open.
                 3 => {
-                    let client = H3Client::connect(env.secure, &env.certs).await;
-                    let (mut send, _frames) =
-                        h3_raw_connect(&client.conn, &env.echo.to_string()).await?;
-                    send.write_all(&data_frame(&rng.bytes(8192)))
-                        .await
-                        .map_err(io("send"))?;
-                    drop(client);
+                    let (_, mut tunnel) = H3Connect::open(
+                        env.secure,
+                        quic_client_config(&env.certs),
+                        &env.echo.to_string(),
+                    )
+                    .await;
+                    tunnel.write(&rng.bytes(8192)).await;
+                    drop(tunnel);
                 }
                 // Forwarding to a port nobody listens on: 502.
                 _ => {
@@ -681,12 +612,6 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
-        .unwrap_or(0)
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
         .unwrap_or(0)
 }
 

@@ -249,7 +249,7 @@ fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
 
 fn check(path: &std::path::Path, root: Option<&std::path::Path>) -> ExitCode {
     // Warnings found while loading (a key file others can read) go to stderr.
-    logging::init();
+    logging::init(bauta::config::log::peek_format(path) == bauta::config::log::LogFormat::Json);
     match Config::load_under(path, root) {
         Ok(c) => {
             let now = bauta::config::certificates::unix_now();
@@ -292,7 +292,11 @@ fn probe(opts: bauta::probe::ProbeOptions, json: bool) -> ExitCode {
 }
 
 fn run(path: Option<PathBuf>) -> ExitCode {
-    logging::init();
+    let format = path
+        .as_deref()
+        .map(bauta::config::log::peek_format)
+        .unwrap_or_default();
+    logging::init(format == bauta::config::log::LogFormat::Json);
     let config = match path {
         Some(p) => Config::load(&p),
         None => embedded_default(),

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod certificates;
 pub mod client_limits;
 mod limits;
+pub mod log;
 pub use limits::Limits;
 pub mod default;
 pub mod origin;
@@ -59,6 +60,8 @@ struct FileConfig {
     auth: auth::AuthSection,
     #[serde(default)]
     reload: ReloadSection,
+    #[serde(default)]
+    log: log::LogSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +165,8 @@ pub struct Config {
     pub watch_files: bool,
     /// Certificate, key and CA files of listeners and origins.
     pub tls_files: Vec<PathBuf>,
+    /// `[log] format`: diagnostics as text or JSON (fixed at start).
+    pub log_format: log::LogFormat,
 }
 
 /// `[secondary_certs]`: when to advertise, on which codepoints.
@@ -493,6 +498,7 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         client_limits,
         watch_files: file.reload.watch_files.unwrap_or(true),
         tls_files,
+        log_format: log::compile_log(&file.log, src)?,
     })
 }
 

@@ -1,5 +1,6 @@
-//! Logging setup: the access log as JSON lines on stdout, diagnostics as text
-//! on stderr (`RUST_LOG` filters them; default `info`).
+//! Logging setup: the access log as JSON lines on stdout, diagnostics on
+//! stderr as text or JSON lines (`[log] format`; `RUST_LOG` filters them,
+//! default `info`).
 
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::layer::SubscriberExt;
@@ -8,7 +9,9 @@ use tracing_subscriber::Layer;
 
 pub const ACCESS_TARGET: &str = "bauta::access";
 
-pub fn init() {
+/// Install the subscriber; `json`: diagnostics as JSON lines (`[log]
+/// format = "json"`), else text.
+pub fn init(json: bool) {
     let access = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
@@ -22,14 +25,34 @@ pub fn init() {
     // collector gets plain text (and NO_COLOR is honoured either way).
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let diagnostics = tracing_subscriber::fmt::layer()
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .with_filter(filter_fn(|m| m.target() != ACCESS_TARGET))
-        .with_filter(diag_filter);
+    let not_access = || filter_fn(|m| m.target() != ACCESS_TARGET);
+    let (text, json) = match json {
+        false => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour)
+                    .with_writer(std::io::stderr)
+                    .with_filter(not_access()),
+            ),
+            None,
+        ),
+        true => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr)
+                    .with_filter(not_access()),
+            ),
+        ),
+    };
     // A second init (tests) keeps the first subscriber.
     let _ = tracing_subscriber::registry()
         .with(access)
-        .with(diagnostics)
+        .with(text.with_filter(diag_filter.clone()))
+        .with(json.with_filter(diag_filter))
         .try_init();
 }

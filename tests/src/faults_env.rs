@@ -43,6 +43,18 @@ pub fn fd_count(pid: u32) -> usize {
         .unwrap_or_else(|e| panic!("read /proc/{pid}/fd: {e}"))
 }
 
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
 /// Poll (every 50 ms, at most `limit`) until process `pid` has no more than
 /// `baseline` descriptors open; fails the test otherwise.
 pub async fn wait_fds(pid: u32, baseline: usize, limit: Duration, what: &str) {

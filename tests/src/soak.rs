@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::faults_env::{fd_count, write_data, H3Connect, H3End};
+use crate::faults_env::{fd_count, rss_kib, write_data, H3Connect, H3End};
 use crate::masque::{h3_datagram, quic_client_config, udp_path, H3Client, UdpEcho};
 use crate::readme_env::{h2_to, origin_listener_certs};
 use crate::seccert_env::Pki;
@@ -206,6 +206,39 @@ impl Env {
     fn running(&self) -> bool {
         Instant::now() < self.deadline
     }
+
+    /// What came back must be `want`: a short or long answer is a failure,
+    /// the right length with other bytes is corruption (counted).
+    fn check_echo(&self, what: &str, got: &[u8], want: &[u8]) -> Outcome {
+        if got.len() != want.len() {
+            return Err(format!(
+                "{what}: {} bytes back, {} expected",
+                got.len(),
+                want.len()
+            ));
+        }
+        if got != want {
+            return Err(self.corrupted(what));
+        }
+        Ok(())
+    }
+
+    /// Count one finished unit of work (`done`) that moved `n` bytes each
+    /// way, or record why it failed.
+    fn record(&self, what: &str, r: Outcome, done: &AtomicU64, n: usize) {
+        match r {
+            Ok(()) => self.count(done, n),
+            Err(e) => self.fail(what, e),
+        }
+    }
+
+    /// One more `done`, `n` bytes each way.
+    fn count(&self, done: &AtomicU64, n: usize) {
+        done.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(2 * n as u64, Ordering::Relaxed);
+    }
 }
 
 /// Bound every step: a stuck step is a failure, not a hang.
@@ -224,7 +257,7 @@ fn io<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 }
 
 /// Write `payload` into `s` while reading its echo; compare.
-async fn echo_through<S>(s: S, payload: &[u8], what: &str) -> Outcome
+async fn echo_through<S>(env: &Env, s: S, payload: &[u8], what: &str) -> Outcome
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -240,20 +273,9 @@ where
     };
     let (w, got) = tokio::join!(write, read);
     w?;
-    let got = got?;
     let mut want = payload.to_vec();
     want.extend_from_slice(ECHO_EOF_REPLY);
-    if got.len() != want.len() {
-        return Err(format!(
-            "{what}: {} bytes back for {} sent (+eof reply)",
-            got.len(),
-            payload.len()
-        ));
-    }
-    if got != want {
-        return Err(format!("{what}: payload corrupted"));
-    }
-    Ok(())
+    env.check_echo(what, &got?, &want)
 }
 
 async fn h1_connect(proxy: SocketAddr, target: SocketAddr) -> Result<TcpStream, String> {
@@ -274,22 +296,10 @@ async fn h1_tunnels(env: Arc<Env>, seed: u64) {
         let payload = rng.bytes(n);
         let r = step("h1 tunnel", async {
             let s = h1_connect(env.plain, env.echo).await?;
-            echo_through(s, &payload, "h1 tunnel").await
+            echo_through(&env, s, &payload, "h1 tunnel").await
         })
         .await;
-        match r {
-            Ok(()) => {
-                env.counters.tunnels.fetch_add(1, Ordering::Relaxed);
-                env.counters
-                    .bytes
-                    .fetch_add(2 * n as u64, Ordering::Relaxed);
-            }
-            Err(e) if e.contains("corrupted") => {
-                let _ = env.corrupted("h1 tunnel");
-                env.fail("h1 tunnel", e);
-            }
-            Err(e) => env.fail("h1 tunnel", e),
-        }
+        env.record("h1 tunnel", r, &env.counters.tunnels, n);
     }
 }
 
@@ -307,14 +317,9 @@ async fn h2_tunnels(env: Arc<Env>, seed: u64) {
                 let mut t = tunnel.ok_or_else(|| format!("CONNECT answered {}", parts.status))?;
                 t.write(&payload);
                 let got = t.read_exact(n).await;
-                if got != payload {
-                    return Err(env.corrupted("h2 tunnel"));
-                }
+                env.check_echo("h2 tunnel", &got, &payload)?;
                 t.assert_half_close().await;
-                env.counters.tunnels.fetch_add(1, Ordering::Relaxed);
-                env.counters
-                    .bytes
-                    .fetch_add(2 * n as u64, Ordering::Relaxed);
+                env.count(&env.counters.tunnels, n);
             }
             Ok(())
         })
@@ -356,27 +361,10 @@ async fn h3_tunnels(env: Arc<Env>, seed: u64) {
             }
             let mut want = payload.clone();
             want.extend_from_slice(ECHO_EOF_REPLY);
-            if got.len() != want.len() {
-                return Err(format!(
-                    "{} bytes back for {n} sent (+eof reply)",
-                    got.len()
-                ));
-            }
-            if got != want {
-                return Err(env.corrupted("h3 tunnel"));
-            }
-            Ok(())
+            env.check_echo("h3 tunnel", &got, &want)
         })
         .await;
-        match r {
-            Ok(()) => {
-                env.counters.tunnels.fetch_add(1, Ordering::Relaxed);
-                env.counters
-                    .bytes
-                    .fetch_add(2 * n as u64, Ordering::Relaxed);
-            }
-            Err(e) => env.fail("h3 tunnel", e),
-        }
+        env.record("h3 tunnel", r, &env.counters.tunnels, n);
     }
 }
 
@@ -397,13 +385,8 @@ async fn udp_flows(env: Arc<Env>, seed: u64) {
                 env.counters.datagrams_sent.fetch_add(1, Ordering::Relaxed);
                 // Loss is UDP's right; corruption is not.
                 if let Some(got) = client.recv_datagram(Duration::from_secs(2)).await {
-                    if got != sent {
-                        return Err(env.corrupted("connect-udp datagram"));
-                    }
-                    env.counters.datagrams_back.fetch_add(1, Ordering::Relaxed);
-                    env.counters
-                        .bytes
-                        .fetch_add(2 * n as u64, Ordering::Relaxed);
+                    env.check_echo("connect-udp datagram", &got, &sent)?;
+                    env.count(&env.counters.datagrams_back, n);
                 }
             }
             drop(stream);
@@ -433,13 +416,8 @@ async fn reverse_requests(env: Arc<Env>, seed: u64) {
                 if parts.status != 200 {
                     return Err(format!("reverse POST answered {}", parts.status));
                 }
-                if got != body {
-                    return Err(env.corrupted("reverse body"));
-                }
-                env.counters.requests.fetch_add(1, Ordering::Relaxed);
-                env.counters
-                    .bytes
-                    .fetch_add(2 * n as u64, Ordering::Relaxed);
+                env.check_echo("reverse body", &got, &body)?;
+                env.count(&env.counters.requests, n);
             }
             Ok(())
         })
@@ -468,21 +446,10 @@ async fn forward_requests(env: Arc<Env>, seed: u64) {
                 return Err(format!("forwarded POST answered {}", head.status));
             }
             let got = crate::read_body(&mut s, &head, rest).await;
-            if got != body {
-                return Err(env.corrupted("forwarded body"));
-            }
-            Ok(())
+            env.check_echo("forwarded body", &got, &body)
         })
         .await;
-        match r {
-            Ok(()) => {
-                env.counters.requests.fetch_add(1, Ordering::Relaxed);
-                env.counters
-                    .bytes
-                    .fetch_add(2 * n as u64, Ordering::Relaxed);
-            }
-            Err(e) => env.fail("forward", e),
-        }
+        env.record("forward", r, &env.counters.requests, n);
     }
 }
 
@@ -601,18 +568,6 @@ async fn start_resetter() -> SocketAddr {
         }
     });
     addr
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Start the proxy, run the traffic, audit. Panics only on setup failures.

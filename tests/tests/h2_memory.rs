@@ -125,15 +125,9 @@ impl Drop for Firehose {
     }
 }
 
+/// Resident memory of `pid` in bytes.
 fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kb * 1024
+    bauta_tests::faults_env::rss_kib(pid) * 1024
 }
 
 /// Waits (bounded) until `n` upstream connections were accepted, then until

@@ -2,6 +2,7 @@
 //! terminal (a pipe here, a file or a log collector in production), even
 //! without `NO_COLOR`: every log event is one plain line.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,31 +19,8 @@ async fn diagnostics_to_a_pipe_are_plain_text() {
             "[admin]\nlisten = \"127.0.0.1:0\"\n\n\
              [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n",
         );
-        let mut child = tokio::process::Command::new(&bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env_remove("NO_COLOR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn bauta");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let mut seen = Vec::new();
-        // Read up to the admin endpoint's start line (INFO events before it).
-        while let Ok(Ok(Some(line))) =
-            tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
-        {
-            let done = line.contains("admin");
-            seen.push(line);
-            if done {
-                break;
-            }
-        }
-        let _ = child.kill().await;
+        // Up to the admin endpoint's start line (INFO events before it).
+        let seen = stderr_until(&bin, &config, "admin").await;
         assert!(
             seen.iter().any(|l| l.contains("INFO")),
             "start-up lines were logged: {seen:#?}"
@@ -78,33 +56,14 @@ async fn log_format_json_writes_one_json_object_per_event() {
                 certs.key_pem.display()
             ),
         );
-        let mut child = tokio::process::Command::new(&bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn bauta");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let mut events = Vec::new();
-        while let Ok(Ok(Some(line))) =
-            tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
-        {
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not a JSON object: {line:?}: {e}"));
-            let done = v["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("admin endpoint"));
-            events.push(v);
-            if done {
-                break;
-            }
-        }
-        let _ = child.kill().await;
+        let events: Vec<serde_json::Value> = stderr_until(&bin, &config, "admin endpoint")
+            .await
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON object: {line:?}: {e}"))
+            })
+            .collect();
         assert!(
             events.iter().any(|v| v["level"] == "WARN"
                 && v["message"].as_str().is_some_and(|m| m.contains("readable by every user"))),
@@ -129,4 +88,35 @@ async fn log_format_json_writes_one_json_object_per_event() {
         assert!(stderr.contains("bad.toml:2: log.format"), "{stderr}");
     })
     .await
+}
+
+/// Run `bauta run --config CONFIG` with stderr piped (`RUST_LOG=info`, no
+/// `NO_COLOR`) and return its stderr lines up to the first that contains
+/// `until` (20 s at most per line); the process is killed after.
+async fn stderr_until(bin: &Path, config: &Path, until: &str) -> Vec<String> {
+    let mut child = tokio::process::Command::new(bin)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn bauta");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
+        let done = line.contains(until);
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill().await;
+    seen
 }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bauta_tests::faults_env::rss_kib;
 use bauta_tests::masque::*;
 use bauta_tests::*;
 
@@ -119,17 +120,6 @@ async fn flood(target: SocketAddr, count: usize, stop: Arc<AtomicBool>) -> usize
     })
     .await
     .expect("flood thread")
-}
-
-/// VmRSS of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 /// `name{listener="secure"}`, 0 when absent.

@@ -546,10 +546,7 @@ fn secret_volume(dir: &Path, version: &str, cert: &OriginCert) {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
+    u64::try_from(bauta::config::certificates::unix_now()).expect("clock after 1970")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -52,7 +52,7 @@ pub struct ConnInfo {
     pub advertiser: Option<Arc<Advertiser>>,
     /// CONNECT-UDP flows open on this connection (`[limits]
     /// max_udp_flows_per_connection`).
-    pub udp_flows: Arc<std::sync::atomic::AtomicU32>,
+    pub udp_flows: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What kind of service a request asks for (a metric label).

@@ -11,7 +11,7 @@
 //! Like `limits`, the counts live outside the configuration snapshot: a
 //! reload changes the watermarks, never what is open.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,7 +74,7 @@ pub struct Overload {
 /// connection's), given back on drop.
 pub struct Load {
     overload: Arc<Overload>,
-    udp: Option<Arc<AtomicU32>>,
+    udp: Option<Arc<AtomicUsize>>,
 }
 
 // === impl Overload ===
@@ -136,20 +136,19 @@ impl Overload {
     pub fn admit(
         self: &Arc<Self>,
         limits: &Limits,
-        udp: Option<&Arc<AtomicU32>>,
+        udp: Option<&Arc<AtomicUsize>>,
     ) -> Result<Load, Refusal> {
         self.check_request().map_err(Refusal::Shed)?;
         if let Some(conn) = udp {
-            let per_conn = u32::try_from(limits.max_udp_flows_per_connection).unwrap_or(u32::MAX);
-            if !take(conn, per_conn) {
+            if !take(conn, limits.max_udp_flows_per_connection) {
                 return Err(Refusal::ConnectionUdpFlows);
             }
-            if !take_usize(&self.udp_flows, limits.max_udp_flows) {
+            if !take(&self.udp_flows, limits.max_udp_flows) {
                 conn.fetch_sub(1, Ordering::AcqRel);
                 return Err(Refusal::Shed(Shed::UdpFlows));
             }
         }
-        if !take_usize(&self.tunnels, self.effective_max_tunnels(limits)) {
+        if !take(&self.tunnels, self.effective_max_tunnels(limits)) {
             if let Some(conn) = udp {
                 conn.fetch_sub(1, Ordering::AcqRel);
                 self.udp_flows.fetch_sub(1, Ordering::AcqRel);
@@ -172,14 +171,7 @@ impl Overload {
 }
 
 /// Add one to `n` unless it is at `max`.
-fn take(n: &AtomicU32, max: u32) -> bool {
-    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-        (v < max).then_some(v + 1)
-    })
-    .is_ok()
-}
-
-fn take_usize(n: &AtomicUsize, max: usize) -> bool {
+fn take(n: &AtomicUsize, max: usize) -> bool {
     n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
         (v < max).then_some(v + 1)
     })
@@ -225,8 +217,8 @@ mod tests {
     fn udp_flows_are_capped_per_connection_and_in_total() {
         let o = Arc::new(Overload::with(None, None));
         let l = limits(100, 3, 2);
-        let one = Arc::new(AtomicU32::new(0));
-        let two = Arc::new(AtomicU32::new(0));
+        let one = Arc::new(AtomicUsize::new(0));
+        let two = Arc::new(AtomicUsize::new(0));
         let f1 = o.admit(&l, Some(&one)).expect("flow 1");
         let _f2 = o.admit(&l, Some(&one)).expect("flow 2");
         assert_eq!(

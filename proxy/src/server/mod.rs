@@ -149,9 +149,12 @@ async fn sample_memory(services: Arc<Services>, mut shutdown: watch::Receiver<bo
             _ = shutdown.changed() => return,
         }
         let limits = &services.snapshot().limits;
-        let over = services
+        // No watermark (none configured, no cgroup limit): nothing to read.
+        let resident = services
             .overload
-            .sample(limits, crate::ops::process::resident_bytes());
+            .memory_watermark(limits)
+            .and_then(|_| crate::ops::process::resident_bytes());
+        let over = services.overload.sample(limits, resident);
         services.metrics.overloaded.set(i64::from(over));
         if over != was_over {
             if over {

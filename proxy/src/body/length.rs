@@ -12,31 +12,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame};
 
-use super::{Body, BoxError};
-
-/// The body disagreed with its `content-length`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LengthMismatch(pub &'static str);
-
-impl std::fmt::Display for LengthMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for LengthMismatch {}
-
-/// Is `e`, or anything that caused it, a [`LengthMismatch`]?
-pub fn is_length_mismatch(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<LengthMismatch>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
+use super::{Body, BoxError, Malformed};
 
 /// `inner`, held to `length` bytes.
 pub fn declared(inner: Body, length: u64) -> Body {
@@ -65,7 +41,7 @@ impl Declared {
     fn fail(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
         self.held = None;
-        Poll::Ready(Some(Err(Box::new(LengthMismatch(why)))))
+        Poll::Ready(Some(Err(Box::new(Malformed(why)))))
     }
 }
 
@@ -188,16 +164,16 @@ mod tests {
             );
             assert!(got.len() < 4, "{got:?}");
             let err = err.expect("an error");
-            assert!(is_length_mismatch(err.as_ref()), "{err}");
+            assert!(crate::body::is_malformed(err.as_ref()), "{err}");
         }
 
         // Shorter.
         let (got, err) = drain(declared(source(vec![Some(b"ab")]), 4)).await;
         assert_eq!(got, b"ab");
-        assert!(err.is_some_and(|e| is_length_mismatch(e.as_ref())));
+        assert!(err.is_some_and(|e| crate::body::is_malformed(e.as_ref())));
 
         // The source's own error passes through, and is not a mismatch.
         let (_, err) = drain(declared(source(vec![Some(b"ab"), None]), 4)).await;
-        assert!(err.is_some_and(|e| !is_length_mismatch(e.as_ref())));
+        assert!(err.is_some_and(|e| !crate::body::is_malformed(e.as_ref())));
     }
 }

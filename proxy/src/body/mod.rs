@@ -11,6 +11,33 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// The message is malformed (RFC 9113 §8.1.1, RFC 9114 §4.1.2): its body
+/// disagreed with its `content-length`, or its trailer section broke the
+/// rules. Whoever forwards the body stops there; the next hop never reads
+/// a complete message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+/// Is `e`, or anything that caused it, [`Malformed`]?
+pub fn is_malformed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<Malformed>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 pub fn empty() -> Body {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})

@@ -12,19 +12,29 @@ use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame};
 
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, Malformed};
+use crate::seccert::h3_shim::H3Control;
+
+/// Where a request's trailer section is judged: h3 drops its pseudo-header
+/// fields, the shim saw them (RFC 9114 §4.3 makes the message malformed).
+pub struct TrailerCheck {
+    pub control: H3Control,
+    pub stream_id: u64,
+}
 
 /// The client's request body, read from the stream as it arrives.
 pub struct H3RequestBody {
     recv: RecvHalf,
+    trailers: TrailerCheck,
     data_done: bool,
     done: bool,
 }
 
 impl H3RequestBody {
-    pub fn new(recv: RecvHalf) -> H3RequestBody {
+    pub fn new(recv: RecvHalf, trailers: TrailerCheck) -> H3RequestBody {
         H3RequestBody {
             recv,
+            trailers,
             data_done: false,
             done: false,
         }
@@ -61,6 +71,10 @@ impl HttpBody for H3RequestBody {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(Some(t))) => {
                 this.done = true;
+                let check = &this.trailers;
+                if let Some(m) = check.control.take_misplaced(check.stream_id) {
+                    return Poll::Ready(Some(Err(Box::new(Malformed(m.reason())))));
+                }
                 Poll::Ready(Some(Ok(Frame::trailers(t))))
             }
             Poll::Ready(Ok(None)) => {

@@ -24,7 +24,7 @@ use crate::front::h3_io::H3Io;
 use crate::front::REFUSAL_LINGER;
 use crate::seccert::advertiser::{Advertise, Advertiser, Channel};
 use crate::seccert::coverage::Coverage;
-use crate::seccert::h3_shim::{H3Shim, H3ShimConfig, RequestStream, ServerConnection};
+use crate::seccert::h3_shim::{H3Control, H3Shim, H3ShimConfig, RequestStream, ServerConnection};
 use crate::seccert::{ClientHelloSlot, Exporter, HashAlg, ServerAuthenticator};
 use crate::tls::identity::client_identity;
 use crate::tunnel::udp::NoDatagrams;
@@ -40,6 +40,8 @@ struct H3Conn {
     datagrams: QuicDatagrams,
     /// The client's SETTINGS as h3 records them (read when datagrams are sent).
     peer: Arc<h3::SharedState>,
+    /// The shim: which field sections broke the pseudo-header rules.
+    control: H3Control,
 }
 
 /// Serve one established QUIC connection until the client or shutdown ends it.
@@ -64,6 +66,7 @@ pub async fn serve_connection(
         H3ShimConfig {
             codepoints: config.secondary.codepoints,
             enabled: config.secondary.advertise != Advertise::Off && !config.origins.is_empty(),
+            max_field_section: config.limits.max_header_list_size,
         },
     );
     // QUIC runs only SHA-256 suites here (tls::quic_server_config), and the
@@ -117,6 +120,7 @@ pub async fn serve_connection(
     let h3 = H3Conn {
         datagrams: QuicDatagrams::spawn(conn.clone(), Arc::clone(&services.metrics)),
         peer: Arc::clone(&h3c.inner.shared),
+        control: control.clone(),
         conn,
     };
     let mut draining = false;
@@ -175,14 +179,22 @@ async fn handle(
         .map(|p| p.as_str().to_ascii_lowercase().into_boxed_str());
     let mut head = RequestHead::new(parts.method, parts.uri, parts.version, parts.headers);
     head.protocol = protocol;
-    head.malformed = fields::h3_malformed(&head);
+    // h3 keeps the last of a repeated pseudo-header; the shim saw them all.
+    head.malformed = match h3.control.take_misplaced(stream_id) {
+        Some(m) => Some(m.reason()),
+        None => fields::h3_malformed(&head),
+    };
     let (mut send, recv) = stream.split();
     // A CONNECT's stream becomes the tunnel; any other request's stream
     // carries its content, held to its content-length.
     let (request_body, recv) = if head.method == Method::CONNECT {
         (body::empty(), Some(recv))
     } else {
-        let content = body::boxed(H3RequestBody::new(recv));
+        let trailers = h3_body::TrailerCheck {
+            control: h3.control.clone(),
+            stream_id,
+        };
+        let content = body::boxed(H3RequestBody::new(recv, trailers));
         match fields::content_length(&head.headers) {
             Ok(Some(n)) => (body::length::declared(content, n), None),
             _ => (content, None),

@@ -35,8 +35,7 @@ impl UpstreamError {
     /// unparsable response the next hop's; anything else a terminated
     /// connection.
     pub fn from_exchange(e: &hyper::Error) -> UpstreamError {
-        let mismatch =
-            std::error::Error::source(e).is_some_and(crate::body::length::is_length_mismatch);
+        let mismatch = std::error::Error::source(e).is_some_and(crate::body::is_malformed);
         if mismatch {
             UpstreamError::MalformedBody
         } else if e.is_user() {

@@ -15,6 +15,8 @@
 //! * [`h3_frame`]: the HTTP/3 frame layer (RFC 9114 §7): frame headers,
 //!   SETTINGS entries, stream types, and incremental decoders.
 //! * [`h3_error`]: HTTP/3 error codes.
+//! * [`qpack_fields`]: which pseudo-header fields an encoded HTTP/3 field
+//!   section carries, and where (RFC 9114 §4.3), without decoding it.
 //! * [`server_certificate`]: the secondary-certificate frame and setting
 //!   (draft-ietf-httpbis-secondary-server-certs) for HTTP/2 and HTTP/3, and
 //!   their configurable codepoints.
@@ -26,6 +28,7 @@ pub mod h2_flood;
 pub mod h2_frame;
 pub mod h3_error;
 pub mod h3_frame;
+pub mod qpack_fields;
 pub mod server_certificate;
 pub mod target;
 pub mod varint;

@@ -49,7 +49,8 @@
 //! Files: this one holds the connection ([`H3Shim`], [`H3Control`]);
 //! `send` the unidirectional streams we open (our control stream and its
 //! writer task); `recv` the streams the client opens, watched on the side by
-//! `control` (the client's control stream, pure).
+//! `control` (the client's control stream, pure) and `sections` (each
+//! request's field sections: the pseudo-header rules h3 does not enforce).
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -62,12 +63,16 @@ use quinn::VarInt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::negotiation::{Codepoints, Negotiation, SendError, Violation};
+use crate::wire::h3_error::H3ErrorCode;
 use crate::wire::h3_frame::FrameType;
+use crate::wire::qpack_fields::Misplaced;
 use crate::wire::server_certificate::{EncodeError, ServerCertificate};
+use sections::Verdicts;
 
 /// The side parser of the client's control stream; public for fuzzing.
 pub mod control;
 mod recv;
+mod sections;
 mod send;
 #[cfg(test)]
 mod tests;
@@ -93,6 +98,9 @@ pub struct H3ShimConfig {
     /// The config switch (spec §2). Off: no setting is sent, nothing is
     /// enforced, frames of our type are unknown frames.
     pub enabled: bool,
+    /// `[limits] max_header_list_size`: a HEADERS frame larger than this is
+    /// not read for the field-section rules (h3 refuses it).
+    pub max_field_section: u32,
 }
 
 /// One command for the control-stream writer task: each is written whole.
@@ -141,6 +149,10 @@ struct Shared {
     recv_control_claimed: AtomicBool,
     /// Mirror of `state.negotiation`, read per chunk on request streams.
     negotiation: AtomicU8,
+    /// See [`H3ShimConfig::max_field_section`].
+    max_field_section: u64,
+    /// Field sections that broke RFC 9114 §4.3, until the front asks.
+    verdicts: Verdicts,
     state: Mutex<State>,
     /// Wakes [`H3Control::negotiated`].
     changed: watch::Sender<()>,
@@ -231,6 +243,14 @@ impl Shared {
     fn on_client_control_frame(&self, ty: FrameType) {
         if self.enabled && ServerCertificate::is_h3(&self.codepoints, ty) {
             self.violate(Violation::ClientSentCertificate);
+        }
+    }
+
+    /// A request stream's field section broke RFC 9114 §4.3.
+    fn on_misplaced(&self, id: u64, m: Misplaced) {
+        if !self.verdicts.record(id, m) {
+            let code = VarInt::from_u64(H3ErrorCode::MESSAGE_ERROR.0).unwrap_or(VarInt::MAX);
+            self.conn.close(code, b"too many malformed requests");
         }
     }
 
@@ -349,6 +369,12 @@ impl H3Control {
         self.shared.lock().violation
     }
 
+    /// Whether request stream `id`'s field section (or, once its body has
+    /// ended, its trailer section) broke RFC 9114 §4.3; asked once.
+    pub fn take_misplaced(&self, id: u64) -> Option<Misplaced> {
+        self.shared.verdicts.take(id)
+    }
+
     /// The client's SETTINGS as received (all ids, in order; at most 64
     /// entries are kept). Empty until it has been parsed.
     pub fn peer_settings(&self) -> Vec<(u64, u64)> {
@@ -381,6 +407,8 @@ impl H3Shim {
             send_control_claimed: AtomicBool::new(false),
             recv_control_claimed: AtomicBool::new(false),
             negotiation: AtomicU8::new(neg_to_u8(Negotiation::Pending)),
+            max_field_section: u64::from(cfg.max_field_section),
+            verdicts: Verdicts::default(),
             state: Mutex::new(State {
                 negotiation: Negotiation::Pending,
                 violation: None,

@@ -1,6 +1,7 @@
 //! The streams the client opens: bytes pass to h3 unchanged while a side
 //! parser looks at them (the client's control stream: [`ControlParser`];
-//! request streams: frame types only, for our frame).
+//! request streams: frame types, for our frame, and the HEADERS frames'
+//! field names, for the rules in `sections`).
 
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
@@ -11,9 +12,18 @@ use bytes::{Buf, Bytes};
 use h3::quic::{self, StreamErrorIncoming, StreamId, WriteBuf};
 
 use super::control::{ControlEvent, ControlParser};
+use super::sections::SectionTap;
 use super::{neg_from_u8, Negotiation, Shared};
 use crate::wire::h3_frame::{FrameEvent, FrameParser, FrameType, StreamType, VarintReader};
 use crate::wire::server_certificate::ServerCertificate;
+
+/// What is watched on a request stream.
+struct RequestTap {
+    frames: FrameParser,
+    /// Frames of our type are a violation (the feature is on here).
+    watch_certificate: bool,
+    sections: SectionTap,
+}
 
 /// A receive stream: a client's unidirectional stream, or the receive half
 /// of a request stream.
@@ -29,8 +39,8 @@ enum Tap {
     UniType(VarintReader),
     /// The client's control stream.
     Control(Box<ControlParser>),
-    /// A request stream: frame headers only.
-    Request(FrameParser),
+    /// A request stream: frame headers, and the field sections.
+    Request(Box<RequestTap>),
     /// Nothing to look at.
     Off,
 }
@@ -76,27 +86,43 @@ impl ShimRecvStream {
                     }
                     return;
                 }
-                Tap::Request(p) => {
+                Tap::Request(t) => {
                     // Settled without the feature: nothing can be a
                     // violation on this connection any more.
-                    if matches!(
-                        neg_from_u8(shared.negotiation.load(Ordering::Acquire)),
-                        Negotiation::Disabled | Negotiation::Closed
-                    ) {
-                        self.tap = Tap::Off;
-                        return;
+                    if t.watch_certificate
+                        && matches!(
+                            neg_from_u8(shared.negotiation.load(Ordering::Acquire)),
+                            Negotiation::Disabled | Negotiation::Closed
+                        )
+                    {
+                        t.watch_certificate = false;
                     }
                     let cp = &shared.codepoints;
-                    let flow = p.feed(data, |ev| match ev {
-                        // No length follows, the rest of the stream is raw;
-                        // h3 rejects it on request streams unless
-                        // WebTransport is on. Frame tracking stops there.
-                        FrameEvent::Type(FrameType::WEBTRANSPORT_STREAM) => ControlFlow::Break(()),
-                        FrameEvent::Type(ty) if ServerCertificate::is_h3(cp, ty) => {
-                            shared.on_request_certificate_frame();
-                            ControlFlow::Continue(())
+                    let id = quic::RecvStream::recv_id(&self.inner).into_inner();
+                    let RequestTap {
+                        frames,
+                        watch_certificate,
+                        sections,
+                    } = &mut **t;
+                    let flow = frames.feed(data, |ev| {
+                        if let Some(m) = sections.on(&ev) {
+                            shared.on_misplaced(id, m);
                         }
-                        _ => ControlFlow::Continue(()),
+                        match ev {
+                            // No length follows, the rest of the stream is
+                            // raw; h3 rejects it on request streams unless
+                            // WebTransport is on. Frame tracking stops there.
+                            FrameEvent::Type(FrameType::WEBTRANSPORT_STREAM) => {
+                                ControlFlow::Break(())
+                            }
+                            FrameEvent::Type(ty)
+                                if *watch_certificate && ServerCertificate::is_h3(cp, ty) =>
+                            {
+                                shared.on_request_certificate_frame();
+                                ControlFlow::Continue(())
+                            }
+                            _ => ControlFlow::Continue(()),
+                        }
                     });
                     if flow.is_break() {
                         self.tap = Tap::Off;
@@ -141,15 +167,20 @@ pub struct ShimBidiStream {
 }
 
 impl ShimBidiStream {
-    /// A request stream; `tap`: watch the client's bytes for our frame.
+    /// A request stream the client opened (`client`: watch its bytes), or
+    /// one we opened (nothing to watch).
     pub(super) fn new(
         shared: &Arc<Shared>,
         bidi: h3_quinn::BidiStream<Bytes>,
-        tap: bool,
+        client: bool,
     ) -> ShimBidiStream {
         let (send, recv) = quic::BidiStream::split(bidi);
-        let tap = if tap && shared.enabled {
-            Tap::Request(FrameParser::new())
+        let tap = if client {
+            Tap::Request(Box::new(RequestTap {
+                frames: FrameParser::new(),
+                watch_certificate: shared.enabled,
+                sections: SectionTap::new(shared.max_field_section),
+            }))
         } else {
             Tap::Off
         };

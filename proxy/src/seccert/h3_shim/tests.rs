@@ -104,6 +104,7 @@ async fn serve(enabled: bool) -> (SocketAddr, Arc<Pki>, mpsc::UnboundedReceiver<
                 let cfg = H3ShimConfig {
                     codepoints: Codepoints::default(),
                     enabled,
+                    max_field_section: 64 * 1024,
                 };
                 let (shim, ctl) =
                     H3Shim::new(h3_quinn::Connection::new(conn.clone()), conn.clone(), cfg);

@@ -112,10 +112,7 @@ impl Credentials {
             return Ok(Arc::clone(user));
         }
         let known = self.users.get(cred.user.as_str());
-        let hash: Box<str> = match known {
-            Some(h) => h.clone(),
-            None => DUMMY_HASH.as_str().into(),
-        };
+        let hash: Option<Box<str>> = known.cloned();
         let password = cred.password.clone().into_bytes();
         let permit = Arc::clone(&self.gate)
             .acquire_owned()
@@ -123,7 +120,10 @@ impl Credentials {
             .map_err(|_| Failure::WrongPassword)?;
         let matched = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            verify(&hash, &password)
+            // The dummy hash is made on first use, an argon2 hash itself:
+            // here, off the async threads.
+            let hash = hash.as_deref().unwrap_or(DUMMY_HASH.as_str());
+            verify(hash, &password)
         })
         .await
         .unwrap_or(false);

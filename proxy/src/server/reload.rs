@@ -3,7 +3,7 @@
 //! and say why. Listener sockets stay
 //! bound; certificates (listeners' and origins'), policy, origins, limits and
 //! templates take effect for new connections and requests. Changing a
-//! listener's address or protocols, or `[dns]`, needs a restart.
+//! listener's address or protocols, `[runtime]` or `[dns]`, needs a restart.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,8 @@ pub enum ReloadError {
     Config(#[from] crate::config::ConfigError),
     #[error("listener {0:?}: {1} changed; that needs a restart")]
     NeedsRestart(String, &'static str),
+    #[error("[runtime] worker_threads changed; that needs a restart")]
+    WorkersChanged,
 }
 
 /// Load `path` and swap it in. Both listener kinds read their listener's
@@ -48,6 +50,9 @@ pub fn reload(path: &Path, services: &Services) -> Result<(), ReloadError> {
     }
     if new.listeners.len() != old.listeners.len() {
         return Err(ReloadError::NeedsRestart("(new)".into(), "listener set"));
+    }
+    if new.worker_threads != old.worker_threads {
+        return Err(ReloadError::WorkersChanged);
     }
     super::prefill::prefill(&services.metrics, &new);
     crate::config::certificates::warn_expiring(&new, crate::config::certificates::unix_now());

@@ -1,5 +1,6 @@
 //! Tunnels: byte relays between a client-side stream and a target.
 
+pub mod copy;
 pub mod tcp;
 pub mod udp;
 pub mod udp_flow;

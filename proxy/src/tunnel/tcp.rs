@@ -13,10 +13,6 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Per-direction copy buffer. Small enough for many idle tunnels, large
-/// enough that a bulk transfer moves whole TLS records per syscall.
-const COPY_BUF: usize = 16 * 1024;
-
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Transferred {
     /// Client → target.
@@ -75,8 +71,8 @@ where
         failed: false,
     };
     let end = {
-        let copy =
-            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut target, COPY_BUF, COPY_BUF);
+        // Buffers only while data flows (`copy`): idle tunnels stay small.
+        let copy = super::copy::bidirectional(&mut client, &mut target);
         tokio::pin!(copy);
         tokio::pin!(abort);
         loop {

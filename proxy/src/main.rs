@@ -36,7 +36,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
     },
-    /// Connect to a proxy and show every secondary certificate it advertises.
+    /// Connect to a proxy and show every secondary certificate it advertises,
+    /// and how it answers a CONNECT. Exit 0 ok, 1 error, 3 an authenticator
+    /// is invalid, 4 the CONNECT was not answered 2xx.
     Probe {
         /// The proxy, as https://HOST:PORT.
         url: String,
@@ -47,9 +49,14 @@ enum Command {
         /// default: the system's roots.
         #[arg(long)]
         ca: Option<PathBuf>,
-        /// Send CONNECT HOST:PORT first (on-connect advertising reacts to it).
+        /// Send CONNECT HOST:PORT first (on-connect advertising reacts to it)
+        /// and report the answer: status, setup time, Proxy-Status.
         #[arg(long, value_name = "HOST:PORT")]
         connect: Option<String>,
+        /// Send Proxy-Authorization: Basic with this user; the password is
+        /// read from the environment variable BAUTA_PROBE_PASSWORD.
+        #[arg(long, value_name = "USER")]
+        proxy_user: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -118,19 +125,30 @@ fn main() -> ExitCode {
             h3,
             ca,
             connect,
+            proxy_user,
             json,
             wait_ms,
-        }) => probe(
-            bauta::probe::ProbeOptions {
-                url,
-                h3,
-                ca,
-                connect,
-                wait: std::time::Duration::from_millis(wait_ms),
-                codepoints: Default::default(),
-            },
-            json,
-        ),
+        }) => {
+            let proxy_authorization = match proxy_user.map(probe_authorization).transpose() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            probe(
+                bauta::probe::ProbeOptions {
+                    url,
+                    h3,
+                    ca,
+                    connect,
+                    proxy_authorization,
+                    wait: std::time::Duration::from_millis(wait_ms),
+                    codepoints: Default::default(),
+                },
+                json,
+            )
+        }
         Some(Command::Policy { command }) => policy(command),
         Some(Command::Passwd { file, user }) => passwd(&file, &user),
         None => run(None),
@@ -280,6 +298,8 @@ fn probe(opts: bauta::probe::ProbeOptions, json: bool) -> ExitCode {
             }
             if report.certificates.iter().any(|c| !c.validated) {
                 ExitCode::from(3)
+            } else if report.tunnel_failed() {
+                ExitCode::from(4)
             } else {
                 ExitCode::SUCCESS
             }
@@ -289,6 +309,17 @@ fn probe(opts: bauta::probe::ProbeOptions, json: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `Proxy-Authorization` for `--proxy-user USER`, the password from
+/// `BAUTA_PROBE_PASSWORD` (never from the command line).
+fn probe_authorization(user: String) -> Result<String, String> {
+    if user.contains(':') {
+        return Err("--proxy-user: a Basic user-id cannot contain ':'".into());
+    }
+    let password = std::env::var("BAUTA_PROBE_PASSWORD")
+        .map_err(|_| "--proxy-user needs the password in BAUTA_PROBE_PASSWORD".to_string())?;
+    Ok(bauta::probe::basic_authorization(&user, &password))
 }
 
 fn run(path: Option<PathBuf>) -> ExitCode {

@@ -2,14 +2,14 @@
 //! that adds our setting and sees the proxy's SERVER_CERTIFICATE frames.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::SignatureScheme;
 
 use crate::seccert::Exporter;
 
 use super::frames::{Seen, Tap};
-use super::{judge, ProbeOptions, Report};
+use super::{judge, ProbeOptions, Report, ANSWER_TIMEOUT};
 
 pub(super) async fn probe(
     opts: &ProbeOptions,
@@ -59,21 +59,36 @@ pub(super) async fn probe(
     // Let SETTINGS go both ways.
     client = client.ready().await.map_err(|e| format!("HTTP/2: {e}"))?;
     if let Some(dest) = &opts.connect {
-        let req = http::Request::builder()
+        let mut req = http::Request::builder()
             .method(http::Method::CONNECT)
-            .uri(dest.as_str())
-            .body(())
-            .map_err(|e| format!("--connect {dest}: {e}"))?;
+            .uri(dest.as_str());
+        if let Some(auth) = &opts.proxy_authorization {
+            req = req.header(http::header::PROXY_AUTHORIZATION, auth.as_str());
+        }
+        let req = req.body(()).map_err(|e| format!("--connect {dest}: {e}"))?;
+        let started = Instant::now();
         let (resp, _stream) = client
             .send_request(req, false)
             .map_err(|e| format!("CONNECT: {e}"))?;
-        let resp = tokio::time::timeout(Duration::from_secs(15), resp)
+        let resp = tokio::time::timeout(ANSWER_TIMEOUT, resp)
             .await
             .map_err(|_| "CONNECT: no answer".to_string())?
             .map_err(|e| format!("CONNECT: {e}"))?;
-        report.connect_status = Some(resp.status().as_u16());
+        report.answered(Some(resp.status().as_u16()), started.elapsed(), || {
+            proxy_status(resp.headers())
+        });
     }
     tokio::time::sleep(opts.wait).await;
     judge(&mut report, &seen, exporter, &offered, roots)?;
     Ok(report)
+}
+
+/// The `Proxy-Status` field of an answer, several joined with ", ".
+fn proxy_status(headers: &http::HeaderMap) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all("proxy-status")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
 }

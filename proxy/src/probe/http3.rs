@@ -3,9 +3,9 @@
 //! probe's minimal QPACK.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rustls::SignatureScheme;
 
 use crate::seccert::{self, Exporter};
@@ -13,7 +13,10 @@ use crate::wire::h3_frame;
 use crate::wire::server_certificate as sc;
 
 use super::frames::{H3ControlScan, Seen};
-use super::{judge, qpack, ProbeOptions, Report};
+use super::{judge, qpack, ProbeOptions, Report, ANSWER_TIMEOUT};
+
+/// Largest frame on a request stream the probe reads whole.
+const MAX_FRAME: usize = 64 * 1024;
 
 /// HTTP/3 with raw QUIC streams: our control stream carries SETTINGS with
 /// the extension's setting, the proxy's control stream is read for its
@@ -103,39 +106,92 @@ pub(super) async fn probe(
         ..Report::default()
     };
     if let Some(dest) = &opts.connect {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        let block = qpack::connect_block(dest)?;
-        let mut frame = Vec::new();
-        h3_frame::encode_frame(h3_frame::FrameType::HEADERS, &block, &mut frame)
-            .map_err(|e| e.to_string())?;
-        send.write_all(&frame).await.map_err(|e| e.to_string())?;
-        // Read until the first frame (the response HEADERS) is complete;
-        // the proxy may send its header and payload in separate chunks.
-        let mut frames = h3_frame::FrameDecoder::new(16 * 1024);
-        let mut buf = BytesMut::new();
-        let mut chunk = vec![0u8; 4096];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            match frames.decode(&mut buf) {
-                Some(h3_frame::Frame::Whole { ty, payload }) => {
-                    if ty == h3_frame::FrameType::HEADERS {
-                        report.connect_status = qpack::status(&payload);
-                    }
-                    break;
-                }
-                Some(h3_frame::Frame::Skipped(_)) => break,
-                None => {}
-            }
-            match tokio::time::timeout_at(deadline, recv.read(&mut chunk)).await {
-                Ok(Ok(Some(n))) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-                _ => break,
-            }
-        }
-        let _ = send.finish();
+        let block = qpack::connect_block(dest, opts.proxy_authorization.as_deref());
+        let started = Instant::now();
+        let mut stream = RequestStream::open(&conn, &block).await?;
+        let response = stream.response().await?;
+        report.answered(response.status, started.elapsed(), || {
+            response.field("proxy-status")
+        });
+        stream.finish();
     }
     tokio::time::sleep(opts.wait).await;
     reader.abort();
     judge(&mut report, &seen, exporter, &offered, roots)?;
     conn.close(0x100u32.into(), b"probe done");
     Ok(report)
+}
+
+/// One request stream: our HEADERS out, the proxy's frames in.
+struct RequestStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    frames: h3_frame::FrameDecoder,
+    buf: BytesMut,
+}
+
+impl RequestStream {
+    /// Open a request stream and send `block` in a HEADERS frame.
+    async fn open(conn: &quinn::Connection, block: &[u8]) -> Result<RequestStream, String> {
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let mut frame = Vec::new();
+        h3_frame::encode_frame(h3_frame::FrameType::HEADERS, block, &mut frame)
+            .map_err(|e| e.to_string())?;
+        send.write_all(&frame).await.map_err(|e| e.to_string())?;
+        Ok(RequestStream {
+            send,
+            recv,
+            frames: h3_frame::FrameDecoder::new(MAX_FRAME),
+            buf: BytesMut::new(),
+        })
+    }
+
+    /// The final response's fields (interim 1xx answers are passed over).
+    async fn response(&mut self) -> Result<qpack::Response, String> {
+        let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.next_frame())
+                .await
+                .map_err(|_| "CONNECT: no answer".to_string())??;
+            let Some((ty, payload)) = frame else {
+                return Err("CONNECT: the proxy ended the stream without an answer".into());
+            };
+            if ty != h3_frame::FrameType::HEADERS {
+                continue;
+            }
+            let response = qpack::decode_response(&payload)
+                .ok_or("CONNECT: the answer's header block could not be read")?;
+            match response.status {
+                Some(s) if s >= 200 => return Ok(response),
+                Some(_) => continue,
+                None => return Err("CONNECT: the answer has no :status".into()),
+            }
+        }
+    }
+
+    /// The next whole frame; `None` at the end of the stream. Cancel-safe:
+    /// what was read stays in `buf`.
+    async fn next_frame(&mut self) -> Result<Option<(h3_frame::FrameType, Bytes)>, String> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.frames.decode(&mut self.buf) {
+                Some(h3_frame::Frame::Whole { ty, payload }) => return Ok(Some((ty, payload))),
+                // Larger than we read (no frame of ours is): passed over.
+                Some(h3_frame::Frame::Skipped(_)) => continue,
+                None => {}
+            }
+            match self.recv.read(&mut chunk).await {
+                Ok(Some(n)) => self
+                    .buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(format!("request stream: {e}")),
+            }
+        }
+    }
+
+    /// End our side of the stream (for a tunnel: close it).
+    fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
 }

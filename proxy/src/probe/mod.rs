@@ -2,12 +2,14 @@
 //! certificates, optionally send a CONNECT, and report every
 //! SERVER_CERTIFICATE received — names, chain, validity, signature scheme,
 //! whether the authenticator validated (RFC 9261) and whether the certificate
-//! is acceptable (chain and name). The operator's view of what a proxy
-//! advertises.
+//! is acceptable (chain and name) — and how the CONNECT was answered: status,
+//! setup time, `Proxy-Status`. The operator's view of what a proxy
+//! advertises and whether it tunnels.
 
 mod frames;
 mod http2;
 mod http3;
+mod huffman;
 mod qpack;
 
 use std::sync::{Arc, Mutex};
@@ -28,9 +30,22 @@ pub struct ProbeOptions {
     pub h3: bool,
     pub ca: Option<std::path::PathBuf>,
     pub connect: Option<String>,
+    /// The `Proxy-Authorization` value sent with the CONNECT, if any (see
+    /// [`basic_authorization`]).
+    pub proxy_authorization: Option<String>,
     /// How long to listen for certificates after the exchange.
     pub wait: Duration,
     pub codepoints: Codepoints,
+}
+
+/// How long a CONNECT may wait for its answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `Basic base64(user:password)` (RFC 7617 §2), for `Proxy-Authorization`.
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
 }
 
 /// What the probe saw.
@@ -41,6 +56,12 @@ pub struct Report {
     /// The proxy sent SETTINGS_HTTP_SERVER_CERT_AUTH = 1.
     pub setting_advertised: bool,
     pub connect_status: Option<u16>,
+    /// From sending the CONNECT to its answer's header, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<f64>,
+    /// The answer's `Proxy-Status` when it was not 2xx (RFC 9209).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_status: Option<String>,
     pub certificates: Vec<CertReport>,
 }
 
@@ -61,6 +82,26 @@ pub struct CertReport {
 }
 
 impl Report {
+    /// Record a CONNECT's answer: the status, how long it took, and — when
+    /// it is not 2xx — its `Proxy-Status`.
+    fn answered(
+        &mut self,
+        status: Option<u16>,
+        took: Duration,
+        proxy_status: impl FnOnce() -> Option<String>,
+    ) {
+        self.connect_status = status;
+        self.connect_ms = Some(millis(took));
+        if !status.is_some_and(is_success) {
+            self.proxy_status = proxy_status();
+        }
+    }
+
+    /// A CONNECT was answered with something other than 2xx.
+    pub fn tunnel_failed(&self) -> bool {
+        self.connect_status.is_some_and(|s| !is_success(s))
+    }
+
     pub fn print_text(&self) {
         println!("proxy {} over {}", self.proxy, self.protocol);
         println!(
@@ -72,7 +113,13 @@ impl Report {
             }
         );
         if let Some(s) = self.connect_status {
-            println!("  CONNECT answered {s}");
+            match self.connect_ms {
+                Some(ms) => println!("  CONNECT answered {s} in {ms:.1} ms"),
+                None => println!("  CONNECT answered {s}"),
+            }
+        }
+        if let Some(p) = &self.proxy_status {
+            println!("  Proxy-Status: {p}");
         }
         if self.certificates.is_empty() {
             println!("  no SERVER_CERTIFICATE received");
@@ -102,6 +149,15 @@ impl Report {
             }
         }
     }
+}
+
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// A duration in milliseconds, to the microsecond.
+fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
 }
 
 /// Run the probe.

@@ -37,33 +37,10 @@ enum Command {
         root: Option<PathBuf>,
     },
     /// Connect to a proxy and show every secondary certificate it advertises,
-    /// and how it answers a CONNECT. Exit 0 ok, 1 error, 3 an authenticator
-    /// is invalid, 4 the CONNECT was not answered 2xx.
-    Probe {
-        /// The proxy, as https://HOST:PORT.
-        url: String,
-        /// Use HTTP/3 instead of HTTP/2.
-        #[arg(long)]
-        h3: bool,
-        /// Trust anchors (PEM) for the proxy and the advertised certificates;
-        /// default: the system's roots.
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Send CONNECT HOST:PORT first (on-connect advertising reacts to it)
-        /// and report the answer: status, setup time, Proxy-Status.
-        #[arg(long, value_name = "HOST:PORT")]
-        connect: Option<String>,
-        /// Send Proxy-Authorization: Basic with this user; the password is
-        /// read from the environment variable BAUTA_PROBE_PASSWORD.
-        #[arg(long, value_name = "USER")]
-        proxy_user: Option<String>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// How long to wait for certificates, in milliseconds.
-        #[arg(long, default_value_t = 500)]
-        wait_ms: u64,
-    },
+    /// and how it answers a CONNECT or CONNECT-UDP. Exit 0 ok, 1 error, 3 an
+    /// authenticator is invalid, 4 the CONNECT or CONNECT-UDP was not
+    /// answered 2xx or no datagram came back.
+    Probe(ProbeArgs),
     /// Add or replace USER in a Basic credentials file (`[auth] basic_file`)
     /// with an argon2id hash. The password is read from the terminal (asked
     /// twice) or from one line of standard input, never from the command line.
@@ -77,6 +54,60 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+/// `bauta probe`'s arguments.
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// The proxy, as https://HOST:PORT.
+    url: String,
+    /// Use HTTP/3 (the default with --connect-udp; else HTTP/2).
+    #[arg(long, conflicts_with = "h2")]
+    h3: bool,
+    /// Use HTTP/2 (the default without --connect-udp; with it, extended
+    /// CONNECT and DATAGRAM capsules instead of HTTP/3 datagrams).
+    #[arg(long)]
+    h2: bool,
+    /// Trust anchors (PEM) for the proxy and the advertised certificates;
+    /// default: the system's roots.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Send CONNECT HOST:PORT first (on-connect advertising reacts to it)
+    /// and report the answer: status, setup time, Proxy-Status.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "connect_udp")]
+    connect: Option<String>,
+    /// Open a CONNECT-UDP tunnel to HOST:PORT (a UDP echo service),
+    /// send --count datagrams through it and report the echoes: sent,
+    /// received, loss, round-trip times.
+    #[arg(long, value_name = "HOST:PORT")]
+    connect_udp: Option<String>,
+    /// Datagrams to send through the CONNECT-UDP tunnel.
+    #[arg(long, default_value_t = 10, requires = "connect_udp",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    count: u32,
+    /// UDP payload size of each datagram, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64, requires = "connect_udp",
+          value_parser = clap::value_parser!(u16).range(bauta::probe::MIN_SIZE as i64..=bauta::probe::MAX_SIZE as i64))]
+    size: u16,
+    /// Time between two datagrams, in milliseconds.
+    #[arg(long, default_value_t = 100, requires = "connect_udp")]
+    interval_ms: u64,
+    /// The proxy's CONNECT-UDP URI template, as a path with
+    /// {target_host} and {target_port}.
+    #[arg(long, value_name = "PATH", default_value = bauta::probe::DEFAULT_TEMPLATE,
+          requires = "connect_udp")]
+    udp_template: String,
+    /// Send Proxy-Authorization: Basic with this user; the password is
+    /// read from the environment variable BAUTA_PROBE_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    proxy_user: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for certificates after the exchange, and for
+    /// the last echoes after the last datagram, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    wait_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -120,34 +151,15 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { config, root }) => check(&config, root.as_deref()),
         Some(Command::Run { config }) => run(config),
-        Some(Command::Probe {
-            url,
-            h3,
-            ca,
-            connect,
-            proxy_user,
-            json,
-            wait_ms,
-        }) => {
-            let proxy_authorization = match proxy_user.map(probe_authorization).transpose() {
-                Ok(a) => a,
+        Some(Command::Probe(args)) => {
+            let json = args.json;
+            match probe_options(args) {
+                Ok(opts) => probe(opts, json),
                 Err(e) => {
                     eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
+                    ExitCode::FAILURE
                 }
-            };
-            probe(
-                bauta::probe::ProbeOptions {
-                    url,
-                    h3,
-                    ca,
-                    connect,
-                    proxy_authorization,
-                    wait: std::time::Duration::from_millis(wait_ms),
-                    codepoints: Default::default(),
-                },
-                json,
-            )
+            }
         }
         Some(Command::Policy { command }) => policy(command),
         Some(Command::Passwd { file, user }) => passwd(&file, &user),
@@ -309,6 +321,32 @@ fn probe(opts: bauta::probe::ProbeOptions, json: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn probe_options(args: ProbeArgs) -> Result<bauta::probe::ProbeOptions, String> {
+    let connect_udp = args
+        .connect_udp
+        .map(|target| {
+            bauta::probe::UdpOptions::new(
+                &target,
+                &args.udp_template,
+                args.count,
+                usize::from(args.size),
+                std::time::Duration::from_millis(args.interval_ms),
+            )
+        })
+        .transpose()?;
+    Ok(bauta::probe::ProbeOptions {
+        url: args.url,
+        // CONNECT-UDP defaults to HTTP/3 datagrams, the rest to HTTP/2.
+        h3: args.h3 || (connect_udp.is_some() && !args.h2),
+        ca: args.ca,
+        connect: args.connect,
+        connect_udp,
+        proxy_authorization: args.proxy_user.map(probe_authorization).transpose()?,
+        wait: std::time::Duration::from_millis(args.wait_ms),
+        codepoints: Default::default(),
+    })
 }
 
 /// `Proxy-Authorization` for `--proxy-user USER`, the password from

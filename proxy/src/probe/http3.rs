@@ -1,7 +1,9 @@
 //! `bauta probe` over HTTP/3 with raw QUIC streams (quinn): our own control
-//! stream, a reader of the proxy's, and request streams written with the
-//! probe's minimal QPACK.
+//! stream, a reader of the proxy's, request streams written with the
+//! probe's minimal QPACK, and CONNECT-UDP's datagrams in QUIC DATAGRAM
+//! frames (or capsules on the request stream).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,19 +11,21 @@ use bytes::{Bytes, BytesMut};
 use rustls::SignatureScheme;
 
 use crate::seccert::{self, Exporter};
-use crate::wire::h3_frame;
 use crate::wire::server_certificate as sc;
+use crate::wire::{capsule, datagram, h3_frame};
 
 use super::frames::{H3ControlScan, Seen};
-use super::{judge, qpack, ProbeOptions, Report, ANSWER_TIMEOUT};
+use super::udp::{self, Datagrams, UdpOptions, UdpReport};
+use super::{is_success, judge, qpack, ProbeOptions, Report, ANSWER_TIMEOUT};
 
 /// Largest frame on a request stream the probe reads whole.
 const MAX_FRAME: usize = 64 * 1024;
 
 /// HTTP/3 with raw QUIC streams: our control stream carries SETTINGS with
-/// the extension's setting, the proxy's control stream is read for its
-/// SETTINGS and SERVER_CERTIFICATE frames, and an optional CONNECT goes out
-/// on a request stream with a minimal QPACK header block.
+/// the extension's setting and SETTINGS_H3_DATAGRAM, the proxy's control
+/// stream is read for its SETTINGS and SERVER_CERTIFICATE frames, and an
+/// optional CONNECT or CONNECT-UDP goes out on a request stream with a
+/// minimal QPACK header block.
 pub(super) async fn probe(
     opts: &ProbeOptions,
     target: &crate::wire::target::Target,
@@ -40,20 +44,23 @@ pub(super) async fn probe(
     cfg.alpn_protocols = vec![b"h3".to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(|e| e.to_string())?;
-    let client_cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    let bind: std::net::SocketAddr = match &target.host {
-        bauta_policy::Host::Ip(std::net::IpAddr::V6(_)) => "[::]:0",
-        _ => "0.0.0.0:0",
-    }
-    .parse()
-    .map_err(|_| "bind address")?;
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
-    endpoint.set_default_client_config(client_cfg);
+    let mut client_cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    // Some(..) advertises max_datagram_frame_size (RFC 9221): the proxy may
+    // send us QUIC DATAGRAM frames.
+    transport.datagram_receive_buffer_size(Some(1 << 20));
+    client_cfg.transport_config(Arc::new(transport));
     let addr = tokio::net::lookup_host(format!("{}:{}", target.host, target.port))
         .await
         .map_err(|e| e.to_string())?
         .next()
         .ok_or("the proxy's name did not resolve")?;
+    let bind = match addr {
+        std::net::SocketAddr::V6(_) => std::net::SocketAddr::from(([0u16; 8], 0)),
+        std::net::SocketAddr::V4(_) => std::net::SocketAddr::from(([0u8; 4], 0)),
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
+    endpoint.set_default_client_config(client_cfg);
     let sni = match &target.host {
         bauta_policy::Host::Name(n) => n.clone(),
         bauta_policy::Host::Ip(ip) => ip.to_string(),
@@ -68,10 +75,13 @@ pub(super) async fn probe(
     let exporter = Exporter::from_quinn(&conn, seccert::HashAlg::Sha256)
         .map_err(|e| format!("exporter: {e}"))?;
 
-    // Our control stream: type 0x00, SETTINGS { our setting = 1 }.
+    // Our control stream: type 0x00, SETTINGS { our setting = 1,
+    // SETTINGS_H3_DATAGRAM = 1 } (RFC 9297 §2.1.1).
     let cp = opts.codepoints;
     let mut settings = Vec::new();
     sc::encode_h3_setting(&cp, true, &mut settings).map_err(|e| e.to_string())?;
+    h3_frame::encode_setting(h3_frame::SettingId::H3_DATAGRAM, 1, &mut settings)
+        .map_err(|e| e.to_string())?;
     let mut ctrl = Vec::new();
     h3_frame::StreamType::CONTROL
         .encode(&mut ctrl)
@@ -115,6 +125,9 @@ pub(super) async fn probe(
         });
         stream.finish();
     }
+    if let Some(udp) = &opts.connect_udp {
+        connect_udp(&conn, opts, udp, &target.to_string(), &seen, &mut report).await?;
+    }
     tokio::time::sleep(opts.wait).await;
     reader.abort();
     judge(&mut report, &seen, exporter, &offered, roots)?;
@@ -122,8 +135,148 @@ pub(super) async fn probe(
     Ok(report)
 }
 
+/// CONNECT-UDP (RFC 9298 §3.4) on a request stream; on a 2xx, the
+/// datagrams go in QUIC DATAGRAM frames when both sides sent
+/// SETTINGS_H3_DATAGRAM = 1 and the proxy takes DATAGRAM frames, else in
+/// DATAGRAM capsules on the stream.
+async fn connect_udp(
+    conn: &quinn::Connection,
+    opts: &ProbeOptions,
+    udp: &UdpOptions,
+    authority: &str,
+    seen: &Mutex<Seen>,
+    report: &mut Report,
+) -> Result<(), String> {
+    let block = qpack::connect_udp_block(authority, &udp.path, opts.proxy_authorization.as_deref());
+    let started = Instant::now();
+    let mut stream = RequestStream::open(conn, &block).await?;
+    let stream_id = stream.id;
+    let response = stream.response().await?;
+    report.answered(response.status, started.elapsed(), || {
+        response.field("proxy-status")
+    });
+    let mut udp_report = UdpReport::new(udp);
+    if response.status.is_some_and(is_success) {
+        // RFC 9297 §2.1.1: no QUIC DATAGRAM frame before the setting was
+        // both sent and received.
+        let quic = proxy_h3_datagram(seen).await && conn.max_datagram_size().is_some();
+        let mut datagrams = H3Datagrams {
+            conn: conn.clone(),
+            stream,
+            stream_id,
+            quic,
+            capsules: capsule::CapsuleDecoder::new(MAX_FRAME),
+            buf: BytesMut::new(),
+            pending: VecDeque::new(),
+        };
+        let carriage = if quic { "quic-datagrams" } else { "capsules" };
+        let result = udp::exchange(udp, opts.wait, carriage, &mut datagrams, &mut udp_report).await;
+        datagrams.stream.finish();
+        result?;
+    }
+    report.udp = Some(udp_report);
+    Ok(())
+}
+
+/// Whether the proxy's SETTINGS said SETTINGS_H3_DATAGRAM = 1, waiting up
+/// to a second for them.
+async fn proxy_h3_datagram(seen: &Mutex<Seen>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let value = seen.lock().ok().and_then(|s| s.h3_datagram);
+        match value {
+            Some(v) => return v,
+            None if Instant::now() >= deadline => return false,
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// The datagrams of one CONNECT-UDP request stream: out as QUIC DATAGRAM
+/// frames or capsules, in either way (a proxy may answer with capsules until
+/// it has read our SETTINGS).
+struct H3Datagrams {
+    conn: quinn::Connection,
+    stream: RequestStream,
+    stream_id: u64,
+    /// Send QUIC DATAGRAM frames (else capsules).
+    quic: bool,
+    capsules: capsule::CapsuleDecoder,
+    /// DATA frame payloads not yet cut into capsules.
+    buf: BytesMut,
+    /// Payloads cut from capsules, not yet handed out.
+    pending: VecDeque<Bytes>,
+}
+
+impl Datagrams for H3Datagrams {
+    async fn send(&mut self, payload: &[u8]) -> Result<(), String> {
+        if self.quic {
+            let mut d = BytesMut::new();
+            datagram::encode_h3_datagram(self.stream_id, 0, payload, &mut d)
+                .map_err(|e| e.to_string())?;
+            return match self.conn.send_datagram(d.freeze()) {
+                Ok(()) => Ok(()),
+                Err(quinn::SendDatagramError::TooLarge) => Err(format!(
+                    "a {}-byte datagram does not fit in a QUIC DATAGRAM frame on this \
+                     path now (at most {} bytes with its header); try a smaller --size",
+                    payload.len(),
+                    self.conn.max_datagram_size().unwrap_or(0)
+                )),
+                Err(e) => Err(format!("QUIC DATAGRAM: {e}")),
+            };
+        }
+        let mut c = Vec::new();
+        capsule::encode_datagram_capsule(0, payload, &mut c).map_err(|e| e.to_string())?;
+        let mut frame = Vec::new();
+        h3_frame::encode_frame(h3_frame::FrameType::DATA, &c, &mut frame)
+            .map_err(|e| e.to_string())?;
+        self.stream
+            .send
+            .write_all(&frame)
+            .await
+            .map_err(|e| format!("request stream: {e}"))
+    }
+
+    async fn recv(&mut self) -> Result<Option<Bytes>, String> {
+        loop {
+            if let Some(p) = self.pending.pop_front() {
+                return Ok(Some(p));
+            }
+            tokio::select! {
+                d = self.conn.read_datagram() => {
+                    let d = d.map_err(|e| format!("QUIC: {e}"))?;
+                    // Another request's, another context's or malformed:
+                    // not an answer to ours.
+                    if let Ok(h) = datagram::decode_h3_datagram(&d) {
+                        if h.stream_id == self.stream_id && h.context_id == 0 {
+                            return Ok(Some(h.payload));
+                        }
+                    }
+                }
+                f = self.stream.next_frame() => match f? {
+                    Some((ty, payload)) if ty == h3_frame::FrameType::DATA => {
+                        self.buf.extend_from_slice(&payload);
+                        while let Some(event) = self
+                            .capsules
+                            .decode(&mut self.buf)
+                            .map_err(|e| format!("the proxy's capsules: {e}"))?
+                        {
+                            if let capsule::Event::Datagram { context_id: 0, payload } = event {
+                                self.pending.push_back(payload);
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+}
+
 /// One request stream: our HEADERS out, the proxy's frames in.
 struct RequestStream {
+    id: u64,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     frames: h3_frame::FrameDecoder,
@@ -139,6 +292,7 @@ impl RequestStream {
             .map_err(|e| e.to_string())?;
         send.write_all(&frame).await.map_err(|e| e.to_string())?;
         Ok(RequestStream {
+            id: u64::from(send.id()),
             send,
             recv,
             frames: h3_frame::FrameDecoder::new(MAX_FRAME),

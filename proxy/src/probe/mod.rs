@@ -3,14 +3,17 @@
 //! SERVER_CERTIFICATE received — names, chain, validity, signature scheme,
 //! whether the authenticator validated (RFC 9261) and whether the certificate
 //! is acceptable (chain and name) — and how the CONNECT was answered: status,
-//! setup time, `Proxy-Status`. The operator's view of what a proxy
-//! advertises and whether it tunnels.
+//! setup time, `Proxy-Status`. With `--connect-udp`, a CONNECT-UDP tunnel
+//! (HTTP/3 datagrams, or capsules over HTTP/2) and the echo round trips
+//! through it (`udp.rs`). The operator's view of what a proxy advertises and
+//! whether it tunnels.
 
 mod frames;
 mod http2;
 mod http3;
 mod huffman;
 mod qpack;
+mod udp;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,12 +27,17 @@ use crate::seccert::{self, Exporter, Validator};
 
 use frames::Seen;
 
+pub use udp::{RttReport, UdpOptions, UdpReport, DEFAULT_TEMPLATE, MAX_SIZE, MIN_SIZE};
+
 pub struct ProbeOptions {
     /// `https://host:port`
     pub url: String,
     pub h3: bool,
     pub ca: Option<std::path::PathBuf>,
     pub connect: Option<String>,
+    /// Open a CONNECT-UDP tunnel and time echoes through it (not with
+    /// `connect`).
+    pub connect_udp: Option<UdpOptions>,
     /// The `Proxy-Authorization` value sent with the CONNECT, if any (see
     /// [`basic_authorization`]).
     pub proxy_authorization: Option<String>,
@@ -63,6 +71,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_status: Option<String>,
     pub certificates: Vec<CertReport>,
+    /// With `--connect-udp`: the tunnel's datagrams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpReport>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -97,9 +108,11 @@ impl Report {
         }
     }
 
-    /// A CONNECT was answered with something other than 2xx.
+    /// A CONNECT or CONNECT-UDP was answered with something other than
+    /// 2xx, or every datagram sent through the tunnel was lost.
     pub fn tunnel_failed(&self) -> bool {
         self.connect_status.is_some_and(|s| !is_success(s))
+            || self.udp.as_ref().is_some_and(UdpReport::all_lost)
     }
 
     pub fn print_text(&self) {
@@ -113,13 +126,20 @@ impl Report {
             }
         );
         if let Some(s) = self.connect_status {
+            let what = match &self.udp {
+                Some(u) => format!("CONNECT-UDP {} ({})", u.target, u.path),
+                None => "CONNECT".into(),
+            };
             match self.connect_ms {
-                Some(ms) => println!("  CONNECT answered {s} in {ms:.1} ms"),
-                None => println!("  CONNECT answered {s}"),
+                Some(ms) => println!("  {what} answered {s} in {ms:.1} ms"),
+                None => println!("  {what} answered {s}"),
             }
         }
         if let Some(p) = &self.proxy_status {
             println!("  Proxy-Status: {p}");
+        }
+        if let Some(u) = &self.udp {
+            u.print_text();
         }
         if self.certificates.is_empty() {
             println!("  no SERVER_CERTIFICATE received");
@@ -169,6 +189,9 @@ pub async fn run(opts: &ProbeOptions) -> Result<Report, String> {
         .trim_end_matches('/');
     let target = crate::wire::target::Target::parse_authority(authority, Some(443))
         .map_err(|e| format!("proxy URL: {e}"))?;
+    if opts.connect.is_some() && opts.connect_udp.is_some() {
+        return Err("--connect and --connect-udp cannot be used together".into());
+    }
     let roots = Arc::new(crate::tls::root_store(opts.ca.as_deref())?);
     if opts.h3 {
         return http3::probe(opts, &target, roots).await;

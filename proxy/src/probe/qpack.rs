@@ -10,7 +10,9 @@ use super::huffman;
 
 /// RFC 9204 Appendix A: static table entries the requests use.
 const AUTHORITY: u64 = 0;
+const PATH_SLASH: u64 = 1;
 const METHOD_CONNECT: u64 = 15;
+const SCHEME_HTTPS: u64 = 23;
 
 /// RFC 9204 Appendix A: the static table's `:status` entries.
 const STATUS: [(u64, u16); 14] = [
@@ -76,6 +78,25 @@ pub(super) fn connect_block(authority: &str, authorization: Option<&str>) -> Vec
     Block::new()
         .indexed(METHOD_CONNECT)
         .with_name_ref(AUTHORITY, authority)
+        .with_auth(authorization)
+        .0
+}
+
+/// Extended CONNECT for CONNECT-UDP (RFC 9298 §3.4, RFC 9220):
+/// `:protocol connect-udp`, `:scheme https`, the proxy's `:authority`, the
+/// template's `:path`, and `capsule-protocol: ?1`.
+pub(super) fn connect_udp_block(
+    authority: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Vec<u8> {
+    Block::new()
+        .indexed(METHOD_CONNECT)
+        .literal(":protocol", "connect-udp")
+        .indexed(SCHEME_HTTPS)
+        .with_name_ref(AUTHORITY, authority)
+        .with_name_ref(PATH_SLASH, path)
+        .literal("capsule-protocol", "?1")
         .with_auth(authorization)
         .0
 }
@@ -223,6 +244,30 @@ mod tests {
         let block = connect_block(&long, None);
         assert_eq!(&block[3..6], [0x50, 0x7f, 200 - 127]);
         assert_eq!(block.len(), 6 + 200);
+    }
+
+    #[test]
+    fn connect_udp_block_bytes() {
+        let block = connect_udp_block("p:1", "/x", Some("Basic eA=="));
+        let mut want = vec![0x00, 0x00, 0xCF];
+        want.extend([0x27, 0x02]); // literal name, 3-bit length 7 + 2 = 9
+        want.extend(b":protocol");
+        want.push(11);
+        want.extend(b"connect-udp");
+        want.push(0xC0 | 23); // :scheme https
+        want.extend([0x50, 3]);
+        want.extend(b"p:1");
+        want.extend([0x51, 2]);
+        want.extend(b"/x");
+        want.extend([0x27, 16 - 7]);
+        want.extend(b"capsule-protocol");
+        want.push(2);
+        want.extend(b"?1");
+        want.extend([0x27, 19 - 7]);
+        want.extend(b"proxy-authorization");
+        want.push(10);
+        want.extend(b"Basic eA==");
+        assert_eq!(block, want);
     }
 
     #[test]

@@ -40,27 +40,11 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
     },
-    /// Connect to a proxy and show every secondary certificate it advertises.
-    Probe {
-        /// The proxy, as https://HOST:PORT.
-        url: String,
-        /// Use HTTP/3 instead of HTTP/2.
-        #[arg(long)]
-        h3: bool,
-        /// Trust anchors (PEM) for the proxy and the advertised certificates;
-        /// default: the system's roots.
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Send CONNECT HOST:PORT first (on-connect advertising reacts to it).
-        #[arg(long, value_name = "HOST:PORT")]
-        connect: Option<String>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// How long to wait for certificates, in milliseconds.
-        #[arg(long, default_value_t = 500)]
-        wait_ms: u64,
-    },
+    /// Connect to a proxy and show every secondary certificate it advertises,
+    /// and how it answers a CONNECT or CONNECT-UDP. Exit 0 ok, 1 error, 3 an
+    /// authenticator is invalid, 4 the CONNECT or CONNECT-UDP was not
+    /// answered 2xx or no datagram came back.
+    Probe(ProbeArgs),
     /// Add or replace USER in a Basic credentials file (`[auth] basic_file`)
     /// with an argon2id hash. The password is read from the terminal (asked
     /// twice) or from one line of standard input, never from the command line.
@@ -74,6 +58,60 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+/// `bauta probe`'s arguments.
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// The proxy, as https://HOST:PORT.
+    url: String,
+    /// Use HTTP/3 (the default with --connect-udp; else HTTP/2).
+    #[arg(long, conflicts_with = "h2")]
+    h3: bool,
+    /// Use HTTP/2 (the default without --connect-udp; with it, extended
+    /// CONNECT and DATAGRAM capsules instead of HTTP/3 datagrams).
+    #[arg(long)]
+    h2: bool,
+    /// Trust anchors (PEM) for the proxy and the advertised certificates;
+    /// default: the system's roots.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Send CONNECT HOST:PORT first (on-connect advertising reacts to it)
+    /// and report the answer: status, setup time, Proxy-Status.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "connect_udp")]
+    connect: Option<String>,
+    /// Open a CONNECT-UDP tunnel to HOST:PORT (a UDP echo service),
+    /// send --count datagrams through it and report the echoes: sent,
+    /// received, loss, round-trip times.
+    #[arg(long, value_name = "HOST:PORT")]
+    connect_udp: Option<String>,
+    /// Datagrams to send through the CONNECT-UDP tunnel.
+    #[arg(long, default_value_t = 10, requires = "connect_udp",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    count: u32,
+    /// UDP payload size of each datagram, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64, requires = "connect_udp",
+          value_parser = clap::value_parser!(u16).range(bauta::probe::MIN_SIZE as i64..=bauta::probe::MAX_SIZE as i64))]
+    size: u16,
+    /// Time between two datagrams, in milliseconds.
+    #[arg(long, default_value_t = 100, requires = "connect_udp")]
+    interval_ms: u64,
+    /// The proxy's CONNECT-UDP URI template, as a path with
+    /// {target_host} and {target_port}.
+    #[arg(long, value_name = "PATH", default_value = bauta::probe::DEFAULT_TEMPLATE,
+          requires = "connect_udp")]
+    udp_template: String,
+    /// Send Proxy-Authorization: Basic with this user; the password is
+    /// read from the environment variable BAUTA_PROBE_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    proxy_user: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for certificates after the exchange, and for
+    /// the last echoes after the last datagram, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    wait_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -120,24 +158,16 @@ fn main() -> ExitCode {
             config,
             worker_threads,
         }) => run(config, worker_threads.map(usize::from)),
-        Some(Command::Probe {
-            url,
-            h3,
-            ca,
-            connect,
-            json,
-            wait_ms,
-        }) => probe(
-            bauta::probe::ProbeOptions {
-                url,
-                h3,
-                ca,
-                connect,
-                wait: std::time::Duration::from_millis(wait_ms),
-                codepoints: Default::default(),
-            },
-            json,
-        ),
+        Some(Command::Probe(args)) => {
+            let json = args.json;
+            match probe_options(args) {
+                Ok(opts) => probe(opts, json),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Policy { command }) => policy(command),
         Some(Command::Passwd { file, user }) => passwd(&file, &user),
         None => run(None, None),
@@ -287,6 +317,8 @@ fn probe(opts: bauta::probe::ProbeOptions, json: bool) -> ExitCode {
             }
             if report.certificates.iter().any(|c| !c.validated) {
                 ExitCode::from(3)
+            } else if report.tunnel_failed() {
+                ExitCode::from(4)
             } else {
                 ExitCode::SUCCESS
             }
@@ -296,6 +328,43 @@ fn probe(opts: bauta::probe::ProbeOptions, json: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn probe_options(args: ProbeArgs) -> Result<bauta::probe::ProbeOptions, String> {
+    let connect_udp = args
+        .connect_udp
+        .map(|target| {
+            bauta::probe::UdpOptions::new(
+                &target,
+                &args.udp_template,
+                args.count,
+                usize::from(args.size),
+                std::time::Duration::from_millis(args.interval_ms),
+            )
+        })
+        .transpose()?;
+    Ok(bauta::probe::ProbeOptions {
+        url: args.url,
+        // CONNECT-UDP defaults to HTTP/3 datagrams, the rest to HTTP/2.
+        h3: args.h3 || (connect_udp.is_some() && !args.h2),
+        ca: args.ca,
+        connect: args.connect,
+        connect_udp,
+        proxy_authorization: args.proxy_user.map(probe_authorization).transpose()?,
+        wait: std::time::Duration::from_millis(args.wait_ms),
+        codepoints: Default::default(),
+    })
+}
+
+/// `Proxy-Authorization` for `--proxy-user USER`, the password from
+/// `BAUTA_PROBE_PASSWORD` (never from the command line).
+fn probe_authorization(user: String) -> Result<String, String> {
+    if user.contains(':') {
+        return Err("--proxy-user: a Basic user-id cannot contain ':'".into());
+    }
+    let password = std::env::var("BAUTA_PROBE_PASSWORD")
+        .map_err(|_| "--proxy-user needs the password in BAUTA_PROBE_PASSWORD".to_string())?;
+    Ok(bauta::probe::basic_authorization(&user, &password))
 }
 
 fn run(path: Option<PathBuf>, worker_threads: Option<usize>) -> ExitCode {

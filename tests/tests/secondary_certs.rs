@@ -774,13 +774,20 @@ async fn probe(env: &Env, h3: bool) -> Value {
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{what}:\n{stdout}");
-    assert!(
-        out.status.success(),
+    let v: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{what} --json: {e}\n{stdout}"));
+    // Exit 4: the CONNECT was answered, but not 2xx.
+    let refused = v["connect_status"]
+        .as_u64()
+        .is_some_and(|s| !(200..300).contains(&s));
+    assert_eq!(
+        out.status.code(),
+        Some(if refused { 4 } else { 0 }),
         "{what}: {:?}\nstdout: {stdout}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{what} --json: {e}\n{stdout}"))
+    v
 }
 
 /// Build the binary and check it has `probe` (outside the test's time bound).
@@ -837,7 +844,8 @@ async fn probe_reports_validated_certificate() {
 }
 
 /// The probe reports the CONNECT's status (origin.test does not resolve:
-/// 502) over HTTP/2 and HTTP/3.
+/// 502), its setup time and its Proxy-Status over HTTP/2 and HTTP/3 (there
+/// read from the proxy's Huffman-coded QPACK field), and exits 4.
 #[tokio::test(flavor = "multi_thread")]
 async fn probe_reports_connect_status() {
     probe_available();
@@ -850,6 +858,15 @@ async fn probe_reports_connect_status() {
                 Some(502),
                 "bauta probe (h3: {h3}): CONNECT origin.test:443 was answered 502 (NXDOMAIN), \
                  the report should say so: {v:#}"
+            );
+            assert!(
+                v["connect_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+                "bauta probe (h3: {h3}): setup time: {v:#}"
+            );
+            let ps = v["proxy_status"].as_str().unwrap_or_default();
+            assert!(
+                ps.contains("error=dns_error") && ps.contains("NXDOMAIN"),
+                "bauta probe (h3: {h3}): the 502's Proxy-Status: {v:#}"
             );
         }
         env.proxy.shutdown().await;

@@ -1,7 +1,8 @@
 //! How the probe sees the proxy's frames: a tap under h2 (adds our setting
 //! to the client's SETTINGS, picks SERVER_CERTIFICATE and the proxy's
 //! setting out of the bytes h2 reads) and a reader of the proxy's HTTP/3
-//! control stream. Both go through the codecs in `wire/`.
+//! control stream (which also notes its SETTINGS_H3_DATAGRAM). Both go
+//! through the codecs in `wire/`.
 
 use std::io;
 use std::pin::Pin;
@@ -23,6 +24,9 @@ const MAX_AUTHENTICATOR: usize = 64 * 1024;
 pub(super) struct Seen {
     pub(super) setting_advertised: bool,
     pub(super) certificates: Vec<Bytes>,
+    /// HTTP/3: the proxy's SETTINGS_H3_DATAGRAM is 1; `None` until its
+    /// SETTINGS arrived.
+    pub(super) h3_datagram: Option<bool>,
 }
 
 /// Reads the proxy's unidirectional streams: the control stream's SETTINGS
@@ -69,9 +73,12 @@ impl H3ControlScan {
                 return false;
             };
             if ty == h3_frame::FrameType::SETTINGS {
+                s.h3_datagram = Some(false);
                 for (id, value) in h3_frame::Settings::new(&payload).map_while(Result::ok) {
                     if id == self.cp.h3_setting() {
                         s.setting_advertised = sc::decode_setting_value(value) == Ok(true);
+                    } else if id == h3_frame::SettingId::H3_DATAGRAM {
+                        s.h3_datagram = Some(value == 1);
                     }
                 }
             } else if ServerCertificate::is_h3(&self.cp, ty) {

@@ -2,26 +2,32 @@
 //! certificates, optionally send a CONNECT, and report every
 //! SERVER_CERTIFICATE received — names, chain, validity, signature scheme,
 //! whether the authenticator validated (RFC 9261) and whether the certificate
-//! is acceptable (chain and name). The operator's view of what a proxy
-//! advertises.
+//! is acceptable (chain and name) — and how the CONNECT was answered: status,
+//! setup time, `Proxy-Status`. With `--connect-udp`, a CONNECT-UDP tunnel
+//! (HTTP/3 datagrams, or capsules over HTTP/2) and the echo round trips
+//! through it (`udp.rs`). The operator's view of what a proxy advertises and
+//! whether it tunnels.
 
 mod frames;
+mod http2;
+mod http3;
+mod huffman;
 mod qpack;
+mod udp;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::SignatureScheme;
 use serde::Serialize;
 
 use crate::seccert::negotiation::Codepoints;
 use crate::seccert::{self, Exporter, Validator};
-use crate::wire::h3_frame;
-use crate::wire::server_certificate as sc;
 
-use frames::{H3ControlScan, Seen, Tap};
+use frames::Seen;
+
+pub use udp::{RttReport, UdpOptions, UdpReport, DEFAULT_TEMPLATE, MAX_SIZE, MIN_SIZE};
 
 pub struct ProbeOptions {
     /// `https://host:port`
@@ -29,9 +35,25 @@ pub struct ProbeOptions {
     pub h3: bool,
     pub ca: Option<std::path::PathBuf>,
     pub connect: Option<String>,
+    /// Open a CONNECT-UDP tunnel and time echoes through it (not with
+    /// `connect`).
+    pub connect_udp: Option<UdpOptions>,
+    /// The `Proxy-Authorization` value sent with the CONNECT, if any (see
+    /// [`basic_authorization`]).
+    pub proxy_authorization: Option<String>,
     /// How long to listen for certificates after the exchange.
     pub wait: Duration,
     pub codepoints: Codepoints,
+}
+
+/// How long a CONNECT may wait for its answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `Basic base64(user:password)` (RFC 7617 §2), for `Proxy-Authorization`.
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
 }
 
 /// What the probe saw.
@@ -42,7 +64,16 @@ pub struct Report {
     /// The proxy sent SETTINGS_HTTP_SERVER_CERT_AUTH = 1.
     pub setting_advertised: bool,
     pub connect_status: Option<u16>,
+    /// From sending the CONNECT to its answer's header, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<f64>,
+    /// The answer's `Proxy-Status` when it was not 2xx (RFC 9209).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_status: Option<String>,
     pub certificates: Vec<CertReport>,
+    /// With `--connect-udp`: the tunnel's datagrams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpReport>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -62,6 +93,28 @@ pub struct CertReport {
 }
 
 impl Report {
+    /// Record a CONNECT's answer: the status, how long it took, and — when
+    /// it is not 2xx — its `Proxy-Status`.
+    fn answered(
+        &mut self,
+        status: Option<u16>,
+        took: Duration,
+        proxy_status: impl FnOnce() -> Option<String>,
+    ) {
+        self.connect_status = status;
+        self.connect_ms = Some(millis(took));
+        if !status.is_some_and(is_success) {
+            self.proxy_status = proxy_status();
+        }
+    }
+
+    /// A CONNECT or CONNECT-UDP was answered with something other than
+    /// 2xx, or every datagram sent through the tunnel was lost.
+    pub fn tunnel_failed(&self) -> bool {
+        self.connect_status.is_some_and(|s| !is_success(s))
+            || self.udp.as_ref().is_some_and(UdpReport::all_lost)
+    }
+
     pub fn print_text(&self) {
         println!("proxy {} over {}", self.proxy, self.protocol);
         println!(
@@ -73,7 +126,20 @@ impl Report {
             }
         );
         if let Some(s) = self.connect_status {
-            println!("  CONNECT answered {s}");
+            let what = match &self.udp {
+                Some(u) => format!("CONNECT-UDP {} ({})", u.target, u.path),
+                None => "CONNECT".into(),
+            };
+            match self.connect_ms {
+                Some(ms) => println!("  {what} answered {s} in {ms:.1} ms"),
+                None => println!("  {what} answered {s}"),
+            }
+        }
+        if let Some(p) = &self.proxy_status {
+            println!("  Proxy-Status: {p}");
+        }
+        if let Some(u) = &self.udp {
+            u.print_text();
         }
         if self.certificates.is_empty() {
             println!("  no SERVER_CERTIFICATE received");
@@ -105,6 +171,15 @@ impl Report {
     }
 }
 
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// A duration in milliseconds, to the microsecond.
+fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
 /// Run the probe.
 pub async fn run(opts: &ProbeOptions) -> Result<Report, String> {
     let authority = opts
@@ -114,203 +189,14 @@ pub async fn run(opts: &ProbeOptions) -> Result<Report, String> {
         .trim_end_matches('/');
     let target = crate::wire::target::Target::parse_authority(authority, Some(443))
         .map_err(|e| format!("proxy URL: {e}"))?;
+    if opts.connect.is_some() && opts.connect_udp.is_some() {
+        return Err("--connect and --connect-udp cannot be used together".into());
+    }
     let roots = Arc::new(crate::tls::root_store(opts.ca.as_deref())?);
     if opts.h3 {
-        return probe_h3(opts, &target, roots).await;
+        return http3::probe(opts, &target, roots).await;
     }
-    probe_h2(opts, &target, roots).await
-}
-
-async fn probe_h2(
-    opts: &ProbeOptions,
-    target: &crate::wire::target::Target,
-    roots: Arc<rustls::RootCertStore>,
-) -> Result<Report, String> {
-    let provider = crate::tls::provider();
-    let offered: Vec<SignatureScheme> = provider
-        .signature_verification_algorithms
-        .supported_schemes();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(Arc::clone(&roots))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let server_name = crate::tls::server_name(&target.host)?;
-    let addr = format!("{}:{}", target.host, target.port);
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(&addr),
-    )
-    .await
-    .map_err(|_| format!("{addr}: connect timed out"))?
-    .map_err(|e| format!("{addr}: {e}"))?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-        return Err("the proxy did not negotiate h2".into());
-    }
-    let exporter = Exporter::from_rustls(tls.get_ref().1).map_err(|e| format!("exporter: {e}"))?;
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let io = Tap::new(tls, opts.codepoints, Arc::clone(&seen));
-    let (mut client, conn) = h2::client::handshake(io)
-        .await
-        .map_err(|e| format!("HTTP/2: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut report = Report {
-        proxy: opts.url.clone(),
-        protocol: "h2".into(),
-        ..Report::default()
-    };
-    // Let SETTINGS go both ways.
-    client = client.ready().await.map_err(|e| format!("HTTP/2: {e}"))?;
-    if let Some(dest) = &opts.connect {
-        let req = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(dest.as_str())
-            .body(())
-            .map_err(|e| format!("--connect {dest}: {e}"))?;
-        let (resp, _stream) = client
-            .send_request(req, false)
-            .map_err(|e| format!("CONNECT: {e}"))?;
-        let resp = tokio::time::timeout(Duration::from_secs(15), resp)
-            .await
-            .map_err(|_| "CONNECT: no answer".to_string())?
-            .map_err(|e| format!("CONNECT: {e}"))?;
-        report.connect_status = Some(resp.status().as_u16());
-    }
-    tokio::time::sleep(opts.wait).await;
-    judge(&mut report, &seen, exporter, &offered, roots)?;
-    Ok(report)
-}
-
-/// HTTP/3 with raw QUIC streams: our control stream carries SETTINGS with
-/// the extension's setting, the proxy's control stream is read for its
-/// SETTINGS and SERVER_CERTIFICATE frames, and an optional CONNECT goes out
-/// on a request stream with a minimal QPACK header block.
-async fn probe_h3(
-    opts: &ProbeOptions,
-    target: &crate::wire::target::Target,
-    roots: Arc<rustls::RootCertStore>,
-) -> Result<Report, String> {
-    // Our proxies run SHA-256 suites on QUIC; the exporter hash must match.
-    let provider = crate::tls::quic_provider();
-    let offered: Vec<SignatureScheme> = provider
-        .signature_verification_algorithms
-        .supported_schemes();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(Arc::clone(&roots))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(|e| e.to_string())?;
-    let client_cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    let bind: std::net::SocketAddr = match &target.host {
-        bauta_policy::Host::Ip(std::net::IpAddr::V6(_)) => "[::]:0",
-        _ => "0.0.0.0:0",
-    }
-    .parse()
-    .map_err(|_| "bind address")?;
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
-    endpoint.set_default_client_config(client_cfg);
-    let addr = tokio::net::lookup_host(format!("{}:{}", target.host, target.port))
-        .await
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("the proxy's name did not resolve")?;
-    let sni = match &target.host {
-        bauta_policy::Host::Name(n) => n.clone(),
-        bauta_policy::Host::Ip(ip) => ip.to_string(),
-    };
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        endpoint.connect(addr, &sni).map_err(|e| e.to_string())?,
-    )
-    .await
-    .map_err(|_| "QUIC handshake timed out".to_string())?
-    .map_err(|e| format!("QUIC: {e}"))?;
-    let exporter = Exporter::from_quinn(&conn, seccert::HashAlg::Sha256)
-        .map_err(|e| format!("exporter: {e}"))?;
-
-    // Our control stream: type 0x00, SETTINGS { our setting = 1 }.
-    let cp = opts.codepoints;
-    let mut settings = Vec::new();
-    sc::encode_h3_setting(&cp, true, &mut settings).map_err(|e| e.to_string())?;
-    let mut ctrl = Vec::new();
-    h3_frame::StreamType::CONTROL
-        .encode(&mut ctrl)
-        .and_then(|()| h3_frame::encode_frame(h3_frame::FrameType::SETTINGS, &settings, &mut ctrl))
-        .map_err(|e| e.to_string())?;
-    let mut our_ctrl = conn.open_uni().await.map_err(|e| e.to_string())?;
-    our_ctrl.write_all(&ctrl).await.map_err(|e| e.to_string())?;
-
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let reader = {
-        let conn = conn.clone();
-        let seen = Arc::clone(&seen);
-        let cp = opts.codepoints;
-        tokio::spawn(async move {
-            while let Ok(mut stream) = conn.accept_uni().await {
-                let seen = Arc::clone(&seen);
-                tokio::spawn(async move {
-                    let mut scan = H3ControlScan::new(cp);
-                    let mut chunk = vec![0u8; 16 * 1024];
-                    while let Ok(Some(n)) = stream.read(&mut chunk).await {
-                        if !scan.feed(chunk.get(..n).unwrap_or_default(), &seen) {
-                            return;
-                        }
-                    }
-                });
-            }
-        })
-    };
-    let mut report = Report {
-        proxy: opts.url.clone(),
-        protocol: "h3".into(),
-        ..Report::default()
-    };
-    if let Some(dest) = &opts.connect {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        let block = qpack::connect_block(dest)?;
-        let mut frame = Vec::new();
-        h3_frame::encode_frame(h3_frame::FrameType::HEADERS, &block, &mut frame)
-            .map_err(|e| e.to_string())?;
-        send.write_all(&frame).await.map_err(|e| e.to_string())?;
-        // Read until the first frame (the response HEADERS) is complete;
-        // the proxy may send its header and payload in separate chunks.
-        let mut frames = h3_frame::FrameDecoder::new(16 * 1024);
-        let mut buf = BytesMut::new();
-        let mut chunk = vec![0u8; 4096];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            match frames.decode(&mut buf) {
-                Some(h3_frame::Frame::Whole { ty, payload }) => {
-                    if ty == h3_frame::FrameType::HEADERS {
-                        report.connect_status = qpack::status(&payload);
-                    }
-                    break;
-                }
-                Some(h3_frame::Frame::Skipped(_)) => break,
-                None => {}
-            }
-            match tokio::time::timeout_at(deadline, recv.read(&mut chunk)).await {
-                Ok(Ok(Some(n))) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-                _ => break,
-            }
-        }
-        let _ = send.finish();
-    }
-    tokio::time::sleep(opts.wait).await;
-    reader.abort();
-    judge(&mut report, &seen, exporter, &offered, roots)?;
-    conn.close(0x100u32.into(), b"probe done");
-    Ok(report)
+    http2::probe(opts, &target, roots).await
 }
 
 /// Validate and describe every certificate the tap or reader collected.

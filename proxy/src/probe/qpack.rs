@@ -1,76 +1,211 @@
-//! The probe's own minimal QPACK (RFC 9204): the header block of a CONNECT
-//! request out, the `:status` of a response in. Static table only, no
-//! dynamic table, no Huffman beyond digits: enough to talk to a proxy, not a
-//! general codec (h3 has one, but the probe writes raw frames to see the
-//! proxy's control stream).
+//! The probe's own minimal QPACK (RFC 9204): the header blocks of CONNECT and
+//! CONNECT-UDP requests out, the fields of a response in. Static table only:
+//! our SETTINGS leave QPACK_MAX_TABLE_CAPACITY at 0, so the proxy may not use
+//! a dynamic table, and a response that does reads as undecodable. Requests
+//! go out without Huffman; responses may use it (`huffman.rs`). Enough to
+//! talk to a proxy, not a general codec (h3 has one, but the probe writes
+//! raw frames to see the proxy's control stream).
 
-/// RFC 9204 Appendix A: the static table's `:method CONNECT`.
-const METHOD_CONNECT: u8 = 15;
+use super::huffman;
 
-/// The QPACK header block of `CONNECT authority`: `:method CONNECT` (an
-/// indexed static line) and `:authority` (a literal with the static name
-/// reference 0).
-pub(super) fn connect_block(authority: &str) -> Result<Vec<u8>, String> {
-    // A 7-bit length prefix; longer values would need a prefixed integer.
-    let len = u8::try_from(authority.len())
-        .ok()
-        .filter(|&n| n < 0x7f)
-        .ok_or("--connect: authority too long")?;
-    // Required Insert Count 0, Base 0: no dynamic table.
-    let mut block = vec![0x00, 0x00, 0xC0 | METHOD_CONNECT];
-    block.push(0x50); // literal with static name reference 0 (:authority)
-    block.push(len);
-    block.extend_from_slice(authority.as_bytes());
-    Ok(block)
+/// RFC 9204 Appendix A: static table entries the requests use.
+const AUTHORITY: u64 = 0;
+const PATH_SLASH: u64 = 1;
+const METHOD_CONNECT: u64 = 15;
+const SCHEME_HTTPS: u64 = 23;
+
+/// RFC 9204 Appendix A: the static table's `:status` entries.
+const STATUS: [(u64, u16); 14] = [
+    (24, 103),
+    (25, 200),
+    (26, 304),
+    (27, 404),
+    (28, 503),
+    (63, 100),
+    (64, 204),
+    (65, 206),
+    (66, 302),
+    (67, 400),
+    (68, 403),
+    (69, 421),
+    (70, 425),
+    (71, 500),
+];
+
+/// A request's field section, built line by line.
+struct Block(Vec<u8>);
+
+impl Block {
+    /// An empty section: Required Insert Count 0, Base 0 (no dynamic table).
+    fn new() -> Block {
+        Block(vec![0x00, 0x00])
+    }
+
+    /// Indexed field line, static table (RFC 9204 §4.5.2: `1 T=1 index(6)`).
+    fn indexed(mut self, index: u64) -> Block {
+        put_int(&mut self.0, 0xC0, 6, index);
+        self
+    }
+
+    /// Literal with a static name reference (§4.5.4: `0 1 N=0 T=1
+    /// index(4)`), the value as it is (no Huffman).
+    fn with_name_ref(mut self, index: u64, value: &str) -> Block {
+        put_int(&mut self.0, 0x50, 4, index);
+        put_int(&mut self.0, 0x00, 7, value.len() as u64);
+        self.0.extend_from_slice(value.as_bytes());
+        self
+    }
+
+    /// Literal with a literal name (§4.5.6: `0 0 1 N=0 H=0 length(3)`).
+    fn literal(mut self, name: &str, value: &str) -> Block {
+        put_int(&mut self.0, 0x20, 3, name.len() as u64);
+        self.0.extend_from_slice(name.as_bytes());
+        put_int(&mut self.0, 0x00, 7, value.len() as u64);
+        self.0.extend_from_slice(value.as_bytes());
+        self
+    }
+
+    fn with_auth(self, authorization: Option<&str>) -> Block {
+        match authorization {
+            Some(v) => self.literal("proxy-authorization", v),
+            None => self,
+        }
+    }
 }
 
-/// `:status` from a response's QPACK header block (the HEADERS payload): a
-/// static-table entry, or a literal with a static name reference (plain or
-/// Huffman-coded digits). Enough for a probe; anything else reads as unknown.
-pub(super) fn status(block: &[u8]) -> Option<u16> {
+/// `CONNECT authority` (RFC 9114 §4.4): `:method` and `:authority` only.
+pub(super) fn connect_block(authority: &str, authorization: Option<&str>) -> Vec<u8> {
+    Block::new()
+        .indexed(METHOD_CONNECT)
+        .with_name_ref(AUTHORITY, authority)
+        .with_auth(authorization)
+        .0
+}
+
+/// Extended CONNECT for CONNECT-UDP (RFC 9298 §3.4, RFC 9220):
+/// `:protocol connect-udp`, `:scheme https`, the proxy's `:authority`, the
+/// template's `:path`, and `capsule-protocol: ?1`.
+pub(super) fn connect_udp_block(
+    authority: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Vec<u8> {
+    Block::new()
+        .indexed(METHOD_CONNECT)
+        .literal(":protocol", "connect-udp")
+        .indexed(SCHEME_HTTPS)
+        .with_name_ref(AUTHORITY, authority)
+        .with_name_ref(PATH_SLASH, path)
+        .literal("capsule-protocol", "?1")
+        .with_auth(authorization)
+        .0
+}
+
+/// What the probe reads of a response's field section.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Response {
+    pub(super) status: Option<u16>,
+    /// Fields with a literal name, lowercase as HTTP/3 requires; static
+    /// entries other than `:status` are not kept.
+    pub(super) fields: Vec<(String, String)>,
+}
+
+impl Response {
+    /// The value of field `name` (lowercase); several are joined with ", ".
+    pub(super) fn field(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .fields
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    }
+}
+
+/// A response's field section (the HEADERS payload); `None` if it uses the
+/// dynamic table or is malformed.
+pub(super) fn decode_response(block: &[u8]) -> Option<Response> {
     // Field section prefix: Required Insert Count (8-bit prefix) and Base
-    // (7-bit prefix); a response without the dynamic table has both 0.
-    let (_ric, n1) = prefixed_int(block, 8)?;
+    // (7-bit prefix); without the dynamic table both are 0.
+    let (ric, n1) = prefixed_int(block, 8)?;
     let (_base, n2) = prefixed_int(block.get(n1..)?, 7)?;
-    let line = block.get(n1 + n2..)?;
-    let first = *line.first()?;
-    // RFC 9204 Appendix A: the static table's :status entries.
-    const STATUS: [(u64, u16); 14] = [
-        (24, 103),
-        (25, 200),
-        (26, 304),
-        (27, 404),
-        (28, 503),
-        (63, 100),
-        (64, 204),
-        (65, 206),
-        (66, 302),
-        (67, 400),
-        (68, 403),
-        (69, 421),
-        (70, 425),
-        (71, 500),
-    ];
-    if first & 0xC0 == 0xC0 {
-        // Indexed field line, static table (6-bit index).
-        let (idx, _) = prefixed_int(line, 6)?;
-        return STATUS.iter().find(|(i, _)| *i == idx).map(|(_, s)| *s);
+    if ric != 0 {
+        return None;
     }
-    if first & 0xF0 == 0x50 {
-        // Literal field line with a static name reference (4-bit index).
-        let (_idx, n) = prefixed_int(line, 4)?;
-        let value = line.get(n..)?;
-        let huffman = *value.first()? & 0x80 != 0;
-        let (len, m) = prefixed_int(value, 7)?;
-        let bytes = value.get(m..m + usize::try_from(len).ok()?)?;
-        let text = if huffman {
-            huffman_digits(bytes)?
+    let mut rest = block.get(n1 + n2..)?;
+    let mut out = Response::default();
+    while let Some(&first) = rest.first() {
+        let used = if first & 0x80 != 0 {
+            // Indexed field line (§4.5.2); T (0x40) = static table.
+            if first & 0x40 == 0 {
+                return None;
+            }
+            let (index, n) = prefixed_int(rest, 6)?;
+            if let Some((_, s)) = STATUS.iter().find(|(i, _)| *i == index) {
+                out.status = Some(*s);
+            }
+            n
+        } else if first & 0xC0 == 0x40 {
+            // Literal with a name reference (§4.5.4); T (0x10) = static.
+            if first & 0x10 == 0 {
+                return None;
+            }
+            let (index, n) = prefixed_int(rest, 4)?;
+            let (value, m) = string(rest.get(n..)?, 7)?;
+            if STATUS.iter().any(|(i, _)| *i == index) {
+                out.status = std::str::from_utf8(&value).ok()?.parse().ok();
+            }
+            n + m
+        } else if first & 0xE0 == 0x20 {
+            // Literal with a literal name (§4.5.6).
+            let (name, n) = string(rest, 3)?;
+            let (value, m) = string(rest.get(n..)?, 7)?;
+            out.fields.push((
+                String::from_utf8_lossy(&name).into_owned(),
+                String::from_utf8_lossy(&value).into_owned(),
+            ));
+            n + m
         } else {
-            std::str::from_utf8(bytes).ok()?.to_string()
+            // Post-base forms (§4.5.3, §4.5.5): the dynamic table.
+            return None;
         };
-        return text.parse().ok();
+        rest = rest.get(used..)?;
     }
-    None
+    Some(out)
+}
+
+/// A string literal (RFC 9204 §4.1.2) whose length has a `bits`-bit prefix
+/// and whose H flag is the bit just above it; the bytes and the length used.
+fn string(buf: &[u8], bits: u32) -> Option<(Vec<u8>, usize)> {
+    let huffman = buf.first()? & (1 << bits) != 0;
+    let (len, n) = prefixed_int(buf, bits)?;
+    let end = n.checked_add(usize::try_from(len).ok()?)?;
+    let raw = buf.get(n..end)?;
+    let bytes = if huffman {
+        huffman::decode(raw)?
+    } else {
+        raw.to_vec()
+    };
+    Some((bytes, end))
+}
+
+/// Append an RFC 7541 §5.1 prefixed integer: `flags` in the high bits of the
+/// first byte, `value` in its low `bits` and continuation bytes.
+fn put_int(out: &mut Vec<u8>, flags: u8, bits: u32, value: u64) {
+    let max = (1u64 << bits) - 1;
+    if value < max {
+        // Fits in the prefix: `value < max <= 0x7f`.
+        out.push(flags | value as u8);
+        return;
+    }
+    out.push(flags | max as u8);
+    let mut rest = value - max;
+    while rest >= 0x80 {
+        out.push(0x80 | (rest & 0x7f) as u8);
+        rest >>= 7;
+    }
+    out.push(rest as u8);
 }
 
 /// An RFC 7541 §5.1 prefixed integer in the low `bits` of the first byte.
@@ -94,41 +229,6 @@ fn prefixed_int(buf: &[u8], bits: u32) -> Option<(u64, usize)> {
     None
 }
 
-/// Decode a Huffman-coded string made only of digits (RFC 7541 Appendix B:
-/// '0'-'2' are 5-bit codes 0-2, '3'-'9' are 6-bit codes 0x19-0x1f).
-fn huffman_digits(bytes: &[u8]) -> Option<String> {
-    let total = bytes.len() * 8;
-    let bit = |i: usize| -> u8 { (bytes[i / 8] >> (7 - i % 8)) & 1 };
-    let mut out = String::new();
-    let mut i = 0;
-    while i < total {
-        // What is left may be EOS padding: all ones, fewer than 8 bits.
-        if total - i < 8 && (i..total).all(|j| bit(j) == 1) {
-            return Some(out);
-        }
-        let read = |n: usize| -> Option<u8> {
-            if i + n > total {
-                return None;
-            }
-            Some((i..i + n).fold(0u8, |acc, j| acc << 1 | bit(j)))
-        };
-        let five = read(5)?;
-        if five <= 2 {
-            out.push(char::from(b'0' + five));
-            i += 5;
-            continue;
-        }
-        let six = read(6)?;
-        if (0x19..=0x1f).contains(&six) {
-            out.push(char::from(b'3' + (six - 0x19)));
-            i += 6;
-            continue;
-        }
-        return None;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,32 +236,118 @@ mod tests {
     #[test]
     fn connect_block_bytes() {
         assert_eq!(
-            connect_block("a:1").unwrap(),
+            connect_block("a:1", None),
             [0x00, 0x00, 0xCF, 0x50, 0x03, b'a', b':', b'1']
         );
-        assert!(connect_block(&"a".repeat(127)).is_err());
+        // A long authority takes a multi-byte length.
+        let long = "a".repeat(200);
+        let block = connect_block(&long, None);
+        assert_eq!(&block[3..6], [0x50, 0x7f, 200 - 127]);
+        assert_eq!(block.len(), 6 + 200);
     }
 
     #[test]
-    fn huffman_digits_decode() {
-        // "502": '5' 011011, '0' 00000, '2' 00010: exactly 16 bits.
-        assert_eq!(huffman_digits(&[0x6C, 0x02]).as_deref(), Some("502"));
-        // "200": 00010 00000 00000 + one bit of EOS padding.
-        assert_eq!(huffman_digits(&[0x10, 0x01]).as_deref(), Some("200"));
-        // Eight bits of padding are an error (RFC 7541 §5.2).
-        assert_eq!(huffman_digits(&[0xff]), None);
-        assert_eq!(huffman_digits(&[0b1010_1010]), None);
+    fn connect_udp_block_bytes() {
+        let block = connect_udp_block("p:1", "/x", Some("Basic eA=="));
+        let mut want = vec![0x00, 0x00, 0xCF];
+        want.extend([0x27, 0x02]); // literal name, 3-bit length 7 + 2 = 9
+        want.extend(b":protocol");
+        want.push(11);
+        want.extend(b"connect-udp");
+        want.push(0xC0 | 23); // :scheme https
+        want.extend([0x50, 3]);
+        want.extend(b"p:1");
+        want.extend([0x51, 2]);
+        want.extend(b"/x");
+        want.extend([0x27, 16 - 7]);
+        want.extend(b"capsule-protocol");
+        want.push(2);
+        want.extend(b"?1");
+        want.extend([0x27, 19 - 7]);
+        want.extend(b"proxy-authorization");
+        want.push(10);
+        want.extend(b"Basic eA==");
+        assert_eq!(block, want);
     }
 
     #[test]
     fn status_from_static_and_literal_lines() {
         // Prefix 00 00, indexed static 25 (:status 200).
-        assert_eq!(status(&[0x00, 0x00, 0xC0 | 25]), Some(200));
+        assert_eq!(
+            decode_response(&[0x00, 0x00, 0xC0 | 25]).and_then(|r| r.status),
+            Some(200)
+        );
         // Literal with name ref 24 (:status), plain value "502".
         assert_eq!(
-            status(&[0x00, 0x00, 0x5F, 0x09, 0x03, b'5', b'0', b'2']),
+            decode_response(&[0x00, 0x00, 0x5F, 0x09, 0x03, b'5', b'0', b'2'])
+                .and_then(|r| r.status),
+            Some(502)
+        );
+        // The same with a Huffman-coded value.
+        assert_eq!(
+            decode_response(&[0x00, 0x00, 0x5F, 0x09, 0x82, 0x6C, 0x02]).and_then(|r| r.status),
             Some(502)
         );
         assert_eq!(prefixed_int(&[0x1F, 0x9A, 0x0A], 5), Some((1337, 3)));
+    }
+
+    #[test]
+    fn literal_names_plain_and_huffman() {
+        // :status 403, then proxy-status: x (plain), then
+        // cache-control: no-cache with a Huffman value (RFC 7541 C.4.2).
+        let mut block = vec![0x00, 0x00, 0xFF, 68 - 63]; // a two-byte index
+        block.extend([0x27, 12 - 7]);
+        block.extend(b"proxy-status");
+        block.extend([0x01, b'x']);
+        block.extend([0x27, 13 - 7]);
+        block.extend(b"cache-control");
+        block.extend([0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf]);
+        let r = decode_response(&block).expect("decodes");
+        assert_eq!(r.status, Some(403));
+        assert_eq!(r.field("proxy-status").as_deref(), Some("x"));
+        assert_eq!(r.field("cache-control").as_deref(), Some("no-cache"));
+        assert_eq!(r.field("absent"), None);
+        // A Huffman-coded name: H is 0x08 in the first byte.
+        let mut block = vec![0x00, 0x00, 0x28 | 6];
+        block.extend([0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf]); // "no-cache"
+        block.extend([0x01, b'1']);
+        let r = decode_response(&block).expect("decodes");
+        assert_eq!(r.field("no-cache").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn dynamic_table_and_truncation_read_as_undecodable() {
+        assert_eq!(decode_response(&[0x01, 0x00, 0xC0 | 25]), None);
+        assert_eq!(decode_response(&[0x00, 0x00, 0x80 | 1]), None);
+        assert_eq!(decode_response(&[0x00, 0x00, 0x10]), None);
+        assert_eq!(decode_response(&[0x00, 0x00, 0x27, 0x05, b'p']), None);
+        assert_eq!(decode_response(&[0x00]), None);
+    }
+
+    #[test]
+    fn put_int_round_trips() {
+        for bits in [3, 4, 6, 7, 8] {
+            for v in [
+                0u64,
+                1,
+                6,
+                7,
+                14,
+                15,
+                62,
+                63,
+                126,
+                127,
+                128,
+                254,
+                255,
+                1337,
+                1 << 20,
+            ] {
+                let mut out = Vec::new();
+                put_int(&mut out, 0, bits, v);
+                assert_eq!(prefixed_int(&out, bits), Some((v, out.len())), "{bits} {v}");
+            }
+        }
     }
 }

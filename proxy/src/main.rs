@@ -80,9 +80,9 @@ struct ProbeArgs {
     /// and report the answer: status, setup time, Proxy-Status.
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "connect_udp")]
     connect: Option<String>,
-    /// Open a CONNECT-UDP tunnel to HOST:PORT (a UDP echo service),
-    /// send --count datagrams through it and report the echoes: sent,
-    /// received, loss, round-trip times.
+    /// Open a CONNECT-UDP tunnel to HOST:PORT (a UDP echo service, or a
+    /// DNS server on port 53), send --count datagrams through it and report
+    /// the echoes: sent, received, loss, round-trip times.
     #[arg(long, value_name = "HOST:PORT")]
     connect_udp: Option<String>,
     /// Datagrams to send through the CONNECT-UDP tunnel.
@@ -96,6 +96,12 @@ struct ProbeArgs {
     /// Time between two datagrams, in milliseconds.
     #[arg(long, default_value_t = 100, requires = "connect_udp")]
     interval_ms: u64,
+    /// What the datagrams carry: `echo` (a sequence number and a send
+    /// time, for a UDP echo service) or `dns` (a DNS query per datagram, for
+    /// a DNS server: its answers are the echoes; --size does not apply).
+    /// Default: dns for port 53, else echo.
+    #[arg(long, value_name = "KIND", requires = "connect_udp")]
+    payload: Option<String>,
     /// The proxy's CONNECT-UDP URI template, as a path with
     /// {target_host} and {target_port}.
     #[arg(long, value_name = "PATH", default_value = bauta::probe::DEFAULT_TEMPLATE,
@@ -340,6 +346,7 @@ fn probe_options(args: ProbeArgs) -> Result<bauta::probe::ProbeOptions, String> 
                 args.count,
                 usize::from(args.size),
                 std::time::Duration::from_millis(args.interval_ms),
+                args.payload.as_deref(),
             )
         })
         .transpose()?;

@@ -1,7 +1,8 @@
 //! `bauta probe` (the real binary) through a proxy with an HTTP/3 listener:
 //! `--connect-udp` over HTTP/3 datagrams and over HTTP/2 capsules to a
 //! loopback UDP echo (every datagram back, RTTs reported), a denied target
-//! (exit 4, status and Proxy-Status shown), a target that never answers
+//! (exit 4, status and Proxy-Status shown), DNS queries to a DNS server
+//! (its answers timed as echoes), a target that never answers
 //! (100% loss, exit 4), `--h3 --connect` to a TCP echo (status and setup
 //! time), and the usage errors. Everything on 127.0.0.1; every run of the
 //! probe is bounded.
@@ -185,6 +186,47 @@ async fn connect_udp_over_h2_capsules_echoes_every_datagram() {
         assert_eq!(v["protocol"].as_str(), Some("h2"), "{v:#}");
         assert_all_echoed(&v, 10, "capsules");
         assert_eq!(udp.received(), 10);
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+/// `--payload dns` (the default for port 53): each datagram is a DNS
+/// query whose ID is its sequence number, and the DNS server's answers are
+/// the echoes — here the tests' own loopback DNS server.
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_udp_to_a_dns_server_times_its_answers() {
+    bauta_bin();
+    bounded_for(LIMIT, async {
+        let certs = make_certs();
+        let dns = FakeDns::start().await;
+        let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
+        let target = dns.addr.to_string();
+        let run = probe(
+            &proxy,
+            &certs,
+            &[
+                "--connect-udp",
+                &target,
+                "--payload",
+                "dns",
+                "--count",
+                "5",
+                "--interval-ms",
+                "5",
+                "--json",
+            ],
+        )
+        .await;
+        let v = run.json();
+        assert_eq!(run.code, Some(0), "{run:?}");
+        assert_eq!(v["udp"]["payload"].as_str(), Some("dns"), "{v:#}");
+        assert_all_echoed(&v, 5, "quic-datagrams");
+        assert_eq!(
+            dns.queries().len(),
+            5,
+            "five queries reached the DNS server"
+        );
         proxy.shutdown().await;
     })
     .await;

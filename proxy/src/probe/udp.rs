@@ -1,7 +1,9 @@
 //! CONNECT-UDP through the probe (RFC 9298): the request's path from the URI
 //! template, the datagrams sent — a sequence number and a send time, padded
-//! to `--size` — the echoes matched and timed ([`Pings`], time passed in),
-//! and what is reported. How datagrams travel (QUIC DATAGRAM frames or
+//! to `--size`, for a UDP echo service; or, to port 53, a DNS query whose ID
+//! is the sequence number, so that any public resolver answers — the
+//! answers matched and timed ([`Pings`], time passed in), and what is
+//! reported. How datagrams travel (QUIC DATAGRAM frames or
 //! capsules) is the HTTP/3 and HTTP/2 clients' business, behind
 //! [`Datagrams`].
 
@@ -21,6 +23,50 @@ pub const MIN_SIZE: usize = 8;
 /// UDP payload once path MTU discovery has found room for it).
 pub const MAX_SIZE: usize = 1200;
 
+/// What the datagrams carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// A sequence number and a send time, padded; the target echoes it
+    /// (RFC 862).
+    Echo,
+    /// A DNS query (`.` NS, recursion desired) whose ID is the sequence
+    /// number; the target is a DNS server and its answer is the echo.
+    Dns,
+}
+
+impl Payload {
+    /// `--payload`, or by the target's port: DNS for 53, else echo.
+    pub fn choose(given: Option<&str>, port: u16) -> Result<Payload, String> {
+        match given {
+            Some("echo") => Ok(Payload::Echo),
+            Some("dns") => Ok(Payload::Dns),
+            Some(other) => Err(format!("--payload {other}: must be echo or dns")),
+            None if port == 53 => Ok(Payload::Dns),
+            None => Ok(Payload::Echo),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Payload::Echo => "echo",
+            Payload::Dns => "dns",
+        }
+    }
+}
+
+/// A DNS query for the root's NS records with this ID (RFC 1035 §4.1).
+fn dns_query(id: u16) -> Vec<u8> {
+    let mut q = Vec::with_capacity(DNS_QUERY_LEN);
+    q.extend_from_slice(&id.to_be_bytes());
+    // RD; one question; no other records.
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    // QNAME "." (the root), QTYPE NS, QCLASS IN.
+    q.extend_from_slice(&[0, 0, 2, 0, 1]);
+    q
+}
+
+const DNS_QUERY_LEN: usize = 17;
+
 /// What `--connect-udp` asks for.
 #[derive(Debug, Clone)]
 pub struct UdpOptions {
@@ -31,6 +77,7 @@ pub struct UdpOptions {
     pub count: u32,
     pub size: usize,
     pub interval: Duration,
+    pub payload: Payload,
 }
 
 impl UdpOptions {
@@ -42,9 +89,18 @@ impl UdpOptions {
         count: u32,
         size: usize,
         interval: Duration,
+        payload: Option<&str>,
     ) -> Result<UdpOptions, String> {
         let t = Target::parse_authority(target, None)
             .map_err(|e| format!("--connect-udp {target}: {e}"))?;
+        let payload = Payload::choose(payload, t.port)?;
+        if payload == Payload::Dns && count > u32::from(u16::MAX) + 1 {
+            return Err("--count: at most 65536 DNS queries (one per ID)".into());
+        }
+        let size = match payload {
+            Payload::Dns => DNS_QUERY_LEN,
+            Payload::Echo => size,
+        };
         if !(MIN_SIZE..=MAX_SIZE).contains(&size) {
             return Err(format!("--size must be {MIN_SIZE}..={MAX_SIZE} bytes"));
         }
@@ -57,6 +113,7 @@ impl UdpOptions {
             count,
             size,
             interval,
+            payload,
         })
     }
 }
@@ -135,6 +192,8 @@ pub struct UdpReport {
     /// How our datagrams went: `quic-datagrams` or `capsules`; absent when
     /// the proxy refused the tunnel.
     pub carriage: Option<&'static str>,
+    /// `echo` or `dns`: what the datagrams carry.
+    pub payload: &'static str,
     pub size: usize,
     pub sent: u32,
     /// Distinct datagrams echoed back.
@@ -159,6 +218,7 @@ impl UdpReport {
         UdpReport {
             target: opts.target.clone(),
             path: opts.path.clone(),
+            payload: opts.payload.as_str(),
             size: opts.size,
             ..UdpReport::default()
         }
@@ -174,8 +234,13 @@ impl UdpReport {
             return;
         };
         println!(
-            "  datagrams ({} bytes, {carriage}): {} sent, {} received, {} loss",
+            "  datagrams ({} bytes, {}, {carriage}): {} sent, {} received, {} loss",
             self.size,
+            if self.payload == "dns" {
+                "DNS queries"
+            } else {
+                "echo"
+            },
             self.sent,
             self.received,
             self.loss_percent
@@ -206,7 +271,7 @@ pub(super) async fn exchange(
     use tokio::time::{sleep_until, Instant};
     report.carriage = Some(carriage);
     let start = Instant::now();
-    let mut pings = Pings::new(opts.size);
+    let mut pings = Pings::new(opts.size, opts.payload);
     let mut next_send = start;
     let mut stop: Option<Instant> = None;
     let now_us = || start.elapsed().as_micros() as u64;
@@ -238,6 +303,7 @@ pub(super) async fn exchange(
 /// the exchange started, passed in.
 struct Pings {
     size: usize,
+    payload: Payload,
     /// Per sequence number: its send time (as carried, wrapping u32) and
     /// whether its echo came back.
     stamps: Vec<(u32, bool)>,
@@ -246,9 +312,10 @@ struct Pings {
 }
 
 impl Pings {
-    fn new(size: usize) -> Pings {
+    fn new(size: usize, payload: Payload) -> Pings {
         Pings {
             size,
+            payload,
             stamps: Vec::new(),
             rtts_us: Vec::new(),
             unexpected: 0,
@@ -269,6 +336,10 @@ impl Pings {
         let seq = self.sent();
         let stamp = now_us as u32; // wraps after 71 minutes; RTTs are shorter
         self.stamps.push((stamp, false));
+        if self.payload == Payload::Dns {
+            // `UdpOptions::new` keeps the count within the 16-bit IDs.
+            return dns_query(seq as u16);
+        }
         let mut p = Vec::with_capacity(self.size);
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&stamp.to_be_bytes());
@@ -279,6 +350,9 @@ impl Pings {
     /// A datagram back: an echo of ours is the same length, names a sequence
     /// number we sent with the time we sent it, and comes once.
     fn handle_echo(&mut self, now_us: u64, payload: &[u8]) {
+        if self.payload == Payload::Dns {
+            return self.handle_dns_answer(now_us, payload);
+        }
         let seq = payload.first_chunk::<4>().map(|b| u32::from_be_bytes(*b));
         let stamp = payload
             .get(4..)
@@ -287,11 +361,26 @@ impl Pings {
         let slot = match (seq, stamp) {
             (Some(seq), Some(stamp)) if payload.len() == self.size => usize::try_from(seq)
                 .ok()
-                .and_then(|i| self.stamps.get_mut(i))
-                .filter(|(sent_at, back)| *sent_at == stamp && !*back),
+                .filter(|&i| self.stamps.get(i).is_some_and(|(at, _)| *at == stamp)),
             _ => None,
         };
-        match slot {
+        self.settle(now_us, slot);
+    }
+
+    /// A DNS answer: a response (QR set, a whole header) whose ID is a
+    /// query we sent.
+    fn handle_dns_answer(&mut self, now_us: u64, payload: &[u8]) {
+        let id = payload.first_chunk::<2>().map(|b| u16::from_be_bytes(*b));
+        let is_response = payload.len() >= 12 && payload.get(2).is_some_and(|f| f & 0x80 != 0);
+        self.settle(now_us, id.filter(|_| is_response).map(usize::from));
+    }
+
+    /// Datagram `slot` came back now: timed the first time, else unexpected.
+    fn settle(&mut self, now_us: u64, slot: Option<usize>) {
+        match slot
+            .and_then(|i| self.stamps.get_mut(i))
+            .filter(|(_, back)| !*back)
+        {
             Some(slot) => {
                 slot.1 = true;
                 let rtt = (now_us as u32).wrapping_sub(slot.0);
@@ -380,11 +469,12 @@ mod tests {
     fn options_check_size_count_and_target() {
         let ok = |size, count| {
             UdpOptions::new(
-                "a.example:53",
+                "a.example:7",
                 DEFAULT_TEMPLATE,
                 count,
                 size,
                 Duration::ZERO,
+                None,
             )
         };
         assert!(ok(8, 1).is_ok());
@@ -393,14 +483,14 @@ mod tests {
         assert!(ok(1201, 1).is_err());
         assert!(ok(64, 0).is_err());
         assert!(
-            UdpOptions::new("a.example", DEFAULT_TEMPLATE, 1, 64, Duration::ZERO).is_err(),
+            UdpOptions::new("a.example", DEFAULT_TEMPLATE, 1, 64, Duration::ZERO, None).is_err(),
             "a port is required"
         );
     }
 
     #[test]
     fn echoes_are_matched_once_and_timed() {
-        let mut p = Pings::new(16);
+        let mut p = Pings::new(16, Payload::Echo);
         let a = p.next_payload(1_000);
         let b = p.next_payload(2_000);
         let c = p.next_payload(3_000);
@@ -430,8 +520,31 @@ mod tests {
     }
 
     #[test]
+    fn dns_answers_are_matched_by_id() {
+        let mut p = Pings::new(DNS_QUERY_LEN, Payload::Dns);
+        let q0 = p.next_payload(1_000);
+        let q1 = p.next_payload(2_000);
+        assert_eq!(q0.len(), DNS_QUERY_LEN);
+        assert_eq!(&q1[..4], [0, 1, 0x01, 0x00], "ID 1, RD");
+        let mut answer = q1.clone();
+        answer[2] |= 0x80; // QR: a response
+        answer.extend_from_slice(&[0; 40]);
+        p.handle_echo(3_000, &answer);
+        p.handle_echo(3_100, &answer); // twice
+        p.handle_echo(3_200, &q0); // our own query reflected: not an answer
+        let mut r = UdpReport::default();
+        p.fill(&mut r);
+        assert_eq!((r.sent, r.received, r.unexpected), (2, 1, 2));
+        assert_eq!(r.rtt_ms.map(|r| r.min), Some(1.0));
+        assert_eq!(Payload::choose(None, 53), Ok(Payload::Dns));
+        assert_eq!(Payload::choose(None, 7), Ok(Payload::Echo));
+        assert_eq!(Payload::choose(Some("echo"), 53), Ok(Payload::Echo));
+        assert!(Payload::choose(Some("x"), 53).is_err());
+    }
+
+    #[test]
     fn nothing_back_is_all_lost() {
-        let mut p = Pings::new(8);
+        let mut p = Pings::new(8, Payload::Echo);
         p.next_payload(0);
         let mut r = UdpReport::default();
         p.fill(&mut r);
@@ -442,7 +555,7 @@ mod tests {
 
     #[test]
     fn percentiles_by_nearest_rank() {
-        let mut p = Pings::new(8);
+        let mut p = Pings::new(8, Payload::Echo);
         let sent: Vec<Vec<u8>> = (0..100).map(|_| p.next_payload(0)).collect();
         for (i, d) in sent.iter().enumerate() {
             p.handle_echo((i as u64 + 1) * 1000, d);

@@ -182,6 +182,21 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Write `data` and shut down while reading to the end, at once (a pipe
+    /// smaller than the payload would otherwise block both writers).
+    async fn write_and_read(io: tokio::io::DuplexStream, data: Vec<u8>) -> Vec<u8> {
+        let (mut r, mut w) = tokio::io::split(io);
+        let write = async {
+            w.write_all(&data).await.expect("write");
+            w.shutdown().await.expect("shutdown");
+        };
+        let mut got = Vec::new();
+        let read = r.read_to_end(&mut got);
+        let ((), n) = tokio::join!(write, read);
+        n.expect("read");
+        got
+    }
+
     /// Every size around the buffer boundaries arrives intact, both ways,
     /// through pipes smaller and larger than the buffers.
     #[tokio::test]
@@ -204,32 +219,8 @@ mod tests {
                 let up: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
                 let down: Vec<u8> = (0..size).map(|i| (i * 13 % 241) as u8).collect();
                 let (up2, down2) = (up.clone(), down.clone());
-                // Each far end writes and reads at once (a pipe smaller than
-                // the payload would otherwise block both writers).
-                let w1 = tokio::spawn(async move {
-                    let (mut r, mut w) = tokio::io::split(a_far);
-                    let write = async {
-                        w.write_all(&up2).await.expect("write up");
-                        w.shutdown().await.expect("shutdown up");
-                    };
-                    let mut got = Vec::new();
-                    let read = r.read_to_end(&mut got);
-                    let ((), n) = tokio::join!(write, read);
-                    n.expect("read down");
-                    got
-                });
-                let w2 = tokio::spawn(async move {
-                    let (mut r, mut w) = tokio::io::split(b_far);
-                    let write = async {
-                        w.write_all(&down2).await.expect("write down");
-                        w.shutdown().await.expect("shutdown down");
-                    };
-                    let mut got = Vec::new();
-                    let read = r.read_to_end(&mut got);
-                    let ((), n) = tokio::join!(write, read);
-                    n.expect("read up");
-                    got
-                });
+                let w1 = tokio::spawn(write_and_read(a_far, up2));
+                let w2 = tokio::spawn(write_and_read(b_far, down2));
                 let got_down = w1.await.expect("join");
                 let got_up = w2.await.expect("join");
                 copy.await.expect("join").expect("copy");

@@ -3,6 +3,7 @@
 
 Sources: RFC 9000 Appendix A.1 (varints), RFC 9297 / RFC 9298 (capsules,
 datagrams, URI templates), RFC 9113 / RFC 9114 (frames), RFC 7617 (Basic),
+the smuggling tests (tests/tests/smuggling*.rs: request fields),
 shared/vectors/exported-authenticators.json (RFC 9261 authenticators; the copy
 in proxy/src/seccert/testdata), and the README's and deploy/'s config files.
 Each seed starts with the parameter bytes its target reads (see
@@ -91,6 +92,69 @@ add("h3_control", "settings-then-frames", b"\x00\x00" + ctl)
 add("h3_control", "chunked", b"\x00\x03\x01\x02\x05" + ctl)
 add("h3_control", "bad-value", b"\x00\x00" + h3(4, varint(0x5ECC02) + varint(7)))
 add("h3_control", "not-settings", b"\x00\x00" + h3(0, b"x"))
+
+# h2_flood: [flags][per_s u32][burst u32][splits][step count][step shift][steps u16...][bytes]
+def flood(flags, per_s, burst, splits, shift, steps, body):
+    return (bytes([flags]) + struct.pack(">II", per_s, burst) + bytes([len(splits)] + splits)
+            + bytes([len(steps), shift]) + b"".join(struct.pack(">H", st) for st in steps) + body)
+
+
+ping = h2(6, 0, 0, b"\x00" * 8)
+hello = PREFACE + h2(4, 0, 0, settings) + h2(4, 1, 0, b"") + h2(8, 0, 0, struct.pack(">I", 1 << 20))
+request = h2(1, 4, 1, b"\x82\x86") + h2(0, 0, 1, b"body") + h2(0, 1, 1, b"")
+empties = (h2(1, 0, 3, b"") + h2(9, 0, 3, b"") + h2(9, 0, 3, b"") + h2(9, 4, 3, b"\x84")
+           + h2(0, 0, 3, b"") * 4 + h2(2, 0, 5, b"\x00\x00\x00\x00\x10") * 4)
+# The defaults (100/s, burst 1000): a normal connection never trips.
+add("h2_flood", "defaults-normal", flood(1, 100, 1000, [], 0, [], hello + ping + request + h2(6, 1, 0, b"\x00" * 8)))
+# 1/s, burst 5: a burst of PINGs in one read trips at the sixth.
+add("h2_flood", "ping-burst", flood(1, 1, 5, [], 0, [], hello + ping * 12))
+# 10/s, burst 2: one PING per read (17 bytes), 2^17 * 763 ns ~ 100 ms apart, then 50 ms.
+add("h2_flood", "ping-refill", flood(0, 10, 2, [17], 17, [763, 381], ping * 16))
+# SETTINGS without ACK (counted) and with ACK (not), cut mid-frame.
+add("h2_flood", "settings-chunked", flood(0, 3, 3, [5, 11, 0, 2], 20, [1, 0, 3],
+                                          (h2(4, 0, 0, settings) + h2(4, 1, 0, b"")) * 6))
+# Empty DATA, HEADERS, CONTINUATION and PRIORITY frames.
+add("h2_flood", "empty-and-priority", flood(1, 1000, 4, [9], 10, [1000], hello + request + empties * 2))
+# burst 0: every counted frame is refused.
+add("h2_flood", "burst-zero", flood(0, 1000, 0, [], 0, [], ping + h2(8, 0, 0, b"\x00\x00\x10\x00") + ping))
+# Not HTTP/2 (HTTP/1.1 on a sniffed listener): nothing is counted.
+add("h2_flood", "http1", flood(1, 1, 1, [], 0, [], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" + ping * 3))
+
+# fields: lines of name:value; pseudo-headers first (tests/tests/smuggling_h2_h3.rs,
+# and tests/tests/smuggling.rs' framing cases as HTTP/2 and HTTP/3 fields).
+def request_fields(*extra, method="POST", scheme="https", authority="origin.test", path="/x"):
+    lines = [f":method:{method}"]
+    if scheme is not None:
+        lines.append(f":scheme:{scheme}")
+    if authority is not None:
+        lines.append(f":authority:{authority}")
+    if path is not None:
+        lines.append(f":path:{path}")
+    return "\n".join(lines + [f"{n}:{v}" for n, v in extra])
+
+
+cl4 = ("content-length", "4")
+add("fields", "plain", request_fields(cl4, ("te", "trailers")))
+add("fields", "forward-http", request_fields(cl4, scheme="http", authority="127.0.0.1:8080"))
+for n, v in [("connection", "close"), ("transfer-encoding", "chunked"), ("keep-alive", "timeout=5"),
+             ("proxy-connection", "keep-alive"), ("upgrade", "websocket"), ("te", "gzip")]:
+    add("fields", f"hop-{n}", request_fields(cl4, (n, v)))
+add("fields", "cl-listed", request_fields(("content-length", "4, 4")))
+add("fields", "cl-twice", request_fields(cl4, cl4))
+add("fields", "cl-differing", request_fields(cl4, ("content-length", "8")))
+for name, v in [("signed", "+4"), ("negative", "-1"), ("space", " 4"), ("empty", ""),
+                ("zeros", "0004"), ("max19", "9999999999999999999"), ("u64max", "18446744073709551615"),
+                ("overflow", "99999999999999999999")]:
+    add("fields", f"cl-{name}", request_fields(("content-length", v)))
+add("fields", "cl-and-te", request_fields(cl4, ("transfer-encoding", "chunked")))
+add("fields", "te-chunked-gzip", request_fields(("transfer-encoding", "chunked, gzip")))
+add("fields", "pseudo-after-field", request_fields(cl4, (":path", "/x"), path=None))
+add("fields", "pseudo-duplicated", request_fields((":path", "/y"), cl4))
+add("fields", "no-scheme", request_fields(method="GET", scheme=None))
+add("fields", "connect", request_fields(method="CONNECT", scheme=None, path=None, authority="o.test:443"))
+add("fields", "connect-udp", request_fields(("capsule-protocol", "?1"), method="CONNECT",
+                                             path="/.well-known/masque/udp/192.0.2.6/443/"))
+add("fields", "uppercase", request_fields(("Content-Length", "4"), ("Connection", "close")))
 
 # authority: [flag][text]
 for i, a in enumerate(["example.com:443", "[::1]:8080", "127.1:80", "0x7f.1:443", "b\u00fccher.example:443",

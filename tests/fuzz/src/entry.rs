@@ -19,14 +19,19 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use bauta::core::request::RequestHead;
 use bauta::seccert::h3_shim::control::{ControlEvent, ControlParser, MAX_RECORDED_SETTINGS};
 use bauta::seccert::messages::{Certificate, CertificateVerify, Handshake, Reader};
 use bauta::seccert::{sig_schemes, Exporter, HashAlg, ValidateError, Validator};
+use bauta::wire::h2_flood::{FloodGuard, FloodKind, FloodLimits};
 use bauta::wire::server_certificate::{self, Codepoints, ServerCertificate};
 use bauta::wire::{capsule, datagram, h2_frame, h3_frame, target::Target, varint};
 use bauta_policy::{Host, Precheck, Protocol, Request};
 use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri, Version};
 
 /// A target's body.
 pub type TargetFn = fn(&[u8]);
@@ -40,9 +45,11 @@ pub const TARGETS: &[(&str, TargetFn)] = &[
     ("h2_frame", h2_frame),
     ("h3_frame", h3_frame),
     ("h3_control", h3_control),
+    ("h2_flood", h2_flood),
     ("authority", authority),
     ("udp_template", udp_template),
     ("basic_auth", basic_auth),
+    ("fields", fields),
     ("authenticator", authenticator),
     ("config", config),
     ("policy", policy),
@@ -71,6 +78,10 @@ impl<'a> Cursor<'a> {
 
     pub fn u16(&mut self) -> u16 {
         u16::from_be_bytes([self.u8(), self.u8()])
+    }
+
+    pub fn u32(&mut self) -> u32 {
+        u32::from_be_bytes(std::array::from_fn(|_| self.u8()))
     }
 
     /// Chunk sizes: a count byte (0..=7), then that many sizes (0..=255; 0
@@ -551,6 +562,124 @@ pub fn h3_control(data: &[u8]) {
     }
 }
 
+/// Which frames count toward a flood, restated from `wire::h2_flood`'s
+/// documentation: PING and SETTINGS without ACK, PRIORITY, DATA of length 0
+/// without END_STREAM, HEADERS or CONTINUATION of length 0 without
+/// END_HEADERS.
+fn counted_kind(h: &h2_frame::FrameHeader) -> Option<FloodKind> {
+    use h2_frame::{FrameHeader as H, FrameType as T};
+    let flag = |f: u8| h.flags & f != 0;
+    match h.kind {
+        T::PING if !flag(H::FLAG_ACK) => Some(FloodKind::Ping),
+        T::SETTINGS if !flag(H::FLAG_ACK) => Some(FloodKind::Settings),
+        T::PRIORITY => Some(FloodKind::Priority),
+        T::DATA if h.len == 0 && !flag(H::FLAG_END_STREAM) => Some(FloodKind::Empty),
+        T::HEADERS | T::CONTINUATION if h.len == 0 && !flag(H::FLAG_END_HEADERS) => {
+            Some(FloodKind::Empty)
+        }
+        _ => None,
+    }
+}
+
+/// The token bucket restated as a virtual scheduler (GCRA), in exact
+/// integers: time in ns times `per_s`, so one token is 10^9 and the bucket
+/// holds `burst` of them. A frame passes unless its theoretical arrival
+/// time is more than `burst - 1` tokens ahead of now; a refused frame
+/// changes nothing. Equivalent to a bucket that starts full and refills
+/// `per_s` tokens a second up to `burst`, for time that never goes back.
+struct Gcra {
+    per_s: u128,
+    burst: u128,
+    tat: Option<u128>,
+}
+
+impl Gcra {
+    const TOKEN: u128 = 1_000_000_000;
+
+    fn take(&mut self, ns: u128) -> bool {
+        if self.burst == 0 {
+            return false;
+        }
+        let now = ns * self.per_s;
+        let tat = self.tat.unwrap_or(now).max(now);
+        if tat - now > (self.burst - 1) * Self::TOKEN {
+            return false;
+        }
+        self.tat = Some(tat + Self::TOKEN);
+        true
+    }
+}
+
+/// The HTTP/2 control-frame flood guard (`wire::h2_flood`) as the HTTP/2
+/// shim drives it: a client's bytes through the `FrameScanner`, cut into
+/// chunks, each chunk read at a later (or the same) instant, every frame
+/// header through `FloodGuard::check` at its chunk's instant. Parameters:
+/// a flags byte (bit 0: the stream starts with the preface), `per_s` and
+/// `burst` (u32 each), chunk sizes, then time steps (a count byte 0..=7, a
+/// shift byte, that many u16s: step `i` is `u16 << shift` ns, before chunk
+/// `i`, cycling). Checks: only the documented kinds count, each with its
+/// kind; an uncounted frame is never refused; every counted frame's verdict
+/// is the one an independent exact model of the token bucket gives, fed
+/// the counted frames alone (so uncounted ones leave the bucket as it is).
+pub fn h2_flood(data: &[u8]) {
+    let mut c = Cursor::new(data);
+    let flags = c.u8();
+    let limits = FloodLimits {
+        per_s: c.u32(),
+        burst: c.u32(),
+    };
+    let sizes = c.splits();
+    let steps: Vec<u64> = {
+        let n = c.u8() % 8;
+        let shift = c.u8() % 40;
+        (0..n).map(|_| u64::from(c.u16()) << shift).collect()
+    };
+    let body = c.rest();
+
+    let mut scanner = if flags & 1 == 1 {
+        h2_frame::FrameScanner::new()
+    } else {
+        h2_frame::FrameScanner::without_preface()
+    };
+    let mut guard = FloodGuard::new(limits);
+    let mut model = Gcra {
+        per_s: u128::from(limits.per_s),
+        burst: u128::from(limits.burst),
+        tat: None,
+    };
+    let t0 = Instant::now();
+    let mut ns: u64 = 0;
+    let mut counted = 0usize;
+    for (i, mut piece) in chunks(body, &sizes).into_iter().enumerate() {
+        if let Some(step) = steps.get(i % steps.len().max(1)) {
+            ns = ns.saturating_add(*step);
+        }
+        let now = t0
+            .checked_add(Duration::from_nanos(ns))
+            .expect("an Instant holds u64 nanoseconds more");
+        while let Some(ev) = scanner.next_event(&mut piece) {
+            let h2_frame::ScanEvent::Frame(header) = ev else {
+                continue;
+            };
+            let kind = FloodKind::of(&header);
+            assert_eq!(kind, counted_kind(&header), "{header:?}");
+            let verdict = guard.check(&header, now);
+            match kind {
+                None => assert_eq!(verdict, None, "an uncounted frame was refused"),
+                Some(k) => {
+                    let passed = model.take(u128::from(ns));
+                    assert_eq!(
+                        verdict,
+                        (!passed).then_some(k),
+                        "{limits:?} at {ns} ns, counted frame {counted}"
+                    );
+                    counted += 1;
+                }
+            }
+        }
+    }
+}
+
 // === text: authorities, hosts, templates, credentials ===
 
 /// `Target::parse_authority` (CONNECT's `host:port`) and `Host::parse`
@@ -620,7 +749,7 @@ pub fn udp_template(data: &[u8]) {
 /// same.
 pub fn basic_auth(data: &[u8]) {
     use base64::Engine;
-    use http::header::{HeaderMap, HeaderValue, PROXY_AUTHORIZATION};
+    use http::header::PROXY_AUTHORIZATION;
     let mut headers = HeaderMap::new();
     for value in data.split(|&b| b == b'\n').take(4) {
         if let Ok(v) = HeaderValue::from_bytes(value) {
@@ -641,6 +770,111 @@ pub fn basic_auth(data: &[u8]) {
     );
     let back = bauta::auth::basic::credential(&again).expect("re-encoded credential");
     assert_eq!((back.user, back.password), (cred.user, cred.password));
+}
+
+// === request fields (HTTP/2, HTTP/3) ===
+
+/// A request as h2 or h3 hands it over, from lines of `name:value` (split
+/// at `\n`): a line starting with `:` is a pseudo-header named up to its
+/// second `:` (`:method`, `:scheme`, `:authority`, `:path`; a repeated one
+/// keeps the last value, as h3 does; others are ignored), every other line
+/// a field named up to its first `:`. Field lines that are no valid
+/// name or value are dropped (the libraries refuse those themselves). `None`
+/// without `:method`, or when the pseudo-headers make no URI.
+fn request_of(data: &[u8]) -> Option<RequestHead> {
+    let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
+    let mut headers = HeaderMap::new();
+    for line in data.split(|&b| b == b'\n').take(256) {
+        if let Some(pseudo) = line.strip_prefix(b":") {
+            let at = pseudo
+                .iter()
+                .position(|&b| b == b':')
+                .unwrap_or(pseudo.len());
+            let (name, value) = (&pseudo[..at], pseudo.get(at + 1..).unwrap_or_default());
+            match name {
+                b"method" => method = Some(value),
+                b"scheme" => scheme = Some(value),
+                b"authority" => authority = Some(value),
+                b"path" => path = Some(value),
+                _ => {}
+            }
+            continue;
+        }
+        let at = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+        let (name, value) = (&line[..at], line.get(at + 1..).unwrap_or_default());
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            headers.append(n, v);
+        }
+    }
+    let method = Method::from_bytes(method?).ok()?;
+    let mut uri = Uri::builder();
+    if let Some(s) = scheme {
+        uri = uri.scheme(s);
+    }
+    if let Some(a) = authority {
+        uri = uri.authority(a);
+    }
+    if let Some(p) = path {
+        uri = uri.path_and_query(p);
+    }
+    let uri = uri.build().ok()?;
+    Some(RequestHead::new(method, uri, Version::HTTP_3, headers))
+}
+
+/// `front::fields`, the HTTP/2 and HTTP/3 field rules the libraries leave
+/// to the proxy (request smuggling: framing and hop-by-hop fields), on a
+/// request built by [`request_of`]. `content_length` accepts exactly one
+/// field of only digits and returns its value (a 20-digit or longer value
+/// may be refused); `h3_malformed` passes a request exactly when it has no
+/// connection-specific field, `te` only `trailers`, an accepted
+/// `content-length`, and `:scheme` unless it is a CONNECT.
+pub fn fields(data: &[u8]) {
+    use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
+    let Some(head) = request_of(data) else {
+        return;
+    };
+    let h = &head.headers;
+
+    let cls: Vec<&[u8]> = h
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let cl = bauta::front::fields::content_length(h);
+    match cls[..] {
+        [] => assert_eq!(cl, Ok(None)),
+        [v] if !v.is_empty() && v.iter().all(u8::is_ascii_digit) => {
+            let value = v.iter().try_fold(0u64, |n, d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            });
+            match cl {
+                Ok(Some(n)) => assert_eq!(Some(n), value, "{v:?}"),
+                Ok(None) => panic!("content-length {v:?} ignored"),
+                Err(_) => assert!(v.len() > 19, "content-length {v:?} refused"),
+            }
+        }
+        _ => assert!(cl.is_err(), "content-length {cls:?} accepted as {cl:?}"),
+    }
+
+    let hop_by_hop = [CONNECTION, TRANSFER_ENCODING, UPGRADE]
+        .iter()
+        .any(|n| h.contains_key(n))
+        || ["keep-alive", "proxy-connection"]
+            .iter()
+            .any(|n| h.contains_key(*n));
+    let te_other = h.get_all(TE).iter().any(|v| v.as_bytes() != b"trailers");
+    let needs_scheme = head.method != Method::CONNECT && head.uri.scheme().is_none();
+    let well_formed = !hop_by_hop && !te_other && cl.is_ok() && !needs_scheme;
+    match bauta::front::fields::h3_malformed(&head) {
+        None => assert!(well_formed, "malformed request passed: {head:?}"),
+        Some(why) => {
+            assert!(
+                !well_formed,
+                "well-formed request refused ({why}): {head:?}"
+            );
+            assert!(!why.is_empty());
+        }
+    }
 }
 
 // === RFC 9261 authenticators (client side) ===

@@ -185,6 +185,22 @@ for i, v in enumerate(json.load(open(vec_file))["vectors"]):
         if isinstance(entry, dict) and "authenticator" in entry:
             add("authenticator", f"{v['name']}-{bad}", bytes([i, 0x0F]) + bytes.fromhex(entry["authenticator"]))
 
+# qpack: field sections (RFC 9204 §4.5) as clients and proxies send them:
+# static references, literal names plain and Huffman-coded (RFC 7541
+# Appendix B), a repeated :authority, a pseudo-header after a regular field,
+# a response with :status and a Huffman-coded proxy-status.
+HUFF_PROTOCOL = bytes.fromhex("b95d8749c87a3f")      # ":protocol"
+add("qpack", "connect", bytes([0, 0, 0xC0 | 15, 0x50, 3]) + b"a:1")
+add("qpack", "connect-udp-huffman-protocol",
+    bytes([0, 0, 0xC0 | 15, 0x20 | 0x08 | 0x07, 0x00]) + HUFF_PROTOCOL + bytes([0x01]) + b"x"
+    + bytes([0xC0 | 23, 0x50, 3]) + b"a:1" + bytes([0xC0 | 1]))
+add("qpack", "authority-twice", bytes([0, 0, 0xC0 | 15, 0x50, 3]) + b"a:1" + bytes([0x50, 3]) + b"b:2")
+add("qpack", "pseudo-after-regular", bytes([0, 0, 0xC0 | 15, 0xC0 | 29, 0x27, 3]) + b":authority" + bytes([1]) + b"v")
+add("qpack", "response-status-huffman-literal",
+    bytes([0, 0, 0xC0 | 25, 0x20 | 0x08 | 0x07, 0x03]) + bytes.fromhex("b9c9fa4f5fed6e93")[:10]
+    + bytes([0x85]) + bytes.fromhex("8c99d2c27f"))
+add("qpack", "dynamic-reference", bytes([1, 0, 0x80]))
+
 # config: the README's reference block and deploy/'s files, plus a minimal one.
 readme = open(os.path.join(ROOT, "README.md")).read()
 blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)

@@ -28,7 +28,7 @@
 //! rules h3 0.0.8 does not check, and exactly one numeric `content-length`,
 //! which h2 does not check either), from the HTTP/3 shim, which reads each
 //! encoded field section on its way to h3 for the pseudo-header rules h3
-//! does not keep (`wire::qpack_fields`; a bad trailer section fails the
+//! does not keep (`wire::qpack`; a bad trailer section fails the
 //! body) and from the body held to its
 //! `content-length` (`body::length`, both fronts), answered through
 //! `core::respond` (`Malformed`, `UpstreamError::MalformedBody`). The chunk

@@ -11,7 +11,6 @@
 mod frames;
 mod http2;
 mod http3;
-mod huffman;
 mod qpack;
 mod udp;
 
@@ -50,6 +49,13 @@ pub struct ProbeOptions {
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `Basic base64(user:password)` (RFC 7617 §2), for `Proxy-Authorization`.
+/// How the probe reads an HTTP/3 response's field section (a hostile proxy
+/// writes it): `:status` and the fields with a literal name; `None` if the
+/// block uses the dynamic table or is malformed. Public for fuzzing.
+pub fn read_response_fields(block: &[u8]) -> Option<(Option<u16>, Vec<(String, String)>)> {
+    qpack::decode_response(block).map(|r| (r.status, r.fields))
+}
+
 pub fn basic_authorization(user: &str, password: &str) -> String {
     use base64::Engine;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));

@@ -2,11 +2,12 @@
 //! CONNECT-UDP requests out, the fields of a response in. Static table only:
 //! our SETTINGS leave QPACK_MAX_TABLE_CAPACITY at 0, so the proxy may not use
 //! a dynamic table, and a response that does reads as undecodable. Requests
-//! go out without Huffman; responses may use it (`huffman.rs`). Enough to
+//! go out without Huffman; responses may use it (`wire::huffman`). Enough to
 //! talk to a proxy, not a general codec (h3 has one, but the probe writes
 //! raw frames to see the proxy's control stream).
 
-use super::huffman;
+use crate::wire::huffman;
+use crate::wire::qpack::{self, prefixed_int};
 
 /// RFC 9204 Appendix A: static table entries the requests use.
 const AUTHORITY: u64 = 0;
@@ -175,19 +176,16 @@ pub(super) fn decode_response(block: &[u8]) -> Option<Response> {
     Some(out)
 }
 
-/// A string literal (RFC 9204 §4.1.2) whose length has a `bits`-bit prefix
-/// and whose H flag is the bit just above it; the bytes and the length used.
+/// A string literal, Huffman-decoded if it is coded; the bytes and the
+/// length used.
 fn string(buf: &[u8], bits: u32) -> Option<(Vec<u8>, usize)> {
-    let huffman = buf.first()? & (1 << bits) != 0;
-    let (len, n) = prefixed_int(buf, bits)?;
-    let end = n.checked_add(usize::try_from(len).ok()?)?;
-    let raw = buf.get(n..end)?;
+    let (raw, huffman, used) = qpack::string(buf, bits)?;
     let bytes = if huffman {
         huffman::decode(raw)?
     } else {
         raw.to_vec()
     };
-    Some((bytes, end))
+    Some((bytes, used))
 }
 
 /// Append an RFC 7541 §5.1 prefixed integer: `flags` in the high bits of the
@@ -206,27 +204,6 @@ fn put_int(out: &mut Vec<u8>, flags: u8, bits: u32, value: u64) {
         rest >>= 7;
     }
     out.push(rest as u8);
-}
-
-/// An RFC 7541 §5.1 prefixed integer in the low `bits` of the first byte.
-fn prefixed_int(buf: &[u8], bits: u32) -> Option<(u64, usize)> {
-    let max = (1u64 << bits) - 1;
-    let mut v = u64::from(*buf.first()?) & max;
-    if v < max {
-        return Some((v, 1));
-    }
-    let mut shift = 0;
-    for (i, b) in buf.iter().enumerate().skip(1) {
-        v = v.checked_add(u64::from(b & 0x7F).checked_shl(shift)?)?;
-        if b & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-        shift += 7;
-        if shift > 56 {
-            return None;
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -15,8 +15,10 @@
 //! * [`h3_frame`]: the HTTP/3 frame layer (RFC 9114 §7): frame headers,
 //!   SETTINGS entries, stream types, and incremental decoders.
 //! * [`h3_error`]: HTTP/3 error codes.
-//! * [`qpack_fields`]: which pseudo-header fields an encoded HTTP/3 field
-//!   section carries, and where (RFC 9114 §4.3), without decoding it.
+//! * [`huffman`]: the HPACK/QPACK Huffman code, decoding (RFC 7541 §5.2).
+//! * [`qpack`]: QPACK field sections without a dynamic table: prefixed
+//!   integers, string literals, and which pseudo-header fields a section
+//!   carries, and where (RFC 9114 §4.3), without decoding it.
 //! * [`server_certificate`]: the secondary-certificate frame and setting
 //!   (draft-ietf-httpbis-secondary-server-certs) for HTTP/2 and HTTP/3, and
 //!   their configurable codepoints.
@@ -28,7 +30,8 @@ pub mod h2_flood;
 pub mod h2_frame;
 pub mod h3_error;
 pub mod h3_frame;
-pub mod qpack_fields;
+pub mod huffman;
+pub mod qpack;
 pub mod server_certificate;
 pub mod target;
 pub mod varint;

@@ -26,8 +26,9 @@ use bauta::seccert::h3_shim::control::{ControlEvent, ControlParser, MAX_RECORDED
 use bauta::seccert::messages::{Certificate, CertificateVerify, Handshake, Reader};
 use bauta::seccert::{sig_schemes, Exporter, HashAlg, ValidateError, Validator};
 use bauta::wire::h2_flood::{FloodGuard, FloodKind, FloodLimits};
+use bauta::wire::qpack::{self, Name, Pseudo};
 use bauta::wire::server_certificate::{self, Codepoints, ServerCertificate};
-use bauta::wire::{capsule, datagram, h2_frame, h3_frame, target::Target, varint};
+use bauta::wire::{capsule, datagram, h2_frame, h3_frame, huffman, target::Target, varint};
 use bauta_policy::{Host, Precheck, Protocol, Request};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -50,6 +51,7 @@ pub const TARGETS: &[(&str, TargetFn)] = &[
     ("udp_template", udp_template),
     ("basic_auth", basic_auth),
     ("fields", fields),
+    ("qpack", qpack_section),
     ("authenticator", authenticator),
     ("config", config),
     ("policy", policy),
@@ -819,6 +821,52 @@ fn request_of(data: &[u8]) -> Option<RequestHead> {
     }
     let uri = uri.build().ok()?;
     Some(RequestHead::new(method, uri, Version::HTTP_3, headers))
+}
+
+// === QPACK field sections and the Huffman code ===
+
+/// An encoded QPACK field section from a client (the HTTP/3 shim's
+/// pseudo-header rules) or from a proxy (`bauta probe`'s response reader):
+/// field names read without panicking and judged exactly as RFC 9114 §4.3
+/// says (checked against a model here); the Huffman decoder never yields
+/// more symbols than 5-bit codes allow; prefixed integers never claim more
+/// bytes than there are.
+pub fn qpack_section(data: &[u8]) {
+    if let Ok(names) = qpack::names(data) {
+        // Each field line takes at least one byte after the 2-byte prefix.
+        assert!(names.len() <= data.len().saturating_sub(2));
+        let any_pseudo = names.iter().any(|n| matches!(n, Name::Pseudo(_)));
+        assert_eq!(qpack::check(&names, true).is_err(), any_pseudo);
+        let mut seen: Vec<Pseudo> = Vec::new();
+        let mut regular = false;
+        let mut ok = true;
+        for n in &names {
+            match n {
+                Name::Regular => regular = true,
+                Name::Pseudo(p) => {
+                    if regular || seen.contains(p) || matches!(p, Pseudo::Status | Pseudo::Unknown)
+                    {
+                        ok = false;
+                        break;
+                    }
+                    seen.push(*p);
+                }
+            }
+        }
+        assert_eq!(qpack::check(&names, false).is_ok(), ok, "{names:?}");
+    }
+    if let Some(out) = huffman::decode(data) {
+        assert!(out.len() * 5 <= data.len() * 8);
+    }
+    for bits in 1..=8 {
+        if let Some((_, used)) = qpack::prefixed_int(data, bits) {
+            assert!(used >= 1 && used <= data.len());
+        }
+    }
+    if let Some((status, fields)) = bauta::probe::read_response_fields(data) {
+        assert!(fields.len() <= data.len());
+        let _ = status;
+    }
 }
 
 /// `front::fields`, the HTTP/2 and HTTP/3 field rules the libraries leave

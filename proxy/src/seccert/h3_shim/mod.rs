@@ -65,7 +65,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::negotiation::{Codepoints, Negotiation, SendError, Violation};
 use crate::wire::h3_error::H3ErrorCode;
 use crate::wire::h3_frame::FrameType;
-use crate::wire::qpack_fields::Misplaced;
+use crate::wire::qpack::Misplaced;
 use crate::wire::server_certificate::{EncodeError, ServerCertificate};
 use sections::Verdicts;
 

@@ -2,18 +2,18 @@
 //! pseudo-header fields each once and before every regular field, none in a
 //! trailer section. h3 keeps the last of a repeated pseudo-header and drops
 //! a trailer section's, so the request stream's side parser hands each
-//! HEADERS frame to [`SectionTap`] on its way to h3, [`wire::qpack_fields`]
+//! HEADERS frame to [`SectionTap`] on its way to h3, [`wire::qpack`]
 //! judges it, and a verdict waits in [`Verdicts`] until the front asks
 //! (`H3Control::take_misplaced`): for the header section when it turns the
 //! request into a `RequestHead`, for trailers when the body ends.
 //!
-//! [`wire::qpack_fields`]: crate::wire::qpack_fields
+//! [`wire::qpack`]: crate::wire::qpack
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::wire::h3_frame::{FrameEvent, FrameType};
-use crate::wire::qpack_fields::{self, Misplaced};
+use crate::wire::qpack::{self, Misplaced};
 
 /// Verdicts not yet taken, per connection, beyond which the client is only
 /// sending malformed requests that h3 refused before the front saw them:
@@ -70,8 +70,8 @@ impl SectionTap {
                 self.sections = self.sections.saturating_add(1);
                 let block = self.block.take()?;
                 // A block we cannot read is h3's to refuse.
-                let names = qpack_fields::names(&block).ok()?;
-                qpack_fields::check(&names, trailers).err()
+                let names = qpack::names(&block).ok()?;
+                qpack::check(&names, trailers).err()
             }
             FrameEvent::Type(_) => None,
         }

@@ -1,5 +1,8 @@
-//! Where the pseudo-header fields of an HTTP/3 field section are (RFC 9114
-//! §4.3, RFC 9204 §4.5), read from the encoded block without decoding it.
+//! QPACK field sections read without a dynamic table (RFC 9204 §4.5):
+//! prefixed integers and string literals ([`prefixed_int`], [`string`],
+//! shared with `bauta probe`'s response decoder), and where the
+//! pseudo-header fields of a section are (RFC 9114 §4.3), read from the
+//! encoded block without decoding it ([`names`], [`check`]).
 //!
 //! h3 decodes a request's pseudo-header fields into one slot each: a second
 //! `:authority` silently replaces the first, one after a regular field is
@@ -120,8 +123,7 @@ pub fn names(block: &[u8]) -> Result<Vec<Name>, ScanError> {
             name
         } else if first & 0x20 != 0 {
             // Literal with literal name: 001 N H len(3), name, value.
-            let huffman = first & 0x08 != 0;
-            let raw = r.string(3)?;
+            let (raw, huffman) = r.string(3)?;
             let name = literal_name(raw, huffman);
             r.skip_string(7)?;
             name
@@ -231,47 +233,60 @@ fn literal_name(raw: &[u8], huffman: bool) -> Name {
     })
 }
 
+/// An RFC 7541 §5.1 prefixed integer in the low `bits` of the first byte
+/// and the bytes after it; the value and the bytes used. `None` if it is
+/// cut short or does not fit in 62 bits' worth of continuation.
+pub fn prefixed_int(buf: &[u8], bits: u32) -> Option<(u64, usize)> {
+    let max = (1u64 << bits) - 1;
+    let mut v = u64::from(*buf.first()?) & max;
+    if v < max {
+        return Some((v, 1));
+    }
+    let mut shift = 0;
+    for (i, b) in buf.iter().enumerate().skip(1) {
+        v = v.checked_add(u64::from(b & 0x7F).checked_shl(shift)?)?;
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+        shift += 7;
+        if shift > 56 {
+            return None;
+        }
+    }
+    None
+}
+
+/// A string literal (RFC 9204 §4.1.2) whose length has a `bits`-bit prefix
+/// and whose H flag is the bit just above it: the raw bytes, whether they
+/// are Huffman-coded, and the length used.
+pub fn string(buf: &[u8], bits: u32) -> Option<(&[u8], bool, usize)> {
+    let huffman = buf.first()? & (1 << bits) != 0;
+    let (len, n) = prefixed_int(buf, bits)?;
+    let end = n.checked_add(usize::try_from(len).ok()?)?;
+    Some((buf.get(n..end)?, huffman, end))
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    /// A prefixed integer (RFC 7541 §5.1) in the low `bits` of the current
-    /// byte and the bytes after it.
-    fn int(&mut self, bits: u32) -> Result<u64, ScanError> {
-        let first = *self.buf.get(self.pos).ok_or(ScanError::Truncated)?;
-        self.pos += 1;
-        let max = (1u64 << bits) - 1;
-        let mut v = u64::from(first) & max;
-        if v < max {
-            return Ok(v);
-        }
-        let mut shift = 0u32;
-        loop {
-            let b = *self.buf.get(self.pos).ok_or(ScanError::Truncated)?;
-            self.pos += 1;
-            // More than 62 bits cannot be a length or index we accept.
-            if shift > 56 {
-                return Err(ScanError::Truncated);
-            }
-            v = v
-                .checked_add(u64::from(b & 0x7f) << shift)
-                .ok_or(ScanError::Truncated)?;
-            shift += 7;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
+    fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
     }
 
-    /// A string literal whose length has a `bits`-bit prefix.
-    fn string(&mut self, bits: u32) -> Result<&'a [u8], ScanError> {
-        let len = usize::try_from(self.int(bits)?).map_err(|_| ScanError::Truncated)?;
-        let end = self.pos.checked_add(len).ok_or(ScanError::Truncated)?;
-        let s = self.buf.get(self.pos..end).ok_or(ScanError::Truncated)?;
-        self.pos = end;
-        Ok(s)
+    fn int(&mut self, bits: u32) -> Result<u64, ScanError> {
+        let (v, n) = prefixed_int(self.rest(), bits).ok_or(ScanError::Truncated)?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    /// A string literal: its raw bytes and its H flag.
+    fn string(&mut self, bits: u32) -> Result<(&'a [u8], bool), ScanError> {
+        let (raw, huffman, n) = string(self.rest(), bits).ok_or(ScanError::Truncated)?;
+        self.pos += n;
+        Ok((raw, huffman))
     }
 
     fn skip_string(&mut self, bits: u32) -> Result<(), ScanError> {

@@ -1,7 +1,7 @@
 //! The HPACK Huffman code (RFC 7541 §5.2, Appendix B), decoding only. QPACK
 //! uses the same code (RFC 9204 §4.1.2), and HTTP/3 servers use it: the h3
 //! crate Huffman-codes every literal name and value it sends, so the probe
-//! needs it to read a `proxy-status` field.
+//! needs it to read a `proxy-status` field. Pure; fuzzed (`qpack`).
 
 /// Appendix B's code length in bits of each symbol: bytes 0–255, then EOS
 /// (256). The code is canonical — codes of one length are consecutive and
@@ -82,7 +82,7 @@ impl Code {
 /// Decode a Huffman-coded string. `None` if the bits are not one (RFC 7541
 /// §5.2: a string holding EOS, or padding longer than 7 bits or not all
 /// ones, "MUST be treated as a decoding error").
-pub(super) fn decode(bytes: &[u8]) -> Option<Vec<u8>> {
+pub fn decode(bytes: &[u8]) -> Option<Vec<u8>> {
     let code = Code::new();
     let mut out = Vec::with_capacity(bytes.len() * 8 / 5);
     let (mut bits, mut len) = (0u32, 0usize);

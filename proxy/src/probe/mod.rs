@@ -49,10 +49,13 @@ pub struct ProbeOptions {
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `Basic base64(user:password)` (RFC 7617 §2), for `Proxy-Authorization`.
+/// `:status` and the literal `(name, value)` fields of a response.
+pub type ResponseFields = (Option<u16>, Vec<(String, String)>);
+
 /// How the probe reads an HTTP/3 response's field section (a hostile proxy
 /// writes it): `:status` and the fields with a literal name; `None` if the
 /// block uses the dynamic table or is malformed. Public for fuzzing.
-pub fn read_response_fields(block: &[u8]) -> Option<(Option<u16>, Vec<(String, String)>)> {
+pub fn read_response_fields(block: &[u8]) -> Option<ResponseFields> {
     qpack::decode_response(block).map(|r| (r.status, r.fields))
 }
 

@@ -33,6 +33,7 @@ protocols = ["http1"]
 [limits]
 max_connections = 100000
 max_tunnels = 100000
+max_connections_per_client = 100000
 idle_timeout_s = 600
 shutdown_grace_s = 1
 

@@ -70,6 +70,7 @@ fn run_shim(rt: &tokio::runtime::Runtime, frames: &[(Vec<u8>, Vec<u8>)]) {
                     per_s: 100,
                     burst: 1000,
                 },
+                max_header_block: 64 * 1024,
             },
         );
         write_all_vectored(&mut shim, black_box(frames)).await;

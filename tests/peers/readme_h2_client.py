@@ -11,6 +11,12 @@ Modes (one JSON object on stdout):
   covered    with SETTINGS_HTTP_SERVER_CERT_AUTH = 1 but no CONNECT:
              GET https://<origin><path>, then GET https://<other>/; report both
              and how many SERVER_CERTIFICATE frames arrived on the connection.
+  trailers   on ONE connection, for each --trailer-set (comma-separated
+             NAME=VALUE pairs): a request with the --header fields, a body
+             (--body), then that trailer section; report each answer and any
+             GOAWAY. python-hyper's HPACK encoder indexes and Huffman-codes
+             as it likes, so the proxy's follower of the table is tested
+             against an independent encoder.
   toolarge   with the setting: CONNECT <origin>:<origin-port> (echo bytes
              through it), then GET https://<origin>:<origin-port>/; report both
              and how many SERVER_CERTIFICATE frames arrived.
@@ -59,6 +65,24 @@ def cmd_raw(args):
     tls.close()
 
 
+def cmd_trailers(args):
+    tls, c = open_client(args, send_setting=False)
+    headers = [tuple(h.split("=", 1)) for h in args.header]
+    out = {"requests": []}
+    for tset in args.trailer_set:
+        if c.closed():
+            break
+        sid = c.request(headers, end_stream=False)
+        c.conn.send_data(sid, args.body.encode(), end_stream=False)
+        trailers = [tuple(t.split("=", 1)) for t in tset.split(",") if t]
+        c.conn.send_headers(sid, trailers, end_stream=True)
+        c.flush()
+        out["requests"].append(c.response(sid))
+    tail(out, c)
+    print(json.dumps(out), flush=True)
+    tls.close()
+
+
 def cmd_covered(args):
     tls, c = open_client(args, send_setting=True)
     out = {"server_cert_auth_setting": c.setting()}
@@ -89,7 +113,9 @@ def cmd_toolarge(args):
 def main():
     signal.alarm(25)  # never outlive a stuck test
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["raw", "covered", "toolarge"])
+    p.add_argument("mode", choices=["raw", "covered", "toolarge", "trailers"])
+    p.add_argument("--trailer-set", action="append", default=[])
+    p.add_argument("--body", default="abcd")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ca", required=True)
@@ -100,7 +126,8 @@ def main():
     p.add_argument("--path", default="/hello")
     p.add_argument("--other", default="other.test")
     args = p.parse_args()
-    {"raw": cmd_raw, "covered": cmd_covered, "toolarge": cmd_toolarge}[args.mode](args)
+    {"raw": cmd_raw, "covered": cmd_covered, "toolarge": cmd_toolarge,
+     "trailers": cmd_trailers}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,9 @@ fn shim_config(config: &Config, secondary: bool) -> H2ShimConfig {
             per_s: config.limits.h2_control_frames_per_s,
             burst: config.limits.h2_control_frames_burst,
         },
+        // An encoded block is no larger than the list it decodes to, but
+        // a block over the limit still moves h2's HPACK table: room for it.
+        max_header_block: config.limits.max_header_list_size as usize + 16 * 1024,
     }
 }
 

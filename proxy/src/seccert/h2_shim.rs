@@ -55,11 +55,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::negotiation::{Codepoints, Negotiation, SendError, Violation};
+use crate::wire::h2_blocks::{Block, BlockAssembler};
 use crate::wire::h2_flood::FloodGuard;
 pub use crate::wire::h2_flood::{FloodKind, FloodLimits};
 use crate::wire::h2_frame::{
     self, ErrorCode, FrameHeader, FrameScanner, FrameTracker, FrameType, ScanEvent, SettingId,
 };
+use crate::wire::hpack::NameTable;
+use crate::wire::pseudo::{self, Misplaced};
 use crate::wire::server_certificate::{self as sc, ServerCertificate};
 
 /// Hold back at most this much of h2's first frame. h2's SETTINGS is a few
@@ -81,6 +84,9 @@ pub struct H2ShimConfig {
     pub enabled: bool,
     /// The control-frame flood limit (always enforced).
     pub flood: FloodLimits,
+    /// The largest client header block followed for the pseudo-header rules
+    /// of trailer sections (`[limits] max_header_list_size` and some room).
+    pub max_header_block: usize,
 }
 
 /// The byte stream hyper/h2's HTTP/2 server runs over; see the module docs.
@@ -146,6 +152,13 @@ struct Inspector {
     /// The setting went out in our first SETTINGS frame (or will).
     advertised: bool,
     flood: FloodGuard,
+    /// The client's header blocks, reassembled, and the names in them
+    /// (h2 drops a trailer section's pseudo-headers without a word; RFC
+    /// 9113 §8.1 makes them malformed).
+    blocks: BlockAssembler,
+    names: NameTable,
+    /// The current frame's payload goes to `blocks`.
+    collecting: bool,
     /// Highest client-initiated stream id seen in a HEADERS frame.
     highest_stream: u32,
     /// The client's first SETTINGS frame has ended.
@@ -169,6 +182,12 @@ enum Finding {
     Negotiated(Negotiation),
     Violation(Violation),
     Flood(FloodKind),
+    /// A trailer section with a pseudo-header; h2 must not read the frame
+    /// that completes it: only the first `keep` bytes of this read go on.
+    Malformed {
+        misplaced: Misplaced,
+        keep: usize,
+    },
 }
 
 /// Why the shim closes the connection with its own GOAWAY.
@@ -176,6 +195,7 @@ enum Finding {
 enum Reason {
     Violation(Violation),
     Flood(FloodKind),
+    Malformed(Misplaced),
 }
 
 /// Closing after a violation: GOAWAY at the next frame boundary, flush, then
@@ -188,6 +208,10 @@ enum Close {
     GoAwayWritten,
     Done,
 }
+
+/// h2's HPACK decoder table size: the default, which we do not change
+/// (RFC 9113 §6.5.2), so the client's size updates stay within it.
+const HEADER_TABLE_SIZE: usize = 4096;
 
 /// How much more of h2's first frame [`H2Shim::hold_first`] needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -464,6 +488,7 @@ where
         let (code, debug) = match reason {
             Reason::Violation(v) => (v.h2_code(), v.reason()),
             Reason::Flood(_) => (ErrorCode::ENHANCE_YOUR_CALM, "control frame flood"),
+            Reason::Malformed(m) => (ErrorCode::PROTOCOL_ERROR, m.reason()),
         };
         let debug = debug.as_bytes();
         let mut frame = BytesMut::with_capacity(h2_frame::HEADER_LEN + 8 + debug.len());
@@ -579,22 +604,35 @@ where
     }
 
     /// Looks at bytes the client sent (already handed to h2).
-    fn inspect(&mut self, bytes: &[u8]) {
+    /// Follows the client's new bytes; `Some(n)`: only the first `n` of
+    /// them may reach h2.
+    fn inspect(&mut self, bytes: &[u8]) -> Option<usize> {
         if self.inspector.scanner.is_stopped() {
             // Not HTTP/2 (HTTP/1.1 on a sniffed listener): pass-through.
-            return;
+            return None;
         }
         let shared = &self.shared;
         let mut reason = None;
+        let mut keep = None;
         let now = std::time::Instant::now();
         self.inspector.handle(bytes, now, |finding| match finding {
             Finding::Setting { id, value } => shared.record_setting(id, value),
             Finding::Negotiated(outcome) => shared.settle(outcome),
             Finding::Violation(v) => reason = Some(Reason::Violation(v)),
             Finding::Flood(kind) => reason = Some(Reason::Flood(kind)),
+            Finding::Malformed { misplaced, keep: k } => {
+                reason = Some(Reason::Malformed(misplaced));
+                keep = Some(k);
+            }
         });
         match reason {
-            None => return,
+            None => return None,
+            Some(Reason::Malformed(m)) => {
+                tracing::debug!(
+                    reason = m.reason(),
+                    "malformed HTTP/2 request; closing the connection"
+                );
+            }
             Some(Reason::Violation(v)) => {
                 tracing::debug!(violation = %v, "client broke a secondary-certificate rule");
                 shared.set_violation(v);
@@ -607,6 +645,7 @@ where
         if let (Some(reason), Close::Open) = (reason, self.close) {
             self.close = Close::GoAwayPending(reason);
         }
+        keep
     }
 }
 
@@ -685,8 +724,10 @@ where
         let new = buf.filled().get(before..).unwrap_or_default();
         if new.is_empty() {
             this.shared.close();
-        } else {
-            this.inspect(new);
+        } else if let Some(keep) = this.inspect(new) {
+            // The rest (the frame completing a malformed block, and what
+            // follows) never reaches h2; the GOAWAY, then EOF, come next.
+            buf.set_filled(before + keep);
         }
         Poll::Ready(Ok(()))
     }
@@ -761,6 +802,9 @@ impl Inspector {
             enforce: cfg.enabled,
             advertised: cfg.enabled,
             flood: FloodGuard::new(cfg.flood),
+            blocks: BlockAssembler::new(cfg.max_header_block),
+            names: NameTable::new(HEADER_TABLE_SIZE),
+            collecting: false,
             highest_stream: 0,
             first_settings_done: false,
             first_value: None,
@@ -775,7 +819,25 @@ impl Inspector {
     /// (h2 gets all of them, and the GOAWAY's last stream id must cover what
     /// it may have processed).
     fn handle(&mut self, mut bytes: &[u8], now: std::time::Instant, mut on: impl FnMut(Finding)) {
-        while let Some(event) = self.scanner.next_event(&mut bytes) {
+        let start = bytes.len();
+        loop {
+            if self.collecting {
+                if let Some(chunk) = self.scanner.take_payload(&mut bytes) {
+                    self.blocks.payload(chunk);
+                }
+                if !self.scanner.payload_done() {
+                    return; // the rest of the payload comes in a later read
+                }
+                self.collecting = false;
+                if let Some(block) = self.blocks.frame_end() {
+                    let consumed = start - bytes.len();
+                    self.judge(block, consumed, &mut on);
+                }
+                continue;
+            }
+            let Some(event) = self.scanner.next_event(&mut bytes) else {
+                return;
+            };
             if self.stopped {
                 if let ScanEvent::Frame(header) = event {
                     self.follow_streams(&header);
@@ -791,7 +853,8 @@ impl Inspector {
                         on(Finding::Flood(kind));
                         continue;
                     }
-                    self.on_frame(&header, &mut on)
+                    self.on_frame(&header, &mut on);
+                    self.collecting = !self.stopped && self.blocks.frame(&header);
                 }
                 ScanEvent::Setting { id, value } => {
                     on(Finding::Setting { id, value });
@@ -810,6 +873,33 @@ impl Inspector {
                 }
                 ScanEvent::SettingsEnd => {}
             }
+        }
+    }
+
+    /// A complete header block: its names keep the HPACK table in step;
+    /// a trailer section may carry no pseudo-header. `consumed`: how many
+    /// bytes of this read the block's last frame ends at.
+    fn judge(&mut self, block: Block, consumed: usize, on: &mut impl FnMut(Finding)) {
+        let names = match self.names.block(&block.fragment) {
+            Ok(names) => names,
+            // h2 fails the connection too (COMPRESSION_ERROR); the table
+            // cannot be followed past it.
+            Err(_) => {
+                self.blocks.give_up();
+                return;
+            }
+        };
+        if !block.trailers {
+            return;
+        }
+        if let Err(misplaced) = pseudo::check(&names, true) {
+            self.stopped = true;
+            on(Finding::Malformed {
+                misplaced,
+                // Hold back at least the block's last byte: h2 then never
+                // has the whole frame.
+                keep: consumed.saturating_sub(1),
+            });
         }
     }
 
@@ -920,6 +1010,7 @@ mod tests {
                 per_s: 1000,
                 burst: 1000,
             },
+            max_header_block: 64 * 1024,
         }
     }
 

@@ -512,6 +512,25 @@ impl FrameScanner {
         self.state == ScanState::Stopped
     }
 
+    /// Inside a skipped payload (after [`ScanEvent::Frame`]): takes up to
+    /// its rest from the front of `input` and returns it, instead of
+    /// letting [`FrameScanner::next_event`] drop it. `None` elsewhere.
+    pub fn take_payload<'a>(&mut self, input: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let ScanState::Skip { remaining } = &mut self.state else {
+            return None;
+        };
+        let n = (*remaining).min(input.len());
+        let (taken, rest) = input.split_at_checked(n)?;
+        *input = rest;
+        *remaining -= n;
+        Some(taken)
+    }
+
+    /// At the end of a skipped payload: the frame's bytes are all read.
+    pub fn payload_done(&self) -> bool {
+        self.state == ScanState::Skip { remaining: 0 }
+    }
+
     /// Consumes bytes from the front of `input` until something is found, and
     /// returns it; `None` once `input` is used up (or the scanner stopped).
     /// Call it in a loop until `None`, then feed the next bytes.

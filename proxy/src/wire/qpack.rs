@@ -18,51 +18,7 @@
 //! dynamic table is not judged ([`ScanError::Dynamic`]): we advertise a
 //! table capacity of 0, and h3 refuses such a block itself.
 
-/// A pseudo-header field a request or response may carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pseudo {
-    Authority,
-    Path,
-    Method,
-    Scheme,
-    Status,
-    Protocol,
-    /// A name that starts with `:` but is none of the above.
-    Unknown,
-}
-
-impl Pseudo {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Pseudo::Authority => ":authority",
-            Pseudo::Path => ":path",
-            Pseudo::Method => ":method",
-            Pseudo::Scheme => ":scheme",
-            Pseudo::Status => ":status",
-            Pseudo::Protocol => ":protocol",
-            Pseudo::Unknown => "an unknown pseudo-header",
-        }
-    }
-
-    fn bit(self) -> u8 {
-        match self {
-            Pseudo::Authority => 1,
-            Pseudo::Path => 2,
-            Pseudo::Method => 4,
-            Pseudo::Scheme => 8,
-            Pseudo::Status => 16,
-            Pseudo::Protocol => 32,
-            Pseudo::Unknown => 64,
-        }
-    }
-}
-
-/// One field line's name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Name {
-    Pseudo(Pseudo),
-    Regular,
-}
+pub use super::pseudo::{check, Misplaced, Name, Pseudo};
 
 /// Why a block could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,31 +30,6 @@ pub enum ScanError {
     Dynamic,
     /// A static index past the table (RFC 9204 Appendix A has 99 entries).
     BadIndex,
-}
-
-/// What makes a field section malformed (RFC 9114 §4.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Misplaced {
-    /// The same pseudo-header twice.
-    Repeated(Pseudo),
-    /// A pseudo-header after a regular field.
-    AfterRegular(Pseudo),
-    /// Any pseudo-header in a trailer section.
-    InTrailers(Pseudo),
-    /// A response's pseudo-header in a request, or one that does not exist.
-    NotForRequests(Pseudo),
-}
-
-impl Misplaced {
-    /// The reason given in the 400's Proxy-Status details and the log.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Misplaced::Repeated(_) => "a pseudo-header field appears twice",
-            Misplaced::AfterRegular(_) => "a pseudo-header field follows a regular field",
-            Misplaced::InTrailers(_) => "a trailer section carries a pseudo-header field",
-            Misplaced::NotForRequests(_) => "a request carries a pseudo-header field it may not",
-        }
-    }
 }
 
 /// The field names of an encoded field section, in order.
@@ -134,36 +65,6 @@ pub fn names(block: &[u8]) -> Result<Vec<Name>, ScanError> {
         out.push(name);
     }
     Ok(out)
-}
-
-/// Judge a request's header section (`trailers = false`) or a trailer
-/// section (`trailers = true`) by its field names.
-pub fn check(names: &[Name], trailers: bool) -> Result<(), Misplaced> {
-    let mut seen = 0u8;
-    let mut regular = false;
-    for name in names {
-        let p = match name {
-            Name::Regular => {
-                regular = true;
-                continue;
-            }
-            Name::Pseudo(p) => *p,
-        };
-        if trailers {
-            return Err(Misplaced::InTrailers(p));
-        }
-        if matches!(p, Pseudo::Status | Pseudo::Unknown) {
-            return Err(Misplaced::NotForRequests(p));
-        }
-        if regular {
-            return Err(Misplaced::AfterRegular(p));
-        }
-        if seen & p.bit() != 0 {
-            return Err(Misplaced::Repeated(p));
-        }
-        seen |= p.bit();
-    }
-    Ok(())
 }
 
 fn static_only(dynamic_bit_clear: u8, idx: u64) -> Result<u64, ScanError> {
@@ -219,18 +120,7 @@ fn literal_name(raw: &[u8], huffman: bool) -> Name {
             .map_or(Pseudo::Unknown, |(_, p)| *p);
         return Name::Pseudo(p);
     }
-    if raw.first() != Some(&b':') {
-        return Name::Regular;
-    }
-    Name::Pseudo(match raw {
-        b":authority" => Pseudo::Authority,
-        b":path" => Pseudo::Path,
-        b":method" => Pseudo::Method,
-        b":scheme" => Pseudo::Scheme,
-        b":status" => Pseudo::Status,
-        b":protocol" => Pseudo::Protocol,
-        _ => Pseudo::Unknown,
-    })
+    super::pseudo::name_of(raw)
 }
 
 /// An RFC 7541 §5.1 prefixed integer in the low `bits` of the first byte

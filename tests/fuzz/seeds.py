@@ -185,6 +185,26 @@ for i, v in enumerate(json.load(open(vec_file))["vectors"]):
         if isinstance(entry, dict) and "authenticator" in entry:
             add("authenticator", f"{v['name']}-{bad}", bytes([i, 0x0F]) + bytes.fromhex(entry["authenticator"]))
 
+# hpack: [cap u16][table limit u16][splits] then client frames: RFC 7541
+# C.3 (plain) and C.4 (Huffman) requests on streams 1, 3, 5, a padded and
+# prioritised HEADERS split over a CONTINUATION, and trailer sections on
+# stream 1 (one regular, one naming :path through the dynamic table).
+c3 = [bytes.fromhex(h) for h in ["828684410f7777772e6578616d706c652e636f6d", "828684be58086e6f2d6361636865",
+                                 "828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565"]]
+c4 = [bytes.fromhex(h) for h in ["828684418cf1e3c2e5f23a6ba0ab90f4ff", "828684be5886a8eb10649cbf",
+                                 "828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf"]]
+for name, blocks in [("rfc7541-c3", c3), ("rfc7541-c4", c4)]:
+    frames = b"".join(h2(1, 0x4, 1 + 2 * i, b) for i, b in enumerate(blocks))
+    frames += h2(1, 0x5, 1, bytes([0x00, 0x09]) + b"x-trailer" + bytes([1]) + b"1")
+    frames += h2(1, 0x5, 3, bytes([0xBE]))
+    add("hpack", name, struct.pack(">HH", 16384, 4096) + b"\x03\x07\x40\x02" + frames)
+padded = bytes([3]) + bytes([0, 0, 0, 0, 16]) + c3[0][:5] + b"\x00\x00\x00"
+add("hpack", "padded-priority-continuation",
+    struct.pack(">HH", 16384, 4096) + b"\x00" + h2(1, 0x8 | 0x20, 1, padded) + h2(9, 0x4, 1, c3[0][5:]))
+add("hpack", "size-update-and-eviction",
+    struct.pack(">HH", 1024, 256) + b"\x01\x05" + h2(1, 0x4, 1, bytes([0x3F, 0xE1, 0x01]) + c3[0])
+    + h2(1, 0x4, 3, bytes([0x20]) + c3[1]))
+
 # qpack: field sections (RFC 9204 §4.5) as clients and proxies send them:
 # static references, literal names plain and Huffman-coded (RFC 7541
 # Appendix B), a repeated :authority, a pseudo-header after a regular field,

@@ -4,7 +4,7 @@
 //! direction for the tunnel's whole life: 2 × 16 KiB for every idle tunnel.
 //! Here each direction reads into a small inline buffer while traffic is
 //! light; a read that fills it switches the direction to a large buffer
-//! (bulk transfer: fewer, larger reads and writes), which is given back as
+//! (bulk transfer: fewer reads and writes), which is given back as
 //! soon as the source has nothing more to read and everything read has been
 //! written. An idle tunnel holds only the two small buffers, inside its
 //! task.
@@ -18,8 +18,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Inline, per direction: enough for interactive traffic.
 pub const SMALL: usize = 2 * 1024;
-/// While bulk data flows: whole TLS records and large socket writes.
-pub const LARGE: usize = 64 * 1024;
+/// While bulk data flows: a whole TLS record per read. Not larger: a
+/// tunnel whose client stopped reading holds it until the idle timeout,
+/// and the HTTP/2 memory bound counts on 16 KiB per stalled tunnel
+/// (`tests/tests/h2_memory.rs`; 64 KiB took 8 × 128 stalled CONNECT
+/// streams from +100 to +262 MiB).
+pub const LARGE: usize = 16 * 1024;
 
 /// One direction of the copy.
 struct Pump {

@@ -59,6 +59,11 @@ impl NameTable {
         }
     }
 
+    /// The table's current size and maximum (RFC 7541 §4.1, §4.2).
+    pub fn size(&self) -> (usize, usize) {
+        (self.size, self.max)
+    }
+
     /// The field names of one complete header block, in order; the table
     /// follows every insertion and size update in it.
     pub fn block(&mut self, block: &[u8]) -> Result<Vec<Name>, HpackError> {

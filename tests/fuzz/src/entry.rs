@@ -26,6 +26,8 @@ use bauta::seccert::h3_shim::control::{ControlEvent, ControlParser, MAX_RECORDED
 use bauta::seccert::messages::{Certificate, CertificateVerify, Handshake, Reader};
 use bauta::seccert::{sig_schemes, Exporter, HashAlg, ValidateError, Validator};
 use bauta::wire::h2_flood::{FloodGuard, FloodKind, FloodLimits};
+use bauta::wire::h2_blocks::BlockAssembler;
+use bauta::wire::hpack::NameTable;
 use bauta::wire::qpack::{self, Name, Pseudo};
 use bauta::wire::server_certificate::{self, Codepoints, ServerCertificate};
 use bauta::wire::{capsule, datagram, h2_frame, h3_frame, huffman, target::Target, varint};
@@ -52,6 +54,7 @@ pub const TARGETS: &[(&str, TargetFn)] = &[
     ("basic_auth", basic_auth),
     ("fields", fields),
     ("qpack", qpack_section),
+    ("hpack", hpack_blocks),
     ("authenticator", authenticator),
     ("config", config),
     ("policy", policy),
@@ -821,6 +824,62 @@ fn request_of(data: &[u8]) -> Option<RequestHead> {
     }
     let uri = uri.build().ok()?;
     Some(RequestHead::new(method, uri, Version::HTTP_3, headers))
+}
+
+// === HTTP/2 header blocks and the HPACK table ===
+
+/// A client's HTTP/2 frames as the shim reads them: `[cap u16][table limit
+/// u16][splits]` then frames. Every HEADERS/CONTINUATION payload is fed to
+/// the block assembler in chunks, every complete block to the HPACK name
+/// table: never a panic, the table never over its maximum nor the maximum
+/// over the limit, never more names than bytes, and the same names whether
+/// the frames come whole or in pieces.
+pub fn hpack_blocks(data: &[u8]) {
+    let mut cur = Cursor::new(data);
+    let cap = usize::from(cur.u16());
+    let limit = usize::from(cur.u16());
+    let splits = cur.splits();
+    let bytes = cur.rest();
+    let run = |pieces: Vec<&[u8]>| {
+        let mut scanner = h2_frame::FrameScanner::new();
+        // Start after the preface: frames only.
+        let _ = scanner.next_event(&mut &h2_frame::PREFACE[..]);
+        let mut blocks = BlockAssembler::new(cap);
+        let mut table = NameTable::new(limit);
+        let mut seen = Vec::new();
+        let mut collecting = false;
+        for mut piece in pieces {
+            loop {
+                if collecting {
+                    if let Some(chunk) = scanner.take_payload(&mut piece) {
+                        blocks.payload(chunk);
+                    }
+                    if !scanner.payload_done() {
+                        break;
+                    }
+                    collecting = false;
+                    if let Some(block) = blocks.frame_end() {
+                        let names = table.block(&block.fragment);
+                        if let Ok(n) = &names {
+                            assert!(n.len() <= block.fragment.len());
+                        }
+                        let (size, max) = table.size();
+                        assert!(size <= max && max <= limit);
+                        seen.push((block.stream_id, block.trailers, names));
+                    }
+                    continue;
+                }
+                match scanner.next_event(&mut piece) {
+                    Some(h2_frame::ScanEvent::Frame(h)) => collecting = blocks.frame(&h),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        }
+        seen
+    };
+    let whole = run(vec![bytes]);
+    assert_eq!(run(chunks(bytes, &splits)), whole);
 }
 
 // === QPACK field sections and the Huffman code ===

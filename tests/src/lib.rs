@@ -7,6 +7,8 @@
 
 pub mod faults_env;
 pub mod h2_raw;
+// The load tool (src/bin/load.rs).
+pub mod load;
 pub mod masque;
 pub mod raw_peers;
 // tests-c: helpers for the README-claim tests (tests/tests/readme_*.rs).

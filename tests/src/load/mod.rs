@@ -1,0 +1,233 @@
+//! The load tool (`src/bin/load.rs`): measures one front of Bauta, or the
+//! same work without it (`--direct`, the physical limit of this machine).
+//!
+//! Modes (one file per family):
+//! * `tunnels.rs`: TCP tunnels over HTTP/1.1 CONNECT (plain and TLS
+//!   listener), HTTP/2 and HTTP/3 CONNECT: bulk goodput to a counting sink,
+//!   setup latency and new tunnels/s (open-and-close churn), 8-byte round
+//!   trips inside one tunnel to an echo.
+//! * `udp.rs`: CONNECT-UDP over HTTP/3 datagrams to a UDP echo: packets/s,
+//!   goodput, loss, RTT.
+//! * `forward.rs`: HTTP/1.1 absolute-form GETs through the plain listener to
+//!   a small origin: requests/s and latency.
+//!
+//! `targets.rs` holds the local peers the tool starts itself; `report.rs`
+//! the figures, the table and the JSON. Every phase is bounded in time.
+
+pub mod forward;
+pub mod report;
+pub mod targets;
+pub mod tunnels;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{make_certs, pem_der, BautaProcess, Certs, TempDir, ALLOW_LOOPBACK};
+
+pub use report::Report;
+
+/// What is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// CONNECT over the plaintext HTTP/1.1 listener.
+    H1,
+    /// CONNECT over HTTP/1.1 on the TLS listener.
+    H1Tls,
+    /// CONNECT over HTTP/2 (TLS, ALPN h2).
+    H2,
+    /// CONNECT over HTTP/3.
+    H3,
+    /// CONNECT-UDP over HTTP/3 datagrams.
+    Udp,
+    /// HTTP/1.1 absolute-form GET through the plaintext listener.
+    Forward,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 6] = [
+        Mode::H1,
+        Mode::H1Tls,
+        Mode::H2,
+        Mode::H3,
+        Mode::Udp,
+        Mode::Forward,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::H1 => "h1",
+            Mode::H1Tls => "h1-tls",
+            Mode::H2 => "h2",
+            Mode::H3 => "h3",
+            Mode::Udp => "udp",
+            Mode::Forward => "forward",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    /// Whether the mode talks to the plaintext listener (else the TLS one).
+    pub fn plain(self) -> bool {
+        matches!(self, Mode::H1 | Mode::Forward)
+    }
+}
+
+/// Everything the command line sets.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub mode: Mode,
+    /// The proxy's listener for this mode (plain or TLS); unused with
+    /// `--direct` or `--spawn`.
+    pub proxy: Option<SocketAddr>,
+    /// CA that signed the proxy's certificate (TLS modes, external proxy).
+    pub ca: Option<PathBuf>,
+    /// Bulk phase: this many tunnels…
+    pub tunnels: usize,
+    /// …each carrying this many bytes (client to target).
+    pub bytes: u64,
+    /// Tunnels, flows or connections at once.
+    pub concurrency: usize,
+    /// Length of the timed phases (churn, udp, forward).
+    pub duration: Duration,
+    /// 8-byte round trips in the RTT phase.
+    pub rounds: usize,
+    /// `udp`: payload bytes of one datagram.
+    pub payload: usize,
+    /// `udp`: datagrams outstanding per flow.
+    pub window: usize,
+    pub direct: bool,
+    pub spawn: bool,
+    pub worker_threads: Option<usize>,
+}
+
+/// Where the clients go: the proxy's listener (with the CA to trust), or
+/// nowhere but the targets.
+#[derive(Clone)]
+pub struct Path {
+    pub proxy: Option<SocketAddr>,
+    pub certs: Option<Arc<Certs>>,
+}
+
+impl Path {
+    pub fn certs(&self) -> Result<&Certs, String> {
+        self.certs
+            .as_deref()
+            .ok_or_else(|| "this mode needs --ca FILE (the CA of the proxy's certificate)".into())
+    }
+}
+
+/// CPU seconds (user + system) of process `pid`, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime, stime are 14, 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux ABI Bauta runs on.
+    Some((utime + stime) / 100.0)
+}
+
+/// `VmRSS` and `VmHWM` (peak) of process `pid`, KiB.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The process the figures are charged to, when the tool started it.
+pub struct Watched {
+    pub pid: u32,
+}
+
+impl Watched {
+    pub fn cpu(&self) -> f64 {
+        cpu_seconds(self.pid).unwrap_or(f64::NAN)
+    }
+}
+
+/// The config `--spawn` runs: a plaintext listener "plain" (HTTP/1.1), a TLS
+/// listener "secure" (HTTP/1.1, HTTP/2, HTTP/3), admin, loopback allowed.
+fn spawn_config(certs: &Certs) -> String {
+    format!(
+        "[proxy]\nname = \"bauta\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n\
+         [[listener]]\nname = \"secure\"\nlisten = \"127.0.0.1:0\"\n\
+         protocols = [\"http1\", \"h2\", \"h3\"]\ntls_cert = '{}'\ntls_key = '{}'\n\n{ALLOW_LOOPBACK}",
+        certs.cert_pem.display(),
+        certs.key_pem.display()
+    )
+}
+
+/// Trust `ca` (PEM) for an external proxy. Only `ca_der` is read by the
+/// clients; the other paths name the CA file.
+fn external_certs(ca: &std::path::Path) -> Certs {
+    Certs {
+        dir: TempDir::new("load-ca"),
+        ca_pem: ca.to_path_buf(),
+        cert_pem: ca.to_path_buf(),
+        key_pem: ca.to_path_buf(),
+        ca_der: pem_der(ca),
+    }
+}
+
+/// Run one mode; the report, or why it could not run at all.
+pub async fn run(opts: LoadOptions) -> Result<Report, String> {
+    crate::init();
+    let mut _keep = None;
+    let mut watched = None;
+    let path = if opts.direct {
+        Path {
+            proxy: None,
+            certs: None,
+        }
+    } else if opts.spawn {
+        let certs = make_certs();
+        let dir = TempDir::new("load");
+        let config = dir.write("bauta.toml", &spawn_config(&certs));
+        let threads = opts.worker_threads.map(|n| n.to_string());
+        let args: Vec<&str> = match &threads {
+            Some(n) => vec!["--worker-threads", n],
+            None => vec![],
+        };
+        let proc = BautaProcess::start_with_args(&config, &args).await;
+        let proxy = proc.listener(if opts.mode.plain() { "plain" } else { "secure" });
+        watched = Some(Watched { pid: proc.pid });
+        _keep = Some((proc, dir));
+        Path {
+            proxy: Some(proxy),
+            certs: Some(Arc::new(certs)),
+        }
+    } else {
+        let proxy = opts.proxy.ok_or("give --proxy ADDR, --spawn or --direct")?;
+        Path {
+            proxy: Some(proxy),
+            certs: opts.ca.as_deref().map(|ca| Arc::new(external_certs(ca))),
+        }
+    };
+    let mut report = Report::new(&opts, path.proxy);
+    let rss_before = watched.as_ref().and_then(|w| memory_kib(w.pid));
+    match opts.mode {
+        Mode::Udp => udp::run(&opts, &path, watched.as_ref(), &mut report).await?,
+        Mode::Forward => forward::run(&opts, &path, watched.as_ref(), &mut report).await?,
+        _ => tunnels::run(&opts, &path, watched.as_ref(), &mut report).await?,
+    }
+    if let Some(w) = &watched {
+        report.rss_kib =
+            memory_kib(w.pid).map(|(rss, peak)| (rss_before.map_or(0, |r| r.0), rss, peak));
+    }
+    Ok(report)
+}

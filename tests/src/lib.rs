@@ -1571,6 +1571,21 @@ impl BautaProcess {
         self.stderr.lock().expect("stderr lock").clone()
     }
 
+    /// Poll stderr (every 50 ms, at most `limit`) for a line containing
+    /// `needle`; that line, or `None`.
+    pub async fn wait_stderr_line(&self, needle: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(l) = self.stderr().lines().find(|l| l.contains(needle)) {
+                return Some(l.to_string());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Its access log so far: one JSON object per stdout line (others skipped).
     pub fn access_log(&self) -> Vec<serde_json::Value> {
         self.stdout

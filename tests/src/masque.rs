@@ -730,6 +730,17 @@ impl PyRun {
     }
 }
 
+/// `h3_masque_client.py raw --wait-end` with exactly these `NAME=VALUE`
+/// header fields: one request, and how its stream ended.
+pub async fn run_raw_h3(proxy: SocketAddr, certs: &Certs, headers: &[String]) -> PyRun {
+    let mut args: Vec<&str> = vec!["--wait-end"];
+    for h in headers {
+        args.push("--header");
+        args.push(h);
+    }
+    run_masque_client(proxy, certs, "raw", &args).await
+}
+
 /// Run `h3_masque_client.py MODE --proxy-port PORT --ca CA ARGS…` against the
 /// proxy's HTTP/3 listener, with a 15 s bound; parse the JSON it prints.
 pub async fn run_masque_client(

@@ -9,8 +9,7 @@
 use std::time::Duration;
 
 use bauta_tests::masque::{
-    run_masque_client, start_masque_proxy, udp_path, UdpEcho, ALLOW_LOOPBACK_V4_V6,
-    H3_MESSAGE_ERROR,
+    run_raw_h3, start_masque_proxy, udp_path, UdpEcho, ALLOW_LOOPBACK_V4_V6, H3_MESSAGE_ERROR,
 };
 use bauta_tests::{bounded_for, make_certs, EchoServer};
 
@@ -19,12 +18,7 @@ async fn raw(
     certs: &bauta_tests::Certs,
     headers: &[String],
 ) -> (Option<u16>, Option<u64>) {
-    let mut args: Vec<&str> = vec!["--wait-end"];
-    for h in headers {
-        args.push("--header");
-        args.push(h);
-    }
-    let run = run_masque_client(proxy.secure, certs, "raw", &args).await;
+    let run = run_raw_h3(proxy.secure, certs, headers).await;
     (
         run.str("status").and_then(|s| s.parse().ok()),
         run.u64("reset"),

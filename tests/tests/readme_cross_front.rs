@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use bauta_tests::masque::{
-    h1_connect_udp_request, h1_upgrade, h2_extended_client, run_masque_client, start_masque_proxy,
+    h1_connect_udp_request, h1_upgrade, h2_extended_client, run_raw_h3, start_masque_proxy,
     udp_path, wait_metric, MasqueProxy, UdpEcho, ALLOW_LOOPBACK_V4_V6, H3_MESSAGE_ERROR,
 };
 use bauta_tests::{
@@ -156,12 +156,7 @@ async fn h3(proxy: &MasqueProxy, certs: &Certs, s: &Situation) -> Answer {
         ]),
     }
     // Wait for the stream's end: a reset may follow the response.
-    let mut args: Vec<&str> = vec!["--wait-end"];
-    for h in &headers {
-        args.push("--header");
-        args.push(h);
-    }
-    let run = run_masque_client(proxy.secure, certs, "raw", &args).await;
+    let run = run_raw_h3(proxy.secure, certs, &headers).await;
     Answer {
         status: run.str("status").and_then(|s| s.parse().ok()),
         proxy_status: run.str("proxy_status").map(str::to_string),

@@ -20,21 +20,16 @@ fn config(workers: Option<&str>) -> String {
 }
 
 /// The worker count the process logged at start.
-fn logged_workers(p: &BautaProcess) -> Option<usize> {
-    let log = p.stderr();
-    let line = log.lines().find(|l| l.contains("runtime started"))?;
-    let at = line.find("worker_threads=")? + "worker_threads=".len();
-    line[at..].split_whitespace().next()?.parse().ok()
-}
-
-async fn wait_logged_workers(p: &BautaProcess) -> usize {
-    for _ in 0..100 {
-        if let Some(n) = logged_workers(p) {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no `runtime started` line:\n{}", p.stderr());
+async fn logged_workers(p: &BautaProcess) -> usize {
+    let line = p
+        .wait_stderr_line("runtime started", Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("no `runtime started` line:\n{}", p.stderr()));
+    let at = line
+        .find("worker_threads=")
+        .map(|i| i + "worker_threads=".len());
+    at.and_then(|at| line[at..].split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no worker count in {line:?}"))
 }
 
 #[tokio::test]
@@ -43,7 +38,7 @@ async fn worker_threads_from_the_file_and_the_flag() {
         let dir = TempDir::new("workers");
         let path = dir.write("bauta.toml", &config(Some("1")));
         let p = BautaProcess::start(&path).await;
-        assert_eq!(wait_logged_workers(&p).await, 1);
+        assert_eq!(logged_workers(&p).await, 1);
         // It serves.
         let (head, _, _) =
             raw_request(p.listener("plain"), b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -52,16 +47,13 @@ async fn worker_threads_from_the_file_and_the_flag() {
         // A reload that changes it is refused; the process keeps serving.
         std::fs::write(&path, config(Some("2"))).expect("rewrite");
         p.signal("HUP");
-        let mut refused = false;
-        for _ in 0..100 {
-            if p.stderr()
-                .contains("worker_threads changed; that needs a restart")
-            {
-                refused = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let refused = p
+            .wait_stderr_line(
+                "worker_threads changed; that needs a restart",
+                Duration::from_secs(5),
+            )
+            .await
+            .is_some();
         assert!(refused, "reload not refused:\n{}", p.stderr());
         let (head, _, _) =
             raw_request(p.listener("plain"), b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -71,7 +63,7 @@ async fn worker_threads_from_the_file_and_the_flag() {
         // The flag wins over the file.
         let path = dir.write("flag.toml", &config(Some("1")));
         let p = BautaProcess::start_with_args(&path, &["--worker-threads", "3"]).await;
-        assert_eq!(wait_logged_workers(&p).await, 3);
+        assert_eq!(logged_workers(&p).await, 3);
     })
     .await
 }

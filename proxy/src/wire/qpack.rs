@@ -12,12 +12,12 @@
 //!
 //! Only field *names* are needed, and only whether each is a pseudo-header
 //! and which: a static-table reference says so by its index; a literal name
-//! is compared as it is sent, plain or Huffman-coded (RFC 7541 §5.2: a
-//! string has exactly one valid Huffman coding, so comparing the coded bytes
-//! is exact). Values are skipped by their length. A block that refers to the
+//! is read plain or Huffman-decoded (`wire::huffman`). Values are skipped
+//! by their length. A block that refers to the
 //! dynamic table is not judged ([`ScanError::Dynamic`]): we advertise a
 //! table capacity of 0, and h3 refuses such a block itself.
 
+use super::pseudo::name_of;
 pub use super::pseudo::{check, Misplaced, Name, Pseudo};
 
 /// Why a block could not be read.
@@ -87,40 +87,22 @@ fn static_name(idx: u64) -> Result<Name, ScanError> {
     })
 }
 
-/// The Huffman coding (RFC 7541 Appendix B) of each pseudo-header name,
-/// padded with the EOS prefix as §5.2 requires.
-const HUFFMAN: [(&[u8], Pseudo); 6] = [
-    (
-        &[0xb8, 0x3b, 0x53, 0x39, 0xec, 0x32, 0x7d, 0x7f],
-        Pseudo::Authority,
-    ),
-    (&[0xb9, 0x58, 0xd3, 0x3f], Pseudo::Path),
-    (&[0xb9, 0x49, 0x53, 0x39, 0xe4], Pseudo::Method),
-    (&[0xb8, 0x82, 0x4e, 0x5a, 0x4b], Pseudo::Scheme),
-    (&[0xb8, 0x84, 0x8d, 0x36, 0xa3], Pseudo::Status),
-    (
-        &[0xb9, 0x5d, 0x87, 0x49, 0xc8, 0x7a, 0x3f],
-        Pseudo::Protocol,
-    ),
-];
-
 /// `:` is the 7-bit code 1011100 (RFC 7541 Appendix B, symbol 58).
 fn huffman_starts_with_colon(raw: &[u8]) -> bool {
     raw.first().is_some_and(|b| b & 0xfe == 0xb8)
 }
 
 fn literal_name(raw: &[u8], huffman: bool) -> Name {
-    if huffman {
-        if !huffman_starts_with_colon(raw) {
-            return Name::Regular;
-        }
-        let p = HUFFMAN
-            .iter()
-            .find(|(code, _)| *code == raw)
-            .map_or(Pseudo::Unknown, |(_, p)| *p);
-        return Name::Pseudo(p);
+    if !huffman {
+        return name_of(raw);
     }
-    super::pseudo::name_of(raw)
+    match super::huffman::decode(raw) {
+        Some(name) => name_of(&name),
+        // Not a valid coding (h3 refuses the section too): named by its
+        // first symbol, as far as that can be read.
+        None if huffman_starts_with_colon(raw) => Name::Pseudo(Pseudo::Unknown),
+        None => Name::Regular,
+    }
 }
 
 /// An RFC 7541 §5.1 prefixed integer in the low `bits` of the first byte
@@ -188,7 +170,8 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    /// RFC 7541 Appendix B codes for the symbols the pseudo names use.
+    /// RFC 7541 Appendix B codes for the symbols the pseudo names use (an
+    /// encoder for the tests; `wire::huffman` decodes).
     const CODES: [(u8, u32, u32); 16] = [
         (b':', 0x5c, 7),
         (b'a', 0x3, 5),
@@ -228,12 +211,20 @@ mod tests {
     }
 
     #[test]
-    fn huffman_table_is_the_rfc_coding() {
-        for (code, p) in HUFFMAN {
-            assert_eq!(huffman(p.as_str()), code, "{}", p.as_str());
-            assert!(huffman_starts_with_colon(code));
+    fn huffman_coded_names_are_read() {
+        use Pseudo::*;
+        for p in [Authority, Path, Method, Scheme, Status, Protocol] {
+            let code = huffman(p.as_str());
+            assert!(huffman_starts_with_colon(&code));
+            assert_eq!(literal_name(&code, true), Name::Pseudo(p), "{}", p.as_str());
         }
+        assert_eq!(literal_name(&huffman("path"), true), Name::Regular);
         assert!(!huffman_starts_with_colon(&huffman("path")));
+        // A coding that does not decode, by its first symbol.
+        let mut bad = huffman(":path");
+        bad.push(0x00);
+        assert_eq!(literal_name(&bad, true), Name::Pseudo(Unknown));
+        assert_eq!(literal_name(&[0x00, 0x00], true), Name::Regular);
     }
 
     /// Literal with literal name, not Huffman-coded, value "v".

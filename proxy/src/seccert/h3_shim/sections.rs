@@ -55,8 +55,9 @@ impl SectionTap {
         }
         match ev {
             FrameEvent::Header(h) => {
-                self.block = (h.len <= self.cap)
-                    .then(|| Vec::with_capacity(usize::try_from(h.len).unwrap_or(0)));
+                // Grown as bytes arrive, not sized from the length the
+                // peer announces.
+                self.block = (h.len <= self.cap).then(Vec::new);
                 None
             }
             FrameEvent::Payload(bytes) => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bauta_policy::Decision;
 use bytes::Bytes;
 use http::Response;
+use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -14,7 +15,8 @@ use crate::body::Body;
 use crate::core::context::Services;
 use crate::core::exchange::Exchange;
 use crate::core::limits::Permit;
-use crate::tunnel::tcp::{self as tcp_tunnel, End};
+use crate::core::tunnels::TunnelGuard;
+use crate::tunnel::tcp::{self as tcp_tunnel, End, Transferred};
 use crate::tunnel::udp::{self as udp_tunnel, DatagramChannel, FlowEnd, FlowSettings};
 use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
 use crate::wire::h3_error::H3ErrorCode;
@@ -111,66 +113,135 @@ impl Tunnel {
         IO: AsyncRead + AsyncWrite + Unpin + Send,
         D: DatagramChannel,
     {
-        let Tunnel {
-            services,
-            ex,
-            decision,
-            far,
-            // Bound, not `_`: the place is given back when `run` returns.
-            permit: _permit,
-        } = self;
-        let _live = services.tunnels.open();
-        let m = &services.metrics;
-        let kind = ex.kind.as_str();
-        let gauge = m.tunnels_active.with_label_values(&[kind]);
-        gauge.inc();
-        let config = &ex.config;
-        let (outcome, up, down, end) = match far {
+        let (live, far) = self.begin();
+        match far {
             Far::Tcp(mut target) => {
                 let (moved, end) = tcp_tunnel::relay(
                     client,
                     &mut target,
-                    config.limits.idle_timeout,
-                    m.tunnel_bytes.with_label_values(&[kind, "upstream"]),
-                    m.tunnel_bytes.with_label_values(&[kind, "downstream"]),
-                    services.tunnels.aborted(),
+                    live.ex.config.limits.idle_timeout,
+                    live.bytes("upstream"),
+                    live.bytes("downstream"),
+                    live.services.tunnels.aborted(),
                 )
                 .await;
-                if matches!(end, End::Error(_)) {
-                    // RFC 9113 §8.5, RFC 9114 §4.4: an error on the client's
-                    // side reaches the target as a TCP reset, not a FIN.
-                    let _ = target.set_zero_linger();
-                }
-                let (outcome, end) = match end {
-                    End::Closed => ("closed", TunnelEnd::Done),
-                    End::Idle => ("idle_timeout", TunnelEnd::Done),
-                    End::Error(_) => ("reset", TunnelEnd::Done),
-                    End::TargetError(_) => ("reset", TunnelEnd::TargetError),
-                    End::Aborted => ("shutdown", TunnelEnd::Done),
-                };
-                (outcome, moved.upstream, moved.downstream, end)
+                live.tcp_ended(&target, moved, end)
             }
             Far::Udp(socket) => {
                 let settings = FlowSettings {
-                    idle_timeout: config.connect_udp.idle_timeout,
-                    abort: services.tunnels.aborted(),
+                    idle_timeout: live.ex.config.connect_udp.idle_timeout,
+                    abort: live.services.tunnels.aborted(),
                 };
+                let m = &live.services.metrics;
                 let r = udp_tunnel::relay(&socket, client, datagrams, settings, m).await;
                 let end = match r.end {
                     FlowEnd::Malformed => TunnelEnd::Malformed,
                     _ => TunnelEnd::Done,
                 };
-                (r.end.as_str(), r.upstream, r.downstream, end)
+                live.ended(r.end.as_str(), r.upstream, r.downstream);
+                end
             }
+        }
+    }
+
+    /// The same for a client side that is a plain TCP socket: a TCP tunnel
+    /// is relayed with splice(2), the bytes never entering user space.
+    /// `early` is what the client sent after its request, before the tunnel
+    /// began (read ahead by the front).
+    #[cfg(target_os = "linux")]
+    pub async fn run_socket(self, client: TcpStream, early: Bytes) -> TunnelEnd {
+        if self.is_udp() {
+            let client = crate::tunnel::prefixed::Prefixed::new(early, client);
+            return self.run(client, None::<udp_tunnel::NoDatagrams>).await;
+        }
+        let (live, far) = self.begin();
+        let Far::Tcp(target) = far else {
+            return TunnelEnd::Done;
         };
-        gauge.dec();
-        ex.log(Some(&decision), 200, outcome, up, down);
-        end
+        let (moved, end) = tcp_tunnel::relay_sockets(
+            &client,
+            early,
+            &target,
+            live.ex.config.limits.idle_timeout,
+            live.bytes("upstream"),
+            live.bytes("downstream"),
+            live.services.tunnels.aborted(),
+        )
+        .await;
+        live.tcp_ended(&target, moved, end)
+    }
+
+    /// The tunnel is live: counted until [`Live`] is dropped.
+    fn begin(self) -> (Live, Far) {
+        let Tunnel {
+            services,
+            ex,
+            decision,
+            far,
+            permit,
+        } = self;
+        let guard = services.tunnels.open();
+        let gauge = services
+            .metrics
+            .tunnels_active
+            .with_label_values(&[ex.kind.as_str()]);
+        gauge.inc();
+        let live = Live {
+            services,
+            ex,
+            decision,
+            gauge,
+            _permit: permit,
+            _guard: guard,
+        };
+        (live, far)
     }
 
     /// The client went away before the tunnel started.
     pub fn abandon(self) {
         tracing::debug!(target = %self.ex.target, "client went away before the tunnel started");
         self.ex.log(Some(&self.decision), 200, "client_gone", 0, 0);
+    }
+}
+
+/// A running tunnel: holds the client's place under its limits and in the
+/// live-tunnel count, and the active gauge, until it is logged and dropped.
+struct Live {
+    services: Arc<Services>,
+    ex: Exchange,
+    decision: Decision,
+    gauge: IntGauge,
+    _permit: Permit,
+    _guard: TunnelGuard,
+}
+
+impl Live {
+    fn bytes(&self, direction: &str) -> IntCounter {
+        self.services
+            .metrics
+            .tunnel_bytes
+            .with_label_values(&[self.ex.kind.as_str(), direction])
+    }
+
+    /// A TCP tunnel ended: an error on the client's side reaches the
+    /// target as a TCP reset, not a FIN (RFC 9113 §8.5, RFC 9114 §4.4).
+    fn tcp_ended(self, target: &TcpStream, moved: Transferred, end: End) -> TunnelEnd {
+        if matches!(end, End::Error(_)) {
+            let _ = target.set_zero_linger();
+        }
+        let (outcome, end) = match end {
+            End::Closed => ("closed", TunnelEnd::Done),
+            End::Idle => ("idle_timeout", TunnelEnd::Done),
+            End::Error(_) => ("reset", TunnelEnd::Done),
+            End::TargetError(_) => ("reset", TunnelEnd::TargetError),
+            End::Aborted => ("shutdown", TunnelEnd::Done),
+        };
+        self.ended(outcome, moved.upstream, moved.downstream);
+        end
+    }
+
+    fn ended(self, outcome: &str, up: u64, down: u64) {
+        self.gauge.dec();
+        self.ex.log(Some(&self.decision), 200, outcome, up, down);
     }
 }

@@ -71,9 +71,8 @@ pub async fn serve_connection<IO>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        // The request line and header section: hyper answers 431 beyond it
-        // (8 KiB is its floor); the field count the same way.
-        .max_buf_size((limits.max_header_list_size as usize + limits.max_uri_bytes).max(8192))
+        // hyper answers 431 beyond these (see `http1_max_buf`).
+        .max_buf_size(http1_max_buf(limits))
         .max_headers(limits.max_headers)
         .preserve_header_case(false);
     builder
@@ -119,8 +118,52 @@ pub async fn serve_connection<IO>(
             }
         })
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn, stopping);
+    let io = TokioIo::new(io);
+    if builder.is_http1_available() && !builder.is_http2_available() {
+        // hyper's own HTTP/1.1 connection, not `auto`'s: an upgraded
+        // plain TCP socket then comes back as itself (`Upgraded::downcast`;
+        // `auto` wraps it in a private type), and its tunnel is spliced.
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(http1_max_buf(limits))
+            .max_headers(limits.max_headers)
+            .preserve_header_case(false);
+        let conn = Box::pin(http1.serve_connection(io, svc).with_upgrades());
+        let graceful = |c: std::pin::Pin<&mut _>| {
+            hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(c)
+        };
+        drive(conn, graceful, stopping, activity, idle_timeout, client).await;
+    } else {
+        let conn = Box::pin(builder.serve_connection_with_upgrades(io, svc));
+        let graceful = |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+        drive(conn, graceful, stopping, activity, idle_timeout, client).await;
+    }
+}
+
+/// The request line and header section: hyper answers 431 beyond it (8 KiB
+/// is its floor).
+fn http1_max_buf(limits: &Limits) -> usize {
+    (limits.max_header_list_size as usize + limits.max_uri_bytes).max(8192)
+}
+
+/// Run one connection to its end: shut it down gracefully when the server
+/// stops or it idles; then wait for the tunnels it handed over. `conn` is
+/// boxed so that its memory is given back before that wait: an idle HTTP/1.1
+/// tunnel keeps only this small task, not hyper's connection state.
+async fn drive<C, Err>(
+    mut conn: std::pin::Pin<Box<C>>,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    stopping: impl std::future::Future<Output = ()>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    client: std::net::SocketAddr,
+) where
+    C: std::future::Future<Output = Result<(), Err>>,
+    Err: std::fmt::Display,
+{
+    tokio::pin!(stopping);
     let idle = activity.idle_for(idle_timeout);
     tokio::pin!(idle);
     let grace = idle_timeout.min(IDLE_CLOSE_GRACE);
@@ -132,13 +175,13 @@ pub async fn serve_connection<IO>(
             r = conn.as_mut() => break r,
             () = &mut stopping, if !shutting_down => {
                 shutting_down = true;
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
             }
             () = &mut idle, if !shutting_down => {
                 tracing::debug!(%client, "client connection idle; closing");
                 shutting_down = true;
                 drop_at = Some(tokio::time::Instant::now() + grace);
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
             }
             () = sleep_until_some(drop_at) => {
                 if activity.is_idle() {
@@ -151,6 +194,7 @@ pub async fn serve_connection<IO>(
             }
         }
     };
+    drop(conn);
     if let Err(e) = result {
         tracing::debug!(%client, error = %e, "connection ended with an error");
     }
@@ -212,9 +256,20 @@ async fn handle(
                 let _busy = busy;
                 match on_upgrade.await {
                     Ok(upgraded) => {
-                        tunnel
-                            .run(TokioIo::new(upgraded), None::<NoDatagrams>)
-                            .await;
+                        // A plain TCP client: spliced (Linux).
+                        #[cfg(target_os = "linux")]
+                        let upgraded = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+                            Ok(parts) => {
+                                tunnel
+                                    .run_socket(parts.io.into_inner(), parts.read_buf)
+                                    .await;
+                                return;
+                            }
+                            Err(upgraded) => upgraded,
+                        };
+                        // Boxed: its inline copy buffers would otherwise
+                        // size this task, a spliced tunnel's too.
+                        Box::pin(tunnel.run(TokioIo::new(upgraded), None::<NoDatagrams>)).await;
                     }
                     Err(_) => tunnel.abandon(),
                 }

@@ -70,30 +70,16 @@ where
         last_activity: &last_activity,
         failed: false,
     };
-    let end = {
-        // Buffers only while data flows (`copy`): idle tunnels stay small.
-        let copy = super::copy::bidirectional(&mut client, &mut target);
-        tokio::pin!(copy);
-        tokio::pin!(abort);
-        loop {
-            let idle_at = origin
-                + Duration::from_millis(last_activity.load(Ordering::Relaxed))
-                + idle_timeout;
-            tokio::select! {
-                r = &mut copy => break match r {
-                    Ok(_) => End::Closed,
-                    Err(e) => End::Error(e),
-                },
-                _ = &mut abort => break End::Aborted,
-                _ = tokio::time::sleep_until(idle_at) => {
-                    let last = origin + Duration::from_millis(last_activity.load(Ordering::Relaxed));
-                    if Instant::now().saturating_duration_since(last) >= idle_timeout {
-                        break End::Idle;
-                    }
-                }
-            }
-        }
-    };
+    // Buffers only while data flows (`copy`): idle tunnels stay small.
+    let copy = super::copy::bidirectional(&mut client, &mut target);
+    let end = drive(
+        async { copy.await.map_err(End::Error) },
+        origin,
+        &last_activity,
+        idle_timeout,
+        abort,
+    )
+    .await;
     // Which side failed: only the side's own I/O sets `failed`.
     let end = match end {
         End::Error(e) if target.failed && !client.failed => End::TargetError(e),
@@ -106,6 +92,101 @@ where
         },
         end,
     )
+}
+
+/// Relay between two plain TCP sockets with splice(2) (`super::splice`):
+/// the bytes never enter user space and an idle tunnel holds no buffer.
+/// `early` is what the client sent before the tunnel began (read ahead by
+/// the front); it goes to the target first. Ends as [`relay`] does.
+#[cfg(target_os = "linux")]
+pub async fn relay_sockets(
+    client: &tokio::net::TcpStream,
+    early: bytes::Bytes,
+    target: &tokio::net::TcpStream,
+    idle_timeout: Duration,
+    up_counter: IntCounter,
+    down_counter: IntCounter,
+    abort: impl std::future::Future<Output = ()>,
+) -> (Transferred, End) {
+    use super::splice::{pump, write_all, Failure};
+
+    let origin = Instant::now();
+    let last_activity = AtomicU64::new(0);
+    let (up_total, down_total) = (AtomicU64::new(0), AtomicU64::new(0));
+    let count = |total: &AtomicU64, counter: &IntCounter, n: u64| {
+        total.fetch_add(n, Ordering::Relaxed);
+        counter.inc_by(n);
+        touch(origin, &last_activity);
+    };
+    let copy = async {
+        if !early.is_empty() {
+            write_all(target, &early).await.map_err(End::TargetError)?;
+            count(&up_total, &up_counter, early.len() as u64);
+        }
+        // It may share the front's whole read buffer: not for the
+        // tunnel's life.
+        drop(early);
+        let up = async {
+            pump(client, target, |n| count(&up_total, &up_counter, n))
+                .await
+                .map_err(|f| match f {
+                    Failure::Source(e) => End::Error(e),
+                    Failure::Sink(e) => End::TargetError(e),
+                })
+        };
+        let down = async {
+            pump(target, client, |n| count(&down_total, &down_counter, n))
+                .await
+                .map_err(|f| match f {
+                    Failure::Source(e) => End::TargetError(e),
+                    Failure::Sink(e) => End::Error(e),
+                })
+        };
+        tokio::try_join!(up, down).map(|_| ())
+    };
+    let end = drive(copy, origin, &last_activity, idle_timeout, abort).await;
+    (
+        Transferred {
+            upstream: up_total.load(Ordering::Relaxed),
+            downstream: down_total.load(Ordering::Relaxed),
+        },
+        end,
+    )
+}
+
+/// Run `copy` (both directions) until it ends, the tunnel has been idle for
+/// `idle_timeout` since `last_activity` (milliseconds after `origin`), or
+/// `abort` resolves.
+async fn drive(
+    copy: impl std::future::Future<Output = Result<(), End>>,
+    origin: Instant,
+    last_activity: &AtomicU64,
+    idle_timeout: Duration,
+    abort: impl std::future::Future<Output = ()>,
+) -> End {
+    tokio::pin!(copy);
+    tokio::pin!(abort);
+    loop {
+        let last = || origin + Duration::from_millis(last_activity.load(Ordering::Relaxed));
+        tokio::select! {
+            r = &mut copy => return match r {
+                Ok(()) => End::Closed,
+                Err(end) => end,
+            },
+            _ = &mut abort => return End::Aborted,
+            _ = tokio::time::sleep_until(last() + idle_timeout) => {
+                if Instant::now().saturating_duration_since(last()) >= idle_timeout {
+                    return End::Idle;
+                }
+            }
+        }
+    }
+}
+
+/// Note now as the tunnel's last activity.
+fn touch(origin: Instant, last_activity: &AtomicU64) {
+    let ms = Instant::now().saturating_duration_since(origin).as_millis();
+    last_activity.store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
 /// Counts bytes read from `inner` and notes the time of the last activity.
@@ -128,11 +209,7 @@ impl<S> Counted<'_, S> {
     }
 
     fn touch(&self) {
-        let ms = Instant::now()
-            .saturating_duration_since(self.origin)
-            .as_millis();
-        self.last_activity
-            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+        touch(self.origin, self.last_activity);
     }
 }
 
@@ -305,5 +382,229 @@ mod tests {
         )
         .await;
         assert!(matches!(end, End::Error(_)), "{end:?}");
+    }
+}
+
+/// `relay_sockets` over real loopback sockets: the splice path.
+#[cfg(all(test, target_os = "linux"))]
+mod socket_tests {
+    use super::*;
+    use crate::tunnel::splice::{pooled, NO_PIPES, TEST_LOCK};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Both ends of one loopback TCP connection.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    /// app ⇄ (client | relay | target) ⇄ origin, relayed with splice.
+    struct Rig {
+        app: TcpStream,
+        origin: TcpStream,
+        relay: tokio::task::JoinHandle<(Transferred, End)>,
+        up: IntCounter,
+        down: IntCounter,
+    }
+
+    async fn rig(early: &'static [u8], idle: Duration) -> Rig {
+        let (app, client) = pair().await;
+        let (target, origin) = pair().await;
+        let (up, down) = (counter(), counter());
+        let (u, d) = (up.clone(), down.clone());
+        let relay = tokio::spawn(async move {
+            let early = bytes::Bytes::from_static(early);
+            relay_sockets(&client, early, &target, idle, u, d, std::future::pending()).await
+        });
+        Rig {
+            app,
+            origin,
+            relay,
+            up,
+            down,
+        }
+    }
+
+    fn counter() -> IntCounter {
+        IntCounter::new("t", "t").expect("counter")
+    }
+
+    fn payload(n: usize, seed: u32) -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+            .collect()
+    }
+
+    /// Write `data`, close the write side, and read everything the peer
+    /// sends until it closes.
+    async fn exchange(s: TcpStream, data: Vec<u8>) -> Vec<u8> {
+        let (mut r, mut w) = s.into_split();
+        let writer = tokio::spawn(async move {
+            w.write_all(&data).await.expect("write");
+            w.shutdown().await.expect("shutdown");
+            w
+        });
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.expect("read");
+        let _keep_open = writer.await.expect("writer");
+        got
+    }
+
+    #[tokio::test]
+    async fn payloads_around_pipe_and_buffer_sizes_arrive_intact_both_ways() {
+        let _pool = TEST_LOCK.lock().await;
+        let sizes = [
+            0usize,
+            1,
+            2047,
+            2048,
+            2049,
+            16_383,
+            16_384,
+            16_385,
+            65_535,
+            65_536,
+            65_537,
+            (1 << 20) + 3,
+        ];
+        for (i, &n) in sizes.iter().enumerate() {
+            let m = sizes[sizes.len() - 1 - i];
+            let r = rig(b"", Duration::from_secs(30)).await;
+            let (up, down) = (payload(n, 1), payload(m, 2));
+            let (at_origin, at_app) = tokio::join!(
+                exchange(r.origin, down.clone()),
+                exchange(r.app, up.clone())
+            );
+            assert!(at_origin == up, "{n} bytes upstream arrive intact");
+            assert!(at_app == down, "{m} bytes downstream arrive intact");
+            let (moved, end) = r.relay.await.expect("relay");
+            assert!(matches!(end, End::Closed), "{end:?}");
+            assert_eq!((moved.upstream, moved.downstream), (n as u64, m as u64));
+            assert_eq!((r.up.get(), r.down.get()), (n as u64, m as u64));
+        }
+    }
+
+    #[tokio::test]
+    async fn without_descriptors_for_a_pipe_it_copies_instead() {
+        let _pool = TEST_LOCK.lock().await;
+        NO_PIPES.store(true, Ordering::Relaxed);
+        let r = rig(b"early|", Duration::from_secs(30)).await;
+        let (up, down) = (payload(70_001, 7), payload(16_385, 8));
+        let (at_origin, at_app) = tokio::join!(
+            exchange(r.origin, down.clone()),
+            exchange(r.app, up.clone())
+        );
+        NO_PIPES.store(false, Ordering::Relaxed);
+        assert!(
+            at_origin == [&b"early|"[..], &up].concat(),
+            "upstream intact"
+        );
+        assert!(at_app == down, "downstream intact");
+        let (moved, end) = r.relay.await.expect("relay");
+        assert!(matches!(end, End::Closed), "{end:?}");
+        assert_eq!((moved.upstream, moved.downstream), (70_007, 16_385));
+    }
+
+    #[tokio::test]
+    async fn early_bytes_reach_the_target_first_and_are_counted() {
+        let _pool = TEST_LOCK.lock().await;
+        let r = rig(b"sent with the request|", Duration::from_secs(30)).await;
+        let (at_origin, at_app) = tokio::join!(
+            exchange(r.origin, b"reply".to_vec()),
+            exchange(r.app, b"then the tunnel".to_vec())
+        );
+        assert_eq!(at_origin, b"sent with the request|then the tunnel");
+        assert_eq!(at_app, b"reply");
+        let (moved, end) = r.relay.await.expect("relay");
+        assert!(matches!(end, End::Closed), "{end:?}");
+        assert_eq!(moved.upstream, 37);
+        assert_eq!(r.up.get(), 37);
+    }
+
+    #[tokio::test]
+    async fn half_close_keeps_the_other_direction_open() {
+        let _pool = TEST_LOCK.lock().await;
+        let mut r = rig(b"", Duration::from_secs(30)).await;
+        r.app.write_all(b"request").await.expect("write");
+        r.app.shutdown().await.expect("shutdown");
+        // The FIN passes through: the origin reads to its end first…
+        let mut got = Vec::new();
+        r.origin.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"request");
+        // …and only then answers, on the half still open.
+        let answer = payload(300_000, 3);
+        r.origin.write_all(&answer).await.expect("write");
+        r.origin.shutdown().await.expect("shutdown");
+        let mut back = Vec::new();
+        r.app.read_to_end(&mut back).await.expect("read");
+        assert!(back == answer, "answer after half-close arrives intact");
+        let (_, end) = r.relay.await.expect("relay");
+        assert!(matches!(end, End::Closed), "{end:?}");
+    }
+
+    /// Close `s` with a TCP reset.
+    fn reset(s: TcpStream) {
+        s.set_zero_linger().expect("linger");
+        drop(s);
+    }
+
+    #[tokio::test]
+    async fn a_target_reset_mid_transfer_names_the_target() {
+        let _pool = TEST_LOCK.lock().await;
+        let mut r = rig(b"", Duration::from_secs(30)).await;
+        let mut first = [0u8; 4];
+        r.app.write_all(b"some").await.expect("write");
+        r.origin.read_exact(&mut first).await.expect("read");
+        reset(r.origin);
+        // The client keeps sending into a tunnel whose target is gone.
+        let big = payload(4 << 20, 4);
+        let _ = tokio::time::timeout(Duration::from_secs(10), r.app.write_all(&big)).await;
+        let (_, end) = r.relay.await.expect("relay");
+        assert!(matches!(end, End::TargetError(_)), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_reset_mid_transfer_names_the_client() {
+        let _pool = TEST_LOCK.lock().await;
+        let mut r = rig(b"", Duration::from_secs(30)).await;
+        let mut first = [0u8; 4];
+        r.origin.write_all(b"some").await.expect("write");
+        r.app.read_exact(&mut first).await.expect("read");
+        reset(r.app);
+        let big = payload(4 << 20, 5);
+        let _ = tokio::time::timeout(Duration::from_secs(10), r.origin.write_all(&big)).await;
+        let (_, end) = r.relay.await.expect("relay");
+        assert!(matches!(end, End::Error(_)), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_tunnel_holds_no_pipe_and_times_out() {
+        let _pool = TEST_LOCK.lock().await;
+        let mut r = rig(b"", Duration::from_millis(400)).await;
+        let data = payload(200_000, 6);
+        r.app.write_all(&data).await.expect("write");
+        let mut got = vec![0u8; data.len()];
+        r.origin.read_exact(&mut got).await.expect("read");
+        assert!(got == data);
+        r.origin.write_all(b"ok").await.expect("write");
+        r.app.read_exact(&mut [0u8; 2]).await.expect("read");
+        // Quiet now: both directions give their pipe back to the pool.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pooled() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let idle_pool = pooled();
+        assert!(
+            idle_pool >= 1,
+            "a quiet tunnel's pipes are back in the pool"
+        );
+        let (moved, end) = r.relay.await.expect("relay");
+        assert!(matches!(end, End::Idle), "{end:?}");
+        assert_eq!((moved.upstream, moved.downstream), (200_000, 2));
+        // Ending took nothing back from the tunnel: it held no pipe.
+        assert_eq!(pooled(), idle_pool);
     }
 }

@@ -13,9 +13,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// Reads until EOF, then answers with the number of bytes it read (8 bytes,
-/// big-endian) and closes. Goodput is measured one way, client to sink; the
-/// count checks that every byte arrived.
+/// Reads the number of bytes the client will send (8 bytes, big-endian),
+/// then that many bytes (or until EOF), then answers with the number it read
+/// (8 bytes, big-endian) and closes. Goodput is measured one way, client to
+/// sink; the count checks that every byte arrived. The client never needs
+/// to half-close: proxies that end a tunnel on a half-close (squid, Envoy's
+/// HTTP/1.1 CONNECT) can be measured too.
 pub struct CountingSink {
     pub addr: SocketAddr,
     task: JoinHandle<()>,
@@ -28,10 +31,16 @@ impl CountingSink {
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 tokio::spawn(async move {
+                    let mut announced = [0u8; 8];
+                    if s.read_exact(&mut announced).await.is_err() {
+                        return;
+                    }
+                    let want = u64::from_be_bytes(announced);
                     let mut buf = vec![0u8; 64 * 1024];
                     let mut n = 0u64;
-                    loop {
-                        match s.read(&mut buf).await {
+                    while n < want {
+                        let room = (want - n).min(buf.len() as u64) as usize;
+                        match s.read(&mut buf[..room]).await {
                             Ok(0) => break,
                             Ok(k) => n += k as u64,
                             Err(_) => return,

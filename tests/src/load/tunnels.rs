@@ -1,11 +1,11 @@
 //! TCP tunnels: HTTP/1.1 CONNECT (plain and TLS listener), HTTP/2 and
 //! HTTP/3 CONNECT, or a plain TCP connection (`--direct`). Three phases:
 //!
-//! 1. bulk: `--tunnels` tunnels, `--concurrency` at once, each sends
-//!    `--bytes` to the counting sink, half-closes and checks the count the
+//! 1. bulk: `--tunnels` tunnels, `--concurrency` at once, each announces
+//!    and sends `--bytes` to the counting sink and checks the count the
 //!    sink answers; goodput is the confirmed bytes over the phase's time;
 //! 2. churn: for `--duration`, `--concurrency` workers open a tunnel to the
-//!    sink, half-close it and wait for the sink's count (0): new tunnels/s,
+//!    sink, announce 0 bytes and wait for the sink's count (0): new tunnels/s,
 //!    and the setup latency of each (from the start of the connection to the
 //!    proxy to its 2xx);
 //! 3. rtt: `--rounds` 8-byte round trips inside one tunnel to the echo.
@@ -197,12 +197,18 @@ impl Tunnel {
         }
     }
 
-    /// Half-close and read the sink's count.
-    async fn close_counted(&mut self) -> Outcome<u64> {
-        self.finish().await?;
+    /// Announce `n` bytes to the sink and send them.
+    async fn send_announced(&mut self, n: u64) -> Outcome<()> {
+        self.write(&n.to_be_bytes()).await?;
+        self.send(n).await
+    }
+
+    /// Read the sink's count, then half-close (the sink closes anyway).
+    async fn counted(&mut self) -> Outcome<u64> {
         let got = self.read_exact(8).await?;
         let mut b = [0u8; 8];
         b.copy_from_slice(&got);
+        let _ = self.finish().await;
         Ok(u64::from_be_bytes(b))
     }
 }
@@ -251,8 +257,8 @@ impl Shared {
 /// One bulk tunnel: open, send, check the count. The bytes confirmed.
 async fn bulk_one(sh: Arc<Shared>) -> Outcome<u64> {
     let (mut t, _) = open(sh.mode, &sh.path, sh.sink).await?;
-    t.send(sh.bytes).await?;
-    let n = t.close_counted().await?;
+    t.send_announced(sh.bytes).await?;
+    let n = t.counted().await?;
     if n != sh.bytes {
         return Err(format!("sink counted {n} bytes, {} sent", sh.bytes));
     }
@@ -262,7 +268,8 @@ async fn bulk_one(sh: Arc<Shared>) -> Outcome<u64> {
 /// One churn tunnel: open, close, wait for the sink's count (0).
 async fn churn_one(sh: Arc<Shared>) -> Outcome<()> {
     let (mut t, setup) = open(sh.mode, &sh.path, sh.sink).await?;
-    let n = t.close_counted().await?;
+    t.send_announced(0).await?;
+    let n = t.counted().await?;
     if n != 0 {
         return Err(format!("sink counted {n} bytes, none sent"));
     }

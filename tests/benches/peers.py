@@ -305,7 +305,7 @@ cache_store_log none
 cache_log {d}/cache.log
 pid_filename {d}/squid.pid
 coredump_dir {d}
-max_filedescriptors 65536
+max_filedescriptors 16384
 shutdown_lifetime 0 seconds
 pinger_enable off
 half_closed_clients on
@@ -464,7 +464,7 @@ class Haproxy(Proxy):
         self.ports = {"rev": free_port()}
         config = f"""global
     nbthread 1
-    maxconn 100000
+    maxconn 8000
     tune.ssl.default-dh-param 2048
 defaults
     mode http
@@ -489,8 +489,8 @@ master_process on;
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 65536; }}
+worker_rlimit_nofile 16384;
+events {{ worker_connections 8000; }}
 http {{
     access_log off;
     client_body_temp_path {dir}/tmp;

@@ -34,8 +34,8 @@ COLUMNS = ["direct", "bauta", "envoy", "squid", "nghttpx", "haproxy", "nginx"]
 SETTINGS = {
     # bulk: tunnels x bytes; lat: churn seconds, rtt rounds; udp/forward
     # seconds; reverse: h2load requests; rss: tunnels held.
-    "quick": dict(tunnels=16, bytes=8 << 20, churn_s=1.0, rtt_rounds=1000,
-                  udp_s=1.0, forward_s=1.0, reverse_n=20000, rss_n=1000),
+    "quick": dict(tunnels=16, bytes=8 << 20, churn_s=2.0, rtt_rounds=1000,
+                  udp_s=2.0, forward_s=2.0, reverse_n=40000, rss_n=1000),
     "full": dict(tunnels=32, bytes=64 << 20, churn_s=3.0, rtt_rounds=5000,
                  udp_s=3.0, forward_s=3.0, reverse_n=100000, rss_n=1000),
 }
@@ -155,7 +155,7 @@ class Proxy:
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              start_new_session=True, env=env)
         out.close()
-        STARTED.append(p)
+        started(p, self.ctx.workdir)
         self.procs.append(p)
         return p
 
@@ -195,6 +195,14 @@ class Proxy:
         with open(path, "w") as f:
             f.write(text)
         return path
+
+
+def started(p, workdir):
+    """Remember p (its own session and process group) for the cleanup here
+    and in peers.sh."""
+    STARTED.append(p)
+    with open(os.path.join(workdir, "pids"), "a") as f:
+        f.write(f"{p.pid}\n")
 
 
 def kill(p):
@@ -479,7 +487,7 @@ backend up
     server up1 127.0.0.1:{c.upstream_port}
 """
         path = self.write("haproxy.cfg", config)
-        self.version = first_line(run_text(["haproxy", "-v"]))
+        self.version = first_line(run_text(["haproxy", "-v"])).split(" - ")[0]
         self.spawn(["haproxy", "-db", "-f", path], self.name)
         return self.wait_ready(["rev"])
 
@@ -552,7 +560,7 @@ def start_upstream(ctx):
     p = subprocess.Popen(["nginx", "-p", d, "-c", path], stdout=out, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True)
     out.close()
-    STARTED.append(p)
+    started(p, ctx.workdir)
     if not wait_port(port):
         return None
     return port
@@ -722,8 +730,11 @@ def measure_rss(ctx, proxy, rec):
     time.sleep(0.5)
     before = tree_rss_kib(proxy.roots())
     socks = []
+    deadline = time.time() + ctx.step_timeout
     try:
         for _ in range(n):
+            if time.time() > deadline:
+                raise RuntimeError(f"not done within {ctx.step_timeout} s")
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
             socks.append(s)
             target = f"127.0.0.1:{ctx.echo_port}"
@@ -798,6 +809,8 @@ def echo_server():
 
 # measurement -> True when higher is better
 HIGHER = ("goodput", "tunnels/s", "pkts/s", "req/s")
+# measurements that get ratio rows (latencies and loss do not)
+RATIO_ROWS = ("goodput", "tunnels/s", "pkts/s", "req/s", "CPU", "rss")
 
 
 def higher_better(measure):
@@ -835,48 +848,48 @@ def summarize(results, order):
             else:
                 cells.append(f"{fmt(statistics.median(vals))} ({fmt(min(vals))}–{fmt(max(vals))})")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        ref_name, ratios = ratio_row(m, row, cols)
-        if ratios:
+        if not any(h in m for h in RATIO_ROWS):
+            continue
+        for ref_name, ratios in ratio_rows(m, row, cols):
             lines.append(f"| {m} {ref_name} | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
 
 
-def ratio_row(measure, row, cols):
+def ratio_rows(measure, row, cols):
     """Per-round ratios, then their median: ÷ direct where the direct path
-    was measured, else × haproxy (reverse), else ÷ the best other peer."""
-    def per_round(c):
+    was measured; × haproxy for reverse; ÷ the best peer (other than Bauta)
+    of the same round."""
+    def values(c):
         return row.get(c, {}).get("values", [])
 
-    if "direct" in row and any(v is not None for v in per_round("direct")):
-        ref = lambda r: per_round("direct")[r] if r < len(per_round("direct")) else None  # noqa: E731
-        name = "÷ direct"
-    elif measure.startswith("reverse") and "haproxy" in row:
-        ref = lambda r: per_round("haproxy")[r] if r < len(per_round("haproxy")) else None  # noqa: E731
-        name = "× haproxy"
+    def at(c, r):
+        v = values(c)
+        return v[r] if r < len(v) else None
+
+    refs = []
+    if any(v is not None for v in values("direct")):
+        refs.append(("÷ direct", lambda r: at("direct", r)))
+    if measure.startswith("reverse") and any(v is not None for v in values("haproxy")):
+        refs.append(("× haproxy", lambda r: at("haproxy", r)))
     else:
         peers = [c for c in cols if c not in ("direct", "bauta") and c in row]
-        if not peers:
-            return None, None
         pick = max if higher_better(measure) else min
 
-        def ref(r):
-            vals = [per_round(c)[r] for c in peers
-                    if r < len(per_round(c)) and per_round(c)[r] is not None]
+        def best(r):
+            vals = [at(c, r) for c in peers if at(c, r) is not None]
             return pick(vals) if vals else None
-        name = "÷ best peer"
-    out, any_ratio = [], False
-    for c in cols:
-        rs = []
-        for r, v in enumerate(per_round(c)):
-            base = ref(r)
-            if v is not None and base:
-                rs.append(v / base)
-        if rs and c != "direct":
-            out.append(f"{statistics.median(rs):.2f}×")
-            any_ratio = True
-        else:
-            out.append("")
-    return name, (out if any_ratio else None)
+        if any(best(r) is not None for r in range(len(values("bauta")))):
+            refs.append(("÷ best peer", best))
+    out = []
+    for name, ref in refs:
+        cells = []
+        for c in cols:
+            rs = [v / ref(r) for r, v in enumerate(values(c))
+                  if v is not None and ref(r)]
+            cells.append(f"{statistics.median(rs):.2f}×" if rs and c != "direct" else "")
+        if any(cells):
+            out.append((name, cells))
+    return out
 
 
 def machine():

@@ -103,10 +103,18 @@ fi
 work=$(mktemp -d /tmp/bauta-peers.XXXXXX)
 chmod 755 "$work" # squid reads its files as user proxy
 pypid=
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
     if [[ -n $pypid ]]; then
         kill -TERM "$pypid" 2> /dev/null || true
         wait "$pypid" 2> /dev/null || true
+    fi
+    # peers.py kills its proxies itself; if it died hard, the process groups
+    # it recorded (each proxy runs in a session of its own) go here
+    if [[ -f $work/pids ]]; then
+        while read -r pid; do
+            kill -KILL -- "-$pid" 2> /dev/null || true
+        done < "$work/pids"
     fi
     rm -rf "$work"
 }

@@ -34,7 +34,7 @@ COLUMNS = ["direct", "bauta", "envoy", "squid", "nghttpx", "haproxy", "nginx"]
 SETTINGS = {
     # bulk: tunnels x bytes; lat: churn seconds, rtt rounds; udp/forward
     # seconds; reverse: h2load requests; rss: tunnels held.
-    "quick": dict(tunnels=16, bytes=8 << 20, churn_s=2.0, rtt_rounds=1000,
+    "quick": dict(tunnels=16, bytes=32 << 20, churn_s=2.0, rtt_rounds=1000,
                   udp_s=2.0, forward_s=2.0, reverse_n=40000, rss_n=1000),
     "full": dict(tunnels=32, bytes=64 << 20, churn_s=3.0, rtt_rounds=5000,
                  udp_s=3.0, forward_s=3.0, reverse_n=100000, rss_n=1000),
@@ -163,16 +163,18 @@ class Proxy:
         """Start; returns None or the reason it could not."""
         raise NotImplementedError
 
-    def wait_ready(self, keys):
-        for key in keys:
-            if key == "quic":
-                continue
-            if not wait_port(self.ports[key]):
-                tail = self.log_tail()
-                return f"port {self.ports[key]} ({key}) not listening; {tail}"
+    def wait_ready(self, keys, timeout=20.0):
+        """None once every TCP listener in keys accepts; else why not."""
+        deadline = time.time() + timeout
+        pending = [k for k in keys if k != "quic"]
+        while pending:
             for p in self.procs:
                 if p.poll() is not None:
-                    return f"exited with {p.returncode}; {self.log_tail()}"
+                    return f"exited with status {p.returncode}: {self.log_tail()}"
+            if time.time() > deadline:
+                return f"{pending[0]} port {self.ports[pending[0]]} not listening: {self.log_tail()}"
+            if wait_port(self.ports[pending[0]], timeout=0.2):
+                pending.pop(0)
         return None
 
     def log_tail(self):
@@ -235,6 +237,21 @@ class Bauta(Proxy):
         c = self.ctx
         self.ports = {"plain": free_port(), "tls": free_port(), "rev": free_port()}
         cert, key = c.cert, c.key
+        reverse = f"""
+[[listener]]
+name = "reverse"
+listen = "127.0.0.1:{self.ports['rev']}"
+protocols = ["h2"]
+tls_cert = '{cert}'
+tls_key = '{key}'
+
+[[origin]]
+host = "localhost"
+port = {self.ports['rev']}
+cert = '{cert}'
+key = '{key}'
+upstream = "http://127.0.0.1:{c.upstream_port}"
+""" if c.upstream_port else ""
         config = f"""[proxy]
 name = "bauta"
 
@@ -249,21 +266,7 @@ listen = "127.0.0.1:{self.ports['tls']}"
 protocols = ["http1", "h2", "h3"]
 tls_cert = '{cert}'
 tls_key = '{key}'
-
-[[listener]]
-name = "reverse"
-listen = "127.0.0.1:{self.ports['rev']}"
-protocols = ["h2"]
-tls_cert = '{cert}'
-tls_key = '{key}'
-
-[[origin]]
-host = "localhost"
-port = {self.ports['rev']}
-cert = '{cert}'
-key = '{key}'
-upstream = "http://127.0.0.1:{c.upstream_port}"
-
+{reverse}
 [limits]
 max_connections = 100000
 max_tunnels = 100000
@@ -285,7 +288,7 @@ cidrs = ["127.0.0.0/8"]
         self.version = run_text([c.bauta, "--version"]) or "?"
         self.spawn([c.bauta, "run", "--config", path, "--worker-threads", "1"], self.name,
                    env={**os.environ, "RUST_LOG": "warn"})
-        return self.wait_ready(["plain", "tls", "rev"])
+        return self.wait_ready(["plain", "tls"] + (["rev"] if reverse else []))
 
 
 class Squid(Proxy):
@@ -926,10 +929,12 @@ def main():
     args = ap.parse_args()
 
     level = "full" if args.full else "quick"
-    only = [m for m in args.only.split(",") if m] or MODES
-    bad = [m for m in only if m not in MODES]
+    wanted = [m for m in args.only.split(",") if m] or MODES
+    bad = [m for m in wanted if m not in MODES]
     if bad:
         ap.error(f"unknown mode(s) {bad}; known: {MODES}")
+    # canonical order: rss (which restarts the proxies) comes last
+    only = [m for m in MODES if m in wanted]
     budget = args.budget_s or (2400 if args.full else 720)
     t0 = time.time()
 
@@ -964,7 +969,10 @@ def main():
         if not ctx.upstream_port and set(p.modes) <= {"reverse"}:
             continue
         log(f"starting {p.name}")
-        p.error = p.start()
+        try:
+            p.error = p.start()
+        except OSError as e:
+            p.error = f"could not start: {e}"
         if p.error:
             log(f"  {p.name}: {p.error}")
             p.stop()
@@ -1001,7 +1009,7 @@ def main():
                 name = "direct" if p is None else p.name
                 rec = recorder(name, rnd)
                 if p is not None and p.error:
-                    rec(f"{mode} {'rss KiB/idle tunnel' if mode == 'rss' else 'n/a'}", None, p.error)
+                    rec(f"{mode} n/a", None, p.error)
                     continue
                 started = time.time()
                 if mode in TUNNEL_MODES:

@@ -824,8 +824,6 @@ def fmt(v):
     if v is None:
         return "–"
     a = abs(v)
-    if a >= 1000:
-        return f"{v:.0f}"
     if a >= 100:
         return f"{v:.0f}"
     if a >= 10:
@@ -966,8 +964,6 @@ def main():
     proxies = [p for p in proxies if any(m in only for m in p.modes)
                or (p is squid and "h2" in only)]
     for p in proxies:
-        if not ctx.upstream_port and set(p.modes) <= {"reverse"}:
-            continue
         log(f"starting {p.name}")
         try:
             p.error = p.start()

@@ -18,11 +18,13 @@ import json
 import os
 import platform
 import re
+import selectors
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 GIB = 1 << 30
@@ -32,8 +34,8 @@ TUNNEL_MODES = ["h1", "h1-tls", "h2", "h3"]
 COLUMNS = ["direct", "bauta", "envoy", "squid", "nghttpx", "haproxy", "nginx"]
 
 SETTINGS = {
-    # bulk: tunnels x bytes; lat: churn seconds, rtt rounds; udp/forward
-    # seconds; reverse: h2load requests; rss: tunnels held.
+    # bulk: tunnels x bytes each; churn seconds; 8-byte round trips; udp
+    # and forward seconds; reverse: h2load requests; rss: tunnels held.
     "quick": dict(tunnels=16, bytes=32 << 20, churn_s=2.0, rtt_rounds=1000,
                   udp_s=2.0, forward_s=2.0, reverse_n=40000, rss_n=1000),
     "full": dict(tunnels=32, bytes=64 << 20, churn_s=3.0, rtt_rounds=5000,
@@ -584,7 +586,7 @@ def first_line(text):
 
 
 class Ctx:
-    pass
+    """Paths, ports and settings shared by every measurement."""
 
 
 def run_load(ctx, mode, proxy, extra, timeout):
@@ -769,8 +771,6 @@ def measure_rss(ctx, proxy, rec):
 
 def echo_server():
     """A TCP echo on 127.0.0.1 for the idle tunnels (a thread, selectors)."""
-    import selectors
-    import threading
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", 0))

@@ -137,10 +137,6 @@ class Proxy:
     name = "?"
     # modes -> listener key ("plain", "tls", "quic", "rev")
     modes = {}
-    # Modes in which the proxy closes a tunnel on the client's half-close
-    # (the load tool's bulk and churn phases need half-close: the sink
-    # answers its byte count after the client's FIN).
-    no_half_close = ()
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -297,7 +293,6 @@ class Squid(Proxy):
     """squid: HTTP/1.1 CONNECT and forwarding, plain and TLS (https_port)."""
     name = "squid"
     modes = {"h1": "plain", "forward": "plain", "rss": "plain", "h1-tls": "tls"}
-    no_half_close = ("h1", "h1-tls")
 
     def start(self):
         c = self.ctx
@@ -338,7 +333,6 @@ class Nghttpx(Proxy):
     """nghttpx --http2-proxy (TLS, h2) chained to squid's plain listener."""
     name = "nghttpx"
     modes = {"h2": "tls"}
-    no_half_close = ("h2",)  # the chain ends in squid
 
     def __init__(self, ctx, squid):
         super().__init__(ctx)
@@ -368,7 +362,6 @@ class Envoy(Proxy):
     name = "envoy"
     modes = {"h1": "plain", "forward": "plain", "rss": "plain", "h1-tls": "tls", "h2": "tls",
              "h3": "quic", "udp": "quic"}
-    no_half_close = ("h1", "h1-tls")
 
     def hcm(self, prefix, codec, upgrades):
         route_upgrades = "".join(f"\n                  - upgrade_type: {u}"
@@ -622,23 +615,18 @@ def failure_note(data):
 def measure_tunnels(ctx, mode, proxy, rec):
     """Two load runs: bulk only (CPU per GiB), then churn + rtt (no bulk)."""
     s = ctx.settings
-    if proxy is None or mode not in proxy.no_half_close:
-        data, err, cpu = run_load(ctx, mode, proxy,
-                                  ["--tunnels", str(s["tunnels"]), "--bytes", str(s["bytes"]),
-                                   "--duration", "0.01", "--rounds", "1"], ctx.step_timeout)
-        if data is None:
-            rec(f"{mode} goodput Gbit/s", None, err)
-        elif data["bulk"]["counted"] < data["bulk"]["tunnels"] or data["bulk"]["bytes"] == 0:
-            rec(f"{mode} goodput Gbit/s", None, failure_note(data))
-        else:
-            rec(f"{mode} goodput Gbit/s", data["bulk"]["gbit_per_s"])
-            if cpu is not None:
-                rec(f"{mode} CPU s/GiB", cpu / (data["bulk"]["bytes"] / GIB))
-        churn = ["--duration", str(s["churn_s"])]
+    data, err, cpu = run_load(ctx, mode, proxy,
+                              ["--tunnels", str(s["tunnels"]), "--bytes", str(s["bytes"]),
+                               "--duration", "0.01", "--rounds", "1"], ctx.step_timeout)
+    if data is None:
+        rec(f"{mode} goodput Gbit/s", None, err)
+    elif data["bulk"]["counted"] < data["bulk"]["tunnels"] or data["bulk"]["bytes"] == 0:
+        rec(f"{mode} goodput Gbit/s", None, failure_note(data))
     else:
-        note = "closes the tunnel on the client's half-close"
-        rec(f"{mode} goodput Gbit/s", None, note)
-        churn = ["--duration", "0.01"]
+        rec(f"{mode} goodput Gbit/s", data["bulk"]["gbit_per_s"])
+        if cpu is not None:
+            rec(f"{mode} CPU s/GiB", cpu / (data["bulk"]["bytes"] / GIB))
+    churn = ["--duration", str(s["churn_s"])]
     data, err, cpu = run_load(ctx, mode, proxy,
                               ["--tunnels", "0", "--rounds", str(s["rtt_rounds"])] + churn,
                               ctx.step_timeout + 35)
@@ -646,16 +634,13 @@ def measure_tunnels(ctx, mode, proxy, rec):
         for m in ("tunnels/s", "setup p50 µs", "rtt p50 µs"):
             rec(f"{mode} {m}", None, err)
         return
-    if proxy is None or mode not in proxy.no_half_close:
-        churn_ok = data["churn"]["tunnels"] > 0 and data["failures"] == 0
-        rec(f"{mode} tunnels/s", data["churn"]["tunnels_per_s"] if churn_ok else None,
-            None if churn_ok else failure_note(data))
-        rec(f"{mode} setup p50 µs", data["setup"]["p50_us"] if churn_ok else None,
-            None if churn_ok else failure_note(data))
-        if churn_ok and cpu is not None:
-            rec(f"{mode} CPU µs/tunnel", cpu * 1e6 / data["churn"]["tunnels"])
-    else:
-        rec(f"{mode} tunnels/s", None, note)
+    churn_ok = data["churn"]["tunnels"] > 0 and data["failures"] == 0
+    rec(f"{mode} tunnels/s", data["churn"]["tunnels_per_s"] if churn_ok else None,
+        None if churn_ok else failure_note(data))
+    rec(f"{mode} setup p50 µs", data["setup"]["p50_us"] if churn_ok else None,
+        None if churn_ok else failure_note(data))
+    if churn_ok and cpu is not None:
+        rec(f"{mode} CPU µs/tunnel", cpu * 1e6 / data["churn"]["tunnels"])
     ok = data["rtt"]["n"] >= s["rtt_rounds"]
     rec(f"{mode} rtt p50 µs", data["rtt"]["p50_us"] if ok else None, None if ok else failure_note(data))
     if ok:

@@ -203,12 +203,17 @@ impl Tunnel {
         self.send(n).await
     }
 
-    /// Read the sink's count, then half-close (the sink closes anyway).
+    /// Read the sink's count, then end our side. The sink has closed by
+    /// then, and a proxy may already have ended the tunnel: no error.
     async fn counted(&mut self) -> Outcome<u64> {
         let got = self.read_exact(8).await?;
         let mut b = [0u8; 8];
         b.copy_from_slice(&got);
-        let _ = self.finish().await;
+        match self {
+            Tunnel::Stream(s) => drop(s.shutdown().await),
+            Tunnel::H2 { tunnel, .. } => drop(tunnel.send.send_data(Bytes::new(), true)),
+            Tunnel::H3(t) => drop(t.send.finish()),
+        }
         Ok(u64::from_be_bytes(b))
     }
 }

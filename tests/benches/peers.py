@@ -270,6 +270,10 @@ max_connections = 100000
 max_tunnels = 100000
 max_connections_per_client = 100000
 h2_max_concurrent_streams = 128
+# h2load keeps 64 × 16 requests in flight: park as many upstream
+# connections as haproxy (`http-reuse always`, no idle cap) would, instead
+# of the default 32 that makes the rest reconnect.
+max_upstream_idle_per_host = 1024
 
 [reload]
 watch_files = false

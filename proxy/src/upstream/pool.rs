@@ -5,6 +5,7 @@
 //! opened to; a request reuses one only if that address is among the addresses
 //! the policy allowed for *this* request.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -21,9 +22,11 @@ struct Idle {
     since: Instant,
 }
 
-/// Idle upstream connections by target.
+/// Idle upstream connections by target, oldest first: a checkout takes the
+/// newest (the warmest, and O(1) however many are parked), and the oldest
+/// age out at the front.
 pub struct UpstreamPool {
-    idle: DashMap<Target, Vec<Idle>>,
+    idle: DashMap<Target, VecDeque<Idle>>,
     max_idle_per_target: usize,
     idle_timeout: Duration,
 }
@@ -47,13 +50,28 @@ impl UpstreamPool {
     ) -> Option<(SendRequest<Body>, SocketAddr)> {
         let mut entry = self.idle.get_mut(target)?;
         let now = Instant::now();
-        // Drop what is dead or stale; take the first usable one.
-        entry.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout);
-        let pos = entry
-            .iter()
-            .position(|c| c.sender.is_ready() && allowed.addrs.contains(&c.peer.ip()))?;
-        let c = entry.swap_remove(pos);
-        Some((c.sender, c.peer))
+        // Connections this request may not use (another address, busy):
+        // rare, and put back as they were.
+        let mut passed = Vec::new();
+        let found = loop {
+            let Some(c) = entry.pop_back() else {
+                break None;
+            };
+            if now.duration_since(c.since) >= self.idle_timeout {
+                // Parked in order: everything older is stale too.
+                entry.clear();
+                break None;
+            }
+            if c.sender.is_closed() {
+                continue;
+            }
+            if c.sender.is_ready() && allowed.addrs.contains(&c.peer.ip()) {
+                break Some(c);
+            }
+            passed.push(c);
+        };
+        entry.extend(passed.into_iter().rev());
+        found.map(|c| (c.sender, c.peer))
     }
 
     pub(crate) fn checkin(&self, target: Target, sender: SendRequest<Body>, peer: SocketAddr) {
@@ -61,13 +79,19 @@ impl UpstreamPool {
             return;
         }
         let mut entry = self.idle.entry(target).or_default();
+        let now = Instant::now();
+        while entry.front().is_some_and(|c| {
+            c.sender.is_closed() || now.duration_since(c.since) >= self.idle_timeout
+        }) {
+            entry.pop_front();
+        }
         if entry.len() >= self.max_idle_per_target {
             return;
         }
-        entry.push(Idle {
+        entry.push_back(Idle {
             sender,
             peer,
-            since: Instant::now(),
+            since: now,
         });
     }
 

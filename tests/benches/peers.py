@@ -18,14 +18,16 @@ import json
 import os
 import platform
 import re
-import selectors
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
+
+# The idle tunnels and their echo, shared with idle_rss.py beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from idle_rss import echo_server, h1_tunnel  # noqa: E402
 
 GIB = 1 << 30
 MODES = ["h1", "h1-tls", "h2", "h3", "udp", "forward", "reverse", "rss"]
@@ -729,25 +731,7 @@ def measure_rss(ctx, proxy, rec):
         for _ in range(n):
             if time.time() > deadline:
                 raise RuntimeError(f"not done within {ctx.step_timeout} s")
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            socks.append(s)
-            target = f"127.0.0.1:{ctx.echo_port}"
-            s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = s.recv(4096)
-                if not chunk:
-                    raise RuntimeError("closed before the answer")
-                head += chunk
-            if not head.split(b" ", 2)[1].startswith(b"2"):
-                raise RuntimeError(head.split(b"\r\n")[0].decode(errors="replace"))
-            s.sendall(b"ping")
-            got = head.split(b"\r\n\r\n", 1)[1]
-            while len(got) < 4:
-                chunk = s.recv(4)
-                if not chunk:
-                    raise RuntimeError("closed after the answer")
-                got += chunk
+            socks.append(h1_tunnel(port, ctx.echo_port))
         time.sleep(1.0)
         held = tree_rss_kib(proxy.roots())
         rec("rss KiB/idle tunnel", (held - before) / n)
@@ -756,45 +740,6 @@ def measure_rss(ctx, proxy, rec):
     finally:
         for s in socks:
             s.close()
-
-
-def echo_server():
-    """A TCP echo on 127.0.0.1 for the idle tunnels (a thread, selectors)."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4096)
-    srv.setblocking(False)
-    sel = selectors.DefaultSelector()
-    sel.register(srv, selectors.EVENT_READ)
-
-    def serve():
-        while True:
-            for key, _ in sel.select():
-                if key.fileobj is srv:
-                    try:
-                        c, _ = srv.accept()
-                        c.setblocking(False)
-                        sel.register(c, selectors.EVENT_READ)
-                    except BlockingIOError:
-                        pass
-                    continue
-                c = key.fileobj
-                try:
-                    data = c.recv(65536)
-                except (BlockingIOError, ConnectionError):
-                    continue
-                if data:
-                    try:
-                        c.sendall(data)
-                    except OSError:
-                        pass
-                else:
-                    sel.unregister(c)
-                    c.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv.getsockname()[1]
 
 
 # ---------------------------------------------------------------- report

@@ -16,8 +16,10 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Inline, per direction: enough for interactive traffic.
-pub const SMALL: usize = 2 * 1024;
+/// Inline, per direction: enough for interactive traffic (keystrokes,
+/// small requests and answers); anything bigger moves to `LARGE`. Every idle
+/// TLS, HTTP/2 and HTTP/3 tunnel holds two of these.
+pub const SMALL: usize = 512;
 /// While bulk data flows: a whole TLS record per read. Not larger: a
 /// tunnel whose client stopped reading holds it until the idle timeout,
 /// and the HTTP/2 memory bound counts on 16 KiB per stalled tunnel

@@ -55,12 +55,21 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
-/// Poll (every 50 ms, at most `limit`) until process `pid` has no more than
-/// `baseline` descriptors open; fails the test otherwise.
-pub async fn wait_fds(pid: u32, baseline: usize, limit: Duration, what: &str) {
+/// Descriptors process `pid` holds besides the splice relay's pool of empty
+/// pipes (`bauta_splice_pipes_pooled` on `admin`, two each: bounded, kept
+/// for reuse): what a leak would grow.
+pub async fn held_fds(pid: u32, admin: SocketAddr) -> usize {
+    let text = crate::fetch_metrics(admin).await;
+    let pooled = crate::metric_sample(&text, "bauta_splice_pipes_pooled", &[]).unwrap_or(0.0);
+    fd_count(pid).saturating_sub(2 * pooled as usize)
+}
+
+/// Poll (every 50 ms, at most `limit`) until process `pid` holds no more
+/// than `baseline` descriptors ([`held_fds`]); fails the test otherwise.
+pub async fn wait_fds(pid: u32, admin: SocketAddr, baseline: usize, limit: Duration, what: &str) {
     let deadline = Instant::now() + limit;
     loop {
-        let n = fd_count(pid);
+        let n = held_fds(pid, admin).await;
         if n <= baseline {
             return;
         }

@@ -13,7 +13,8 @@
 //! is rewritten and SIGHUP sent every few seconds.
 //!
 //! The audit: no corrupted payload, every worker's failures listed,
-//! `bauta_tunnels_active` back to 0, open fds back to the start's, RSS
+//! `bauta_tunnels_active` back to 0, open fds (besides the splice relay's
+//! pooled pipes) back to the start's, RSS
 //! growth after warm-up under a bound, and no ERROR or WARN line in the
 //! proxy's log (none of the faults above is the operator's business).
 
@@ -29,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::faults_env::{fd_count, rss_kib, write_data, H3Connect, H3End};
+use crate::faults_env::{held_fds, rss_kib, write_data, H3Connect, H3End};
 use crate::masque::{h3_datagram, quic_client_config, udp_path, H3Client, UdpEcho};
 use crate::readme_env::{h2_to, origin_listener_certs};
 use crate::seccert_env::Pki;
@@ -605,7 +606,7 @@ pub async fn run(opts: SoakOptions) -> SoakReport {
     let proxy = Arc::new(BautaProcess::start(&config_path).await);
     let pid = proxy.pid;
     let admin = proxy.admin;
-    let fds_start = fd_count(pid);
+    let fds_start = held_fds(pid, admin).await;
     let env = Arc::new(Env {
         deadline: Instant::now() + opts.duration,
         opts: opts.clone(),
@@ -659,7 +660,7 @@ pub async fn run(opts: SoakOptions) -> SoakReport {
             .filter(|l| l.starts_with("bauta_tunnels_active"))
             .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
             .sum::<f64>() as u64;
-        fds_end = fd_count(pid);
+        fds_end = held_fds(pid, admin).await;
         if (leaked_tunnels == 0 && fds_end <= fds_start) || Instant::now() >= drained {
             break;
         }

@@ -199,6 +199,11 @@ const FAMILIES: &[Family] = &[
         labels: &[],
     },
     Family {
+        name: "bauta_splice_pipes_pooled",
+        histogram: false,
+        labels: &[],
+    },
+    Family {
         name: "bauta_certificate_expiry_timestamp_seconds",
         histogram: false,
         labels: &[("kind", &["listener", "origin"]), ("name", &[])],

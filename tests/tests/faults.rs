@@ -29,14 +29,14 @@ async fn start(certs: &Certs, extra: &str) -> (TempDir, BautaProcess, usize) {
     // One admin round trip first: whatever the first request opens lazily
     // belongs to the baseline.
     let _ = p.metrics().await;
-    let baseline = fd_count(p.pid);
+    let baseline = held_fds(p.pid, p.admin).await;
     (dir, p, baseline)
 }
 
 /// Tunnels back to 0, descriptors back to baseline.
 async fn assert_freed(p: &BautaProcess, kind: &str, baseline: usize, what: &str) {
     wait_no_tunnels(p.admin, kind, SETTLE, what).await;
-    wait_fds(p.pid, baseline, SETTLE, what).await;
+    wait_fds(p.pid, p.admin, baseline, SETTLE, what).await;
 }
 
 #[tokio::test]
@@ -254,7 +254,14 @@ async fn forwarded_response_reset_mid_body_is_not_presented_as_complete() {
         // Every handle on the connection gone: the client closes it.
         drop((recv, send, ready, client));
 
-        wait_fds(p.pid, baseline, SETTLE, "after three truncated responses").await;
+        wait_fds(
+            p.pid,
+            p.admin,
+            baseline,
+            SETTLE,
+            "after three truncated responses",
+        )
+        .await;
     })
     .await
 }
@@ -330,7 +337,14 @@ async fn upstream_that_never_answers_gets_504_http_response_timeout() {
             1.0,
             "counted as an upstream error"
         );
-        wait_fds(p.pid, baseline, SETTLE, "after the response timeouts").await;
+        wait_fds(
+            p.pid,
+            p.admin,
+            baseline,
+            SETTLE,
+            "after the response timeouts",
+        )
+        .await;
     })
     .await
 }
@@ -364,7 +378,7 @@ async fn dns_servfail_is_502_dns_error_with_rcode() {
             counter(&m, "bauta_dns_lookups_total", &[("outcome", "error")]) >= 1.0,
             "dns_lookups_total{{outcome=error}}"
         );
-        wait_fds(p.pid, baseline, SETTLE, "after a SERVFAIL").await;
+        wait_fds(p.pid, p.admin, baseline, SETTLE, "after a SERVFAIL").await;
     })
     .await
 }
@@ -460,6 +474,7 @@ async fn reverse_upstream_that_never_answers_gets_504_http_response_timeout() {
         assert!(n > 0, "the upstream saw the request");
         wait_fds(
             p.pid,
+            p.admin,
             baseline,
             SETTLE,
             "after the reverse response timeout",

@@ -27,14 +27,14 @@ async fn start(certs: &Certs, extra: &str) -> (TempDir, BautaProcess, usize) {
     let path = dir.write("bauta.toml", &config(certs, extra));
     let p = BautaProcess::start(&path).await;
     let _ = p.metrics().await;
-    let baseline = fd_count(p.pid);
+    let baseline = held_fds(p.pid, p.admin).await;
     (dir, p, baseline)
 }
 
 async fn assert_freed(p: &BautaProcess, baseline: usize, what: &str) {
     wait_no_tunnels(p.admin, "connect", SETTLE, what).await;
     wait_no_tunnels(p.admin, "connect-udp", SETTLE, what).await;
-    wait_fds(p.pid, baseline, SETTLE, what).await;
+    wait_fds(p.pid, p.admin, baseline, SETTLE, what).await;
 }
 
 /// A UDP port on 127.0.0.1 with nothing bound to it (bound, then released).
@@ -325,7 +325,14 @@ async fn h3_forwarded_response_reset_mid_body_is_a_stream_reset() {
         );
         drop(stream);
         drop(client);
-        wait_fds(p.pid, baseline, SETTLE, "after a truncated HTTP/3 response").await;
+        wait_fds(
+            p.pid,
+            p.admin,
+            baseline,
+            SETTLE,
+            "after a truncated HTTP/3 response",
+        )
+        .await;
     })
     .await
 }

@@ -62,7 +62,15 @@ pub struct Metrics {
     pub overloaded: IntGauge,
     /// notAfter of each served certificate (listener, origin), Unix seconds.
     pub certificate_expiry: IntGaugeVec,
+    /// Empty splice(2) pipe pairs kept for reuse ([`SPLICE_PIPES_POOLED`]).
+    pub splice_pipes_pooled: IntGauge,
 }
+
+/// Empty pipe pairs in the splice relay's pool (`tunnel::splice` keeps it
+/// current); read into `bauta_splice_pipes_pooled` at each scrape. Process-
+/// wide, as the pool is.
+pub static SPLICE_PIPES_POOLED: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 
 /// Create every series of `vec` in the product of `labels` (one list of
 /// values per label, in the family's label order) at 0, so that dashboards
@@ -253,6 +261,11 @@ impl Metrics {
             &["kind", "name"],
         )?;
         registry.register(Box::new(certificate_expiry.clone()))?;
+        let splice_pipes_pooled = IntGauge::new(
+            "bauta_splice_pipes_pooled",
+            "Empty splice(2) pipe pairs kept for reuse by plain TCP tunnels (two descriptors each).",
+        )?;
+        registry.register(Box::new(splice_pipes_pooled.clone()))?;
         registry.register(Box::new(policy_reloads.clone()))?;
         registry.register(Box::new(policy_generation.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
@@ -304,11 +317,15 @@ impl Metrics {
             overload_shed,
             overloaded,
             certificate_expiry,
+            splice_pipes_pooled,
         })
     }
 
     /// The Prometheus text exposition of everything registered.
     pub fn render(&self) -> Result<(String, String), prometheus::Error> {
+        let pooled = SPLICE_PIPES_POOLED.load(std::sync::atomic::Ordering::Relaxed);
+        self.splice_pipes_pooled
+            .set(i64::try_from(pooled).unwrap_or(i64::MAX));
         let encoder = TextEncoder::new();
         let mut buf = Vec::with_capacity(8 * 1024);
         encoder.encode(&self.registry.gather(), &mut buf)?;

@@ -7,12 +7,15 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use nix::sys::socket::{shutdown, Shutdown};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+
+use crate::ops::metrics::SPLICE_PIPES_POOLED;
 
 /// The most one splice call is asked to move; the pipe's capacity (64 KiB
 /// by default) bounds what it takes from the socket.
@@ -44,11 +47,14 @@ struct Pipe {
 impl Pipe {
     fn take() -> io::Result<Pipe> {
         #[cfg(test)]
-        if NO_PIPES.load(std::sync::atomic::Ordering::Relaxed) {
+        if NO_PIPES.load(Ordering::Relaxed) {
             return Err(nix::errno::Errno::EMFILE.into());
         }
-        if let Some(p) = POOL.lock().ok().and_then(|mut pool| pool.pop()) {
-            return Ok(p);
+        if let Ok(mut pool) = POOL.lock() {
+            if let Some(p) = pool.pop() {
+                SPLICE_PIPES_POOLED.store(pool.len(), Ordering::Relaxed);
+                return Ok(p);
+            }
         }
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         Ok(Pipe { read, write })
@@ -60,6 +66,7 @@ impl Pipe {
         if let Ok(mut pool) = POOL.lock() {
             if pool.len() < POOL_MAX {
                 pool.push(self);
+                SPLICE_PIPES_POOLED.store(pool.len(), Ordering::Relaxed);
             }
         }
     }

@@ -150,14 +150,28 @@ impl Tunnel {
     /// began (read ahead by the front).
     #[cfg(target_os = "linux")]
     pub async fn run_socket(self, client: TcpStream, early: Bytes) -> TunnelEnd {
-        if self.is_udp() {
-            let client = crate::tunnel::prefixed::Prefixed::new(early, client);
-            return self.run(client, None::<udp_tunnel::NoDatagrams>).await;
-        }
-        let (live, far) = self.begin();
-        let Far::Tcp(target) = far else {
-            return TunnelEnd::Done;
+        let Tunnel {
+            services,
+            ex,
+            decision,
+            far,
+            permit,
+        } = self;
+        let target = match far {
+            Far::Tcp(target) => target,
+            far @ Far::Udp(_) => {
+                let tunnel = Tunnel {
+                    services,
+                    ex,
+                    decision,
+                    far,
+                    permit,
+                };
+                let client = crate::tunnel::prefixed::Prefixed::new(early, client);
+                return tunnel.run(client, None::<udp_tunnel::NoDatagrams>).await;
+            }
         };
+        let live = Live::new(services, ex, decision, permit);
         let (moved, end) = tcp_tunnel::relay_sockets(
             &client,
             early,
@@ -180,21 +194,7 @@ impl Tunnel {
             far,
             permit,
         } = self;
-        let guard = services.tunnels.open();
-        let gauge = services
-            .metrics
-            .tunnels_active
-            .with_label_values(&[ex.kind.as_str()]);
-        gauge.inc();
-        let live = Live {
-            services,
-            ex,
-            decision,
-            gauge,
-            _permit: permit,
-            _guard: guard,
-        };
-        (live, far)
+        (Live::new(services, ex, decision, permit), far)
     }
 
     /// The client went away before the tunnel started.
@@ -216,6 +216,23 @@ struct Live {
 }
 
 impl Live {
+    fn new(services: Arc<Services>, ex: Exchange, decision: Decision, permit: Permit) -> Live {
+        let guard = services.tunnels.open();
+        let gauge = services
+            .metrics
+            .tunnels_active
+            .with_label_values(&[ex.kind.as_str()]);
+        gauge.inc();
+        Live {
+            services,
+            ex,
+            decision,
+            gauge,
+            _permit: permit,
+            _guard: guard,
+        }
+    }
+
     fn bytes(&self, direction: &str) -> IntCounter {
         self.services
             .metrics

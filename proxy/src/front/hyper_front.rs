@@ -40,6 +40,21 @@ const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// to end by itself (a client that sent no HTTP/2 preface never will).
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// The HTTP/1.1 settings, on `auto`'s HTTP/1.1 builder and on hyper's own
+/// alike (two types with the same methods). The request line and header
+/// section: hyper answers 431 beyond `max_buf_size` (8 KiB is its floor);
+/// the field count the same way.
+macro_rules! http1_settings {
+    ($builder:expr, $limits:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout($limits.header_read_timeout)
+            .max_buf_size(($limits.max_header_list_size as usize + $limits.max_uri_bytes).max(8192))
+            .max_headers($limits.max_headers)
+            .preserve_header_case(false)
+    };
+}
+
 /// Serve one connection. `front = None`: plaintext with both protocols
 /// enabled (h2c by prior knowledge); the preface decides. `stopping`
 /// resolves when the server shuts down. A connection that carries no request
@@ -67,14 +82,7 @@ pub async fn serve_connection<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // hyper answers 431 beyond these (see `http1_max_buf`).
-        .max_buf_size(http1_max_buf(limits))
-        .max_headers(limits.max_headers)
-        .preserve_header_case(false);
+    http1_settings!(builder.http1(), limits);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -124,12 +132,7 @@ pub async fn serve_connection<IO>(
         // plain TCP socket then comes back as itself (`Upgraded::downcast`;
         // `auto` wraps it in a private type), and its tunnel is spliced.
         let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(http1_max_buf(limits))
-            .max_headers(limits.max_headers)
-            .preserve_header_case(false);
+        http1_settings!(http1, limits);
         let conn = Box::pin(http1.serve_connection(io, svc).with_upgrades());
         let graceful = |c: std::pin::Pin<&mut _>| {
             hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(c)
@@ -140,12 +143,6 @@ pub async fn serve_connection<IO>(
         let graceful = |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
         drive(conn, graceful, stopping, activity, idle_timeout, client).await;
     }
-}
-
-/// The request line and header section: hyper answers 431 beyond it (8 KiB
-/// is its floor).
-fn http1_max_buf(limits: &Limits) -> usize {
-    (limits.max_header_list_size as usize + limits.max_uri_bytes).max(8192)
 }
 
 /// Run one connection to its end: shut it down gracefully when the server

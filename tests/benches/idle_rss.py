@@ -6,18 +6,24 @@ been used once), then hold them all idle and read the proxy's VmRSS.
 Reports (RSS held − RSS before) / N, in KiB, for each of ROUNDS rounds (a
 fresh proxy each round) and their median.
 
-    python3 tests/benches/idle_rss.py [--mode plain|tls|h2] BAUTA_BIN [N] [ROUNDS] [BAUTA_BIN_2 ...]
+    python3 tests/benches/idle_rss.py [--mode plain|tls|h2|h3] BAUTA_BIN [N] [ROUNDS] [BAUTA_BIN_2 ...]
 
 --mode plain (default): HTTP/1.1 CONNECT on the plaintext listener, one
 TCP connection per tunnel. tls: HTTP/1.1 CONNECT on a TLS listener, one TLS
 connection per tunnel. h2: HTTP/2 CONNECT streams on the TLS listener, 100
 streams per connection (the connections' cost is shared by their streams);
 it needs the `h2` package (tests/peers/requirements.txt: run it with
-target/venv/bin/python). The TLS certificate is made with the openssl CLI.
+target/venv/bin/python). h3: HTTP/3 CONNECT streams (RFC 9114 §4.4,
+`:method CONNECT` and `:authority` only) on the same listener's QUIC side
+("h3" is added to its protocols in this mode only), 100 streams per QUIC
+connection, all held by one asyncio loop in a thread; it needs `aioquic`
+(same venv). The TLS certificate is made with the openssl CLI.
 
 Several binaries are measured interleaved (A B A B ...), so a before/after
-comparison shares the machine's state. Everything on 127.0.0.1; stdlib only.
+comparison shares the machine's state. Everything on 127.0.0.1; stdlib only
+but for h2 / aioquic in those modes.
 """
+import asyncio
 import os
 import selectors
 import socket
@@ -43,6 +49,7 @@ max_connections = 100000
 max_tunnels = 100000
 max_connections_per_client = 100000
 idle_timeout_s = 600
+client_idle_timeout_s = 600
 shutdown_grace_s = 1
 
 {tls_listener}
@@ -111,11 +118,13 @@ TLS_LISTENER = """
 [[listener]]
 name = "secure"
 listen = "127.0.0.1:0"
-protocols = ["http1", "h2"]
+protocols = [{protocols}]
 tls_cert = '{cert}'
 tls_key = '{key}'
 """
 
+# HTTP/2 and HTTP/3 CONNECT streams per connection; both
+# h2_max_concurrent_streams and h3_max_concurrent_streams default to 128.
 STREAMS_PER_CONNECTION = 100
 
 
@@ -134,7 +143,8 @@ def start(binary, workdir, mode):
     tls = ""
     if mode != "plain":
         cert, key = make_cert(workdir)
-        tls = TLS_LISTENER.format(cert=cert, key=key)
+        protocols = '"http1", "h2", "h3"' if mode == "h3" else '"http1", "h2"'
+        tls = TLS_LISTENER.format(cert=cert, key=key, protocols=protocols)
     with open(path, "w") as f:
         f.write(CONFIG.replace("{tls_listener}", tls))
     want = "plain" if mode == "plain" else "secure"
@@ -222,6 +232,100 @@ def h2_tunnels(port, echo_port, count):
     return s
 
 
+def h3_client_class():
+    """aioquic's client protocol with an HTTP/3 connection over it that opens
+    CONNECT streams (aioquic is imported here: only --mode h3 needs it)."""
+    from aioquic.asyncio.protocol import QuicConnectionProtocol
+    from aioquic.h3.connection import H3Connection
+    from aioquic.h3.events import DataReceived, HeadersReceived
+    from aioquic.quic.events import ConnectionTerminated, StreamReset
+
+    class H3Client(QuicConnectionProtocol):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.h3 = H3Connection(self._quic)
+            self.echoed, self.want, self.done = 0, 0, None
+
+        async def tunnels(self, echo_port, count):
+            """`count` CONNECT streams, "ping" sent on each and echoed."""
+            self.want, self.done = 4 * count, asyncio.get_running_loop().create_future()
+            authority = f"127.0.0.1:{echo_port}".encode()
+            for _ in range(count):
+                sid = self._quic.get_next_available_stream_id()
+                self.h3.send_headers(sid, [(b":method", b"CONNECT"), (b":authority", authority)])
+                self.h3.send_data(sid, b"ping", end_stream=False)
+            self.transmit()
+            await asyncio.wait_for(self.done, 20)
+
+        def fail(self, why):
+            if self.done is not None and not self.done.done():
+                self.done.set_exception(RuntimeError(f"HTTP/3: {why}"))
+
+        def quic_event_received(self, event):
+            if isinstance(event, (ConnectionTerminated, StreamReset)):
+                self.fail(event)
+            for ev in self.h3.handle_event(event):
+                if isinstance(ev, HeadersReceived):
+                    status = dict(ev.headers).get(b":status")
+                    if status != b"200":
+                        self.fail(f"CONNECT answered {status}")
+                elif isinstance(ev, DataReceived):
+                    self.echoed += len(ev.data)
+                    if self.echoed >= self.want and not self.done.done():
+                        self.done.set_result(None)
+
+    return H3Client
+
+
+async def h3_hold(port, echo_port, n, ready, state):
+    """Open the QUIC connections one after the other, their streams used
+    once, set `ready`, then hold everything until state["release"] is set."""
+    import contextlib
+    from aioquic.asyncio.client import connect
+    from aioquic.h3.connection import H3_ALPN
+    from aioquic.quic.configuration import QuicConfiguration
+    state["loop"], state["release"] = asyncio.get_running_loop(), asyncio.Event()
+    # The QUIC idle timeout is the smaller of both sides' (bauta's is
+    # client_idle_timeout_s, 600 above); aioquic's default is 60 s.
+    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, idle_timeout=600,
+                               verify_mode=ssl.CERT_NONE, server_name="localhost")
+    client = h3_client_class()
+    async with contextlib.AsyncExitStack() as stack:
+        for i in range(0, n, STREAMS_PER_CONNECTION):
+            conn = await stack.enter_async_context(
+                connect("127.0.0.1", port, configuration=config, create_protocol=client))
+            await conn.tunnels(echo_port, min(STREAMS_PER_CONNECTION, n - i))
+        ready.set()
+        await state["release"].wait()
+
+
+class H3Tunnels:
+    """`n` HTTP/3 CONNECT streams, STREAMS_PER_CONNECTION per QUIC
+    connection, each used once and held open by an asyncio loop in a
+    thread until close()."""
+
+    def __init__(self, port, echo_port, n):
+        self.state, ready = {}, threading.Event()
+
+        def run():
+            try:
+                asyncio.run(h3_hold(port, echo_port, n, ready, self.state))
+            except BaseException as e:
+                self.state["error"] = e
+            finally:
+                ready.set()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait()
+        if "error" in self.state:
+            raise RuntimeError(f"HTTP/3 tunnels: {self.state['error']!r}")
+
+    def close(self):
+        self.state["loop"].call_soon_threadsafe(self.state["release"].set)
+        self.thread.join(timeout=30)
+
+
 def one_round(binary, n, echo_port, mode):
     with tempfile.TemporaryDirectory() as d:
         p, port = start(binary, d, mode)
@@ -229,7 +333,9 @@ def one_round(binary, n, echo_port, mode):
             time.sleep(0.5)
             before = rss_kib(p.pid)
             socks = []
-            if mode == "h2":
+            if mode == "h3":
+                socks.append(H3Tunnels(port, echo_port, n))
+            elif mode == "h2":
                 for i in range(0, n, STREAMS_PER_CONNECTION):
                     socks.append(h2_tunnels(port, echo_port, min(STREAMS_PER_CONNECTION, n - i)))
             else:
@@ -251,7 +357,7 @@ def main():
     mode = "plain"
     if len(args) >= 2 and args[0] == "--mode":
         mode, args = args[1], args[2:]
-    if not args or mode not in ("plain", "tls", "h2"):
+    if not args or mode not in ("plain", "tls", "h2", "h3"):
         print(__doc__)
         return 2
     binaries = [args[0]] + args[3:]

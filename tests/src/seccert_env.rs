@@ -124,6 +124,12 @@ impl Pki {
         self.certs.dir.path()
     }
 
+    /// The CA and the proxy's certificate, for a client (the directory with
+    /// the origin certificates goes along).
+    pub fn into_certs(self) -> Certs {
+        self.certs
+    }
+
     /// A CA-signed certificate for `host` (SAN dNSName), leaf only, written to
     /// `<stem>.pem` / `<stem>.key` in the PKI directory.
     pub fn origin(&self, host: &str, kind: KeyKind, stem: &str) -> OriginCert {
@@ -139,8 +145,21 @@ impl Pki {
         stem: &str,
         not_after_unix: Option<u64>,
     ) -> OriginCert {
+        self.origin_with(&[host], kind, stem, not_after_unix)
+    }
+
+    /// One certificate for several origins (`names`: SAN dNSNames; the
+    /// first is `host`).
+    pub fn origin_with(
+        &self,
+        names: &[&str],
+        kind: KeyKind,
+        stem: &str,
+        not_after_unix: Option<u64>,
+    ) -> OriginCert {
+        let host = names.first().copied().unwrap_or("origin.test");
         let serial = next_serial();
-        let (cert, key) = leaf(&self.issuer, &[host], kind, serial, not_after_unix);
+        let (cert, key) = leaf(&self.issuer, names, kind, serial, not_after_unix);
         let cert_pem = self.certs.dir.write(&format!("{stem}.pem"), &cert);
         let key_pem = self.certs.dir.write_secret(&format!("{stem}.key"), &key);
         OriginCert {

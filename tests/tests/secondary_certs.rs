@@ -653,6 +653,59 @@ fn metric_lines(text: &str, name: &str) -> String {
 
 // === several origins, several key types ===
 
+/// An eager proxy for `origins`, all reverse-proxied to one upstream; a
+/// TCP echo and a fake DNS beside it.
+async fn eager_proxy(
+    pki: &Pki,
+    origins: &[OriginCert],
+) -> (Origin, EchoServer, FakeDns, SeccertProxy) {
+    let upstream = Origin::start().await;
+    let echo = EchoServer::start().await;
+    let dns = FakeDns::start().await;
+    let entries: Vec<OriginEntry<'_>> = origins
+        .iter()
+        .map(|o| OriginEntry {
+            cert: o,
+            upstream: format!("http://{}", upstream.addr),
+        })
+        .collect();
+    let proxy = SeccertProxy::start(&config_text(pki, "eager", &entries, &dns.toml())).await;
+    (upstream, echo, dns, proxy)
+}
+
+/// One eager flow from `peer` expecting `certs` certificates, GETting `path`
+/// on `host`.
+async fn eager_get(
+    peer: Peer,
+    proxy: &SeccertProxy,
+    pki: &Pki,
+    echo: &EchoServer,
+    certs: usize,
+    host: &str,
+    path: &str,
+) -> Value {
+    let echo_port = echo.port().to_string();
+    let certs = certs.to_string();
+    let args = peer_args(
+        "flow",
+        proxy,
+        pki,
+        &[
+            "--advertise",
+            "eager",
+            "--expect-certs",
+            &certs,
+            "--origin",
+            host,
+            "--path",
+            path,
+            "--echo-port",
+            &echo_port,
+        ],
+    );
+    run_peer(peer, &args).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn eager_ecdsa_ed25519_rsa_origins() {
     bounded_for(SECCERT_LIMIT, async {
@@ -662,39 +715,11 @@ async fn eager_ecdsa_ed25519_rsa_origins() {
             pki.origin("ed.test", KeyKind::Ed25519, "ed"),
             pki.origin("rsa.test", KeyKind::Rsa2048, "rsa"),
         ];
-        let upstream = Origin::start().await;
-        let echo = EchoServer::start().await;
-        let dns = FakeDns::start().await;
-        let entries: Vec<OriginEntry<'_>> = origins
-            .iter()
-            .map(|o| OriginEntry {
-                cert: o,
-                upstream: format!("http://{}", upstream.addr),
-            })
-            .collect();
-        let proxy = SeccertProxy::start(&config_text(&pki, "eager", &entries, &dns.toml())).await;
+        let (upstream, echo, _dns, proxy) = eager_proxy(&pki, &origins).await;
         for peer in [Peer::H2, Peer::H3] {
             for target in &origins {
                 let what = format!("{peer:?} eager, three origins, GET {}", target.host);
-                let echo_port = echo.port().to_string();
-                let args = peer_args(
-                    "flow",
-                    &proxy,
-                    &pki,
-                    &[
-                        "--advertise",
-                        "eager",
-                        "--expect-certs",
-                        "3",
-                        "--origin",
-                        &target.host,
-                        "--path",
-                        "/multi",
-                        "--echo-port",
-                        &echo_port,
-                    ],
-                );
-                let v = run_peer(peer, &args).await;
+                let v = eager_get(peer, &proxy, &pki, &echo, 3, &target.host, "/multi").await;
                 let certs = certificates(&v);
                 assert_eq!(certs.len(), 3, "{what}: one per origin: {v:#}");
                 for o in &origins {
@@ -739,6 +764,66 @@ async fn eager_ecdsa_ed25519_rsa_origins() {
             9.0,
             "three connections × three origins over HTTP/3"
         );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+/// Two origins named by one certificate: each connection gets one
+/// SERVER_CERTIFICATE (one signature), and it makes both origins served
+/// directly, over HTTP/2 and HTTP/3.
+#[tokio::test(flavor = "multi_thread")]
+async fn eager_one_certificate_for_two_origins() {
+    bounded_for(SECCERT_LIMIT, async {
+        let pki = Pki::new();
+        let shared = pki.origin_with(&["a.test", "b.test"], KeyKind::EcdsaP256, "ab", None);
+        let origins = [
+            shared.clone(),
+            OriginCert {
+                host: "b.test".into(),
+                ..shared.clone()
+            },
+        ];
+        let (upstream, echo, _dns, proxy) = eager_proxy(&pki, &origins).await;
+        for peer in [Peer::H2, Peer::H3] {
+            for target in &origins {
+                let what = format!("{peer:?} eager, one certificate, GET {}", target.host);
+                let v = eager_get(peer, &proxy, &pki, &echo, 1, &target.host, "/shared").await;
+                let certs = certificates(&v);
+                assert_eq!(certs.len(), 1, "{what}: one frame for both: {v:#}");
+                assert_certificate(&certs[0], target, &what);
+                assert_eq!(u64_at(&v, "certificates_total"), 1, "{what}: nothing else");
+                let get = &v["get_origin"];
+                assert_eq!(get["status"].as_u64(), Some(200), "{what}: {v:#}");
+                assert_eq!(
+                    get["body"].as_str(),
+                    Some("origin: GET /shared\n"),
+                    "{what}"
+                );
+                assert_eq!(status_of(&v, "get_other"), Some(421), "{what}");
+            }
+        }
+        for p in ["h2", "h3"] {
+            assert_eq!(
+                proxy
+                    .metric(SENT, &[("protocol", p), ("mode", "eager")])
+                    .await,
+                2.0,
+                "{p}: two connections, one certificate each"
+            );
+        }
+        let hosts: Vec<String> = upstream
+            .seen()
+            .iter()
+            .filter_map(|r| r.headers.get("host").and_then(|h| h.to_str().ok()))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            hosts,
+            ["a.test", "b.test", "a.test", "b.test"],
+            "upstream hosts"
+        );
+        assert_nothing_counted(&proxy.metrics().await, ERRORS, &[], "no errors");
         proxy.shutdown().await;
     })
     .await;

@@ -827,9 +827,19 @@ fn compile_origins(
         let ca = o.upstream_ca.as_ref().map(|c| src.path(base, c.get_ref()));
         let upstream = origin::parse_upstream(o.upstream.get_ref(), ca.as_deref())
             .map_err(|e| src.err(o.upstream.span(), "origin.upstream", e))?;
-        let certified = rustls::sign::CertifiedKey::new(chain.clone(), Arc::clone(&key));
-        let cert = crate::seccert::OriginCert::new(Arc::new(certified))
-            .map_err(|e| src.err(o.cert.span(), "origin.cert", e.to_string()))?;
+        // Origins that share one certificate (several names, or a wildcard)
+        // share its OriginCert: a connection signs it once and one
+        // SERVER_CERTIFICATE proves all of them.
+        let cert = match out.iter().find(|x| same_identity(x, &chain, &key)) {
+            Some(x) => Arc::clone(&x.cert),
+            None => {
+                let certified = rustls::sign::CertifiedKey::new(chain.clone(), Arc::clone(&key));
+                Arc::new(
+                    crate::seccert::OriginCert::new(Arc::new(certified))
+                        .map_err(|e| src.err(o.cert.span(), "origin.cert", e.to_string()))?,
+                )
+            }
+        };
         let identity_header = match &o.identity_header {
             None => None,
             Some(h) => Some(
@@ -855,11 +865,22 @@ fn compile_origins(
             port,
             chain,
             key,
-            cert: Arc::new(cert),
+            cert,
             upstream,
         }));
     }
     Ok(Origins::new(out))
+}
+
+/// The same chain with the same key pair (compared by public key; a key
+/// that cannot tell its public key is never taken for another).
+fn same_identity(
+    o: &Origin,
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+    key: &Arc<dyn rustls::sign::SigningKey>,
+) -> bool {
+    o.chain == chain
+        && matches!((o.key.public_key(), key.public_key()), (Some(a), Some(b)) if a == b)
 }
 
 /// RFC 9298 §2's well-known default.
@@ -1100,6 +1121,50 @@ mod identity_header_tests {
             origin.identity_header.as_ref().map(|h| h.as_str()),
             Some("x-client-identity")
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod shared_origin_cert_tests {
+    use super::*;
+
+    /// Origins named by one certificate share its OriginCert (one signature
+    /// per connection proves them all); another certificate does not.
+    #[test]
+    fn one_certificate_for_several_origins_is_loaded_once() {
+        let dir = std::env::temp_dir().join(format!("bauta-shared-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let write = |stem: &str, names: &[&str]| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let cert = rcgen::CertificateParams::new(names)
+                .expect("params")
+                .self_signed(&key)
+                .expect("cert");
+            std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write cert");
+            std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem())
+                .expect("write key");
+        };
+        write("ab", &["a.test", "b.test"]);
+        write("c", &["c.test"]);
+        let origin = |host: &str, stem: &str| {
+            format!(
+                "[[origin]]\nhost = \"{host}\"\ncert = \"{stem}.pem\"\nkey = \"{stem}.key\"\n\
+                 upstream = \"http://127.0.0.1:9\"\n\n"
+            )
+        };
+        let text = format!(
+            "[[listener]]\nname = \"p\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n\n{}{}{}",
+            origin("a.test", "ab"),
+            origin("c.test", "c"),
+            origin("b.test", "ab"),
+        );
+        let config = Config::parse(&text, "test.toml", &dir).expect("valid");
+        let certs: Vec<_> = config.origins.list.iter().map(|o| &o.cert).collect();
+        assert_eq!(certs.len(), 3);
+        assert!(Arc::ptr_eq(certs[0], certs[2]), "a.test and b.test share");
+        assert!(!Arc::ptr_eq(certs[0], certs[1]), "c.test has its own");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

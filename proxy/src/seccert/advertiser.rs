@@ -125,9 +125,18 @@ impl Advertiser {
         }
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            if this.channel.negotiated().await == Negotiation::Enabled {
-                for (authority, cert) in this.origins.iter() {
-                    this.send(authority, cert);
+            if this.channel.negotiated().await != Negotiation::Enabled {
+                return;
+            }
+            for (authority, cert) in this.origins.iter() {
+                // Each new authenticator costs a signature: let the
+                // connection's requests run between them, and stop signing
+                // for a connection that is gone.
+                if this.channel.negotiation() != Negotiation::Enabled {
+                    return;
+                }
+                if this.send(authority, cert) {
+                    tokio::task::yield_now().await;
                 }
             }
         });
@@ -148,7 +157,9 @@ impl Advertiser {
             return;
         }
         match self.channel.negotiation() {
-            Negotiation::Enabled => self.send(authority, cert),
+            Negotiation::Enabled => {
+                self.send(authority, cert);
+            }
             Negotiation::Pending => {
                 let this = Arc::clone(self);
                 let (authority, cert) = (authority.clone(), Arc::clone(cert));
@@ -162,31 +173,41 @@ impl Advertiser {
         }
     }
 
-    /// Build and queue the authenticator for one origin, once.
-    fn send(&self, authority: &Target, cert: &Arc<OriginCert>) {
+    /// Build and queue the authenticator for one origin, once. An origin
+    /// whose certificate already went out on this connection (one
+    /// certificate for several origins) is covered without another frame.
+    /// Returns whether a new authenticator was signed.
+    fn send(&self, authority: &Target, cert: &Arc<OriginCert>) -> bool {
         let Some(auth) = &self.authenticator else {
-            return;
+            return false;
         };
         if self.coverage.was_sent(authority) {
-            return;
+            return false;
         }
         let protocol = self.channel.protocol();
         let bytes = {
             let Ok(mut auth) = auth.lock() else {
-                return;
+                return false;
             };
+            if auth.was_sent(cert) {
+                self.coverage.mark_sent(authority);
+                return false;
+            }
             let rng = crate::tls::provider().secure_random;
             match auth.authenticator(cert, rng) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(origin = %authority, error = %e, "cannot build an authenticator");
                     self.count_error(protocol, "authenticator");
-                    return;
+                    return true;
                 }
             }
         };
         match self.channel.send(bytes) {
             Ok(()) => {
+                if let Ok(mut auth) = auth.lock() {
+                    auth.mark_sent(cert);
+                }
                 self.coverage.mark_sent(authority);
                 self.metrics
                     .secondary_certs_sent
@@ -202,6 +223,7 @@ impl Advertiser {
                 tracing::debug!(origin = %authority, error = %e, "SERVER_CERTIFICATE not sent");
             }
         }
+        true
     }
 
     fn count_error(&self, protocol: &str, kind: &str) {

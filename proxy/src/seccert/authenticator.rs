@@ -44,6 +44,8 @@ pub struct ServerAuthenticator {
     offered: Vec<SignatureScheme>,
     used_contexts: HashSet<Vec<u8>>,
     made: Vec<(Arc<OriginCert>, Bytes)>,
+    /// Certificates whose authenticator went out on the connection.
+    sent: Vec<Arc<OriginCert>>,
 }
 
 /// Why an authenticator was not made.
@@ -130,6 +132,19 @@ impl ServerAuthenticator {
             offered: offered.to_vec(),
             used_contexts: HashSet::new(),
             made: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// Whether `origin`'s authenticator was sent on this connection (the
+    /// sender's record: a frame the client's limits refused is not).
+    pub fn was_sent(&self, origin: &Arc<OriginCert>) -> bool {
+        self.sent.iter().any(|o| Arc::ptr_eq(o, origin))
+    }
+
+    pub fn mark_sent(&mut self, origin: &Arc<OriginCert>) {
+        if !self.was_sent(origin) {
+            self.sent.push(Arc::clone(origin));
         }
     }
 

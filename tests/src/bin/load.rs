@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bauta_tests::load::{run, LoadOptions, Mode};
+use bauta_tests::load::{run, KeyKind, LoadOptions, Mode};
 use clap::Parser;
 
 /// Measure one front of Bauta, or the same work without it (--direct).
 #[derive(Parser, Debug)]
 #[command(name = "load")]
 struct Args {
-    /// h1 | h1-tls | h2 | h3 | udp | forward
+    /// h1 | h1-tls | h2 | h3 | udp | forward | handshakes
     mode: String,
     /// The proxy's listener: the plaintext one for h1 and forward, the TLS
     /// one (TCP and UDP) for h1-tls, h2, h3 and udp.
@@ -55,6 +55,18 @@ struct Args {
     /// udp: datagrams outstanding per flow.
     #[arg(long, default_value_t = 32)]
     window: usize,
+    /// handshakes (with --spawn): origins advertised eagerly.
+    #[arg(long, default_value_t = 0)]
+    origins: usize,
+    /// handshakes: the client does not send SETTINGS_HTTP_SERVER_CERT_AUTH.
+    #[arg(long)]
+    no_setting: bool,
+    /// handshakes: one certificate names every origin (one signature).
+    #[arg(long)]
+    shared_cert: bool,
+    /// handshakes: the origins' keys: ecdsa (P-256), ed25519 or rsa (2048).
+    #[arg(long, default_value = "ecdsa")]
+    origin_key: String,
     /// One JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -64,10 +76,19 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let Some(mode) = Mode::parse(&args.mode) else {
         eprintln!(
-            "load: unknown mode {:?}; one of h1, h1-tls, h2, h3, udp, forward",
+            "load: unknown mode {:?}; one of h1, h1-tls, h2, h3, udp, forward, handshakes",
             args.mode
         );
         return ExitCode::from(2);
+    };
+    let origin_key = match args.origin_key.as_str() {
+        "ecdsa" => KeyKind::EcdsaP256,
+        "ed25519" => KeyKind::Ed25519,
+        "rsa" => KeyKind::Rsa2048,
+        other => {
+            eprintln!("load: --origin-key {other:?}: one of ecdsa, ed25519, rsa");
+            return ExitCode::from(2);
+        }
     };
     if !(args.duration > 0.0 && args.duration <= 600.0) {
         eprintln!("load: --duration {}: want 0 < S <= 600", args.duration);
@@ -100,6 +121,10 @@ fn main() -> ExitCode {
         rounds: args.rounds,
         payload: args.payload,
         window: args.window,
+        origins: args.origins,
+        no_setting: args.no_setting,
+        shared_cert: args.shared_cert,
+        origin_key,
         direct: args.direct,
         spawn: args.spawn,
         worker_threads: args.worker_threads,

@@ -10,11 +10,15 @@
 //!   goodput, loss, RTT.
 //! * `forward.rs`: HTTP/1.1 absolute-form GETs through the plain listener to
 //!   a small origin: requests/s and latency.
+//! * `handshakes.rs`: HTTP/2 connection setups (full TLS handshake, SETTINGS
+//!   with the secondary-certificate setting, the eager `SERVER_CERTIFICATE`s
+//!   of `--origins` origins): setups/s and latency.
 //!
 //! `targets.rs` holds the local peers the tool starts itself; `report.rs`
 //! the figures, the table and the JSON. Every phase is bounded in time.
 
 pub mod forward;
+pub mod handshakes;
 pub mod report;
 pub mod targets;
 pub mod tunnels;
@@ -25,6 +29,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::seccert_env::KeyKind;
+use crate::seccert_env::{config_text, OriginCert as SeccertOrigin, OriginEntry, Pki};
 use crate::{make_certs, pem_der, BautaProcess, Certs, TempDir, ALLOW_LOOPBACK};
 
 pub use report::Report;
@@ -44,16 +50,19 @@ pub enum Mode {
     Udp,
     /// HTTP/1.1 absolute-form GET through the plaintext listener.
     Forward,
+    /// HTTP/2 connection setups with eager secondary certificates.
+    Handshakes,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 7] = [
         Mode::H1,
         Mode::H1Tls,
         Mode::H2,
         Mode::H3,
         Mode::Udp,
         Mode::Forward,
+        Mode::Handshakes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +73,7 @@ impl Mode {
             Mode::H3 => "h3",
             Mode::Udp => "udp",
             Mode::Forward => "forward",
+            Mode::Handshakes => "handshakes",
         }
     }
 
@@ -100,6 +110,15 @@ pub struct LoadOptions {
     pub payload: usize,
     /// `udp`: datagrams outstanding per flow.
     pub window: usize,
+    /// `handshakes`: origins the spawned proxy advertises eagerly.
+    pub origins: usize,
+    /// `handshakes`: the client does not send the secondary-certificate
+    /// setting (as every client but Bauta's does today).
+    pub no_setting: bool,
+    /// `handshakes`: one certificate names every origin.
+    pub shared_cert: bool,
+    /// `handshakes`: the origins' key type.
+    pub origin_key: KeyKind,
     pub direct: bool,
     pub spawn: bool,
     pub worker_threads: Option<usize>,
@@ -172,6 +191,42 @@ fn spawn_config(certs: &Certs) -> String {
     )
 }
 
+/// The config `--spawn` runs for `handshakes`: the TLS listener "secure"
+/// with `[secondary_certs] advertise = "eager"` and `origins` origins
+/// (`o0.example` …): each with a certificate of its own, or one certificate
+/// naming them all (`shared`); keys of `kind`. Their upstream is never
+/// dialled: the load only sets connections up.
+fn spawn_seccert(origins: usize, shared: bool, kind: KeyKind) -> (String, Certs) {
+    let pki = Pki::new();
+    let names: Vec<String> = (0..origins).map(|i| format!("o{i}.example")).collect();
+    let certs: Vec<SeccertOrigin> = if shared && origins > 0 {
+        let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        let one = pki.origin_with(&all, kind, "shared", None);
+        names
+            .iter()
+            .map(|n| SeccertOrigin {
+                host: n.clone(),
+                ..one.clone()
+            })
+            .collect()
+    } else {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| pki.origin(n, kind, &format!("o{i}")))
+            .collect()
+    };
+    let entries: Vec<OriginEntry<'_>> = certs
+        .iter()
+        .map(|cert| OriginEntry {
+            cert,
+            upstream: "http://127.0.0.1:9".into(),
+        })
+        .collect();
+    let text = config_text(&pki, "eager", &entries, "");
+    (text, pki.into_certs())
+}
+
 /// Trust `ca` (PEM) for an external proxy. Only `ca_der` is read by the
 /// clients; the other paths name the CA file.
 fn external_certs(ca: &std::path::Path) -> Certs {
@@ -195,9 +250,14 @@ pub async fn run(opts: LoadOptions) -> Result<Report, String> {
             certs: None,
         }
     } else if opts.spawn {
-        let certs = make_certs();
+        let (text, certs) = if opts.mode == Mode::Handshakes {
+            spawn_seccert(opts.origins, opts.shared_cert, opts.origin_key)
+        } else {
+            let certs = make_certs();
+            (spawn_config(&certs), certs)
+        };
         let dir = TempDir::new("load");
-        let config = dir.write("bauta.toml", &spawn_config(&certs));
+        let config = dir.write("bauta.toml", &text);
         let threads = opts.worker_threads.map(|n| n.to_string());
         let args: Vec<&str> = match &threads {
             Some(n) => vec!["--worker-threads", n],
@@ -223,6 +283,14 @@ pub async fn run(opts: LoadOptions) -> Result<Report, String> {
     match opts.mode {
         Mode::Udp => udp::run(&opts, &path, watched.as_ref(), &mut report).await?,
         Mode::Forward => forward::run(&opts, &path, watched.as_ref(), &mut report).await?,
+        Mode::Handshakes => {
+            if opts.direct {
+                return Err(
+                    "handshakes has no --direct: compare --origins 10 with --origins 0".into(),
+                );
+            }
+            handshakes::run(&opts, &path, watched.as_ref(), &mut report).await?
+        }
         _ => tunnels::run(&opts, &path, watched.as_ref(), &mut report).await?,
     }
     if let Some(w) = &watched {

@@ -111,6 +111,21 @@ pub struct Forward {
     pub latency: Latency,
 }
 
+/// Connection setups with secondary certificates.
+#[derive(Clone, Debug, Default)]
+pub struct Handshakes {
+    pub setups: u64,
+    /// SERVER_CERTIFICATE frames received over all setups.
+    pub certificates: u64,
+    pub origins: usize,
+    /// One certificate for every origin.
+    pub shared_cert: bool,
+    /// Whether the client sent SETTINGS_HTTP_SERVER_CERT_AUTH.
+    pub setting: bool,
+    pub secs: f64,
+    pub latency: Latency,
+}
+
 /// Everything one run measured.
 #[derive(Debug)]
 pub struct Report {
@@ -124,6 +139,7 @@ pub struct Report {
     pub rtt: Option<Latency>,
     pub udp: Option<Udp>,
     pub forward: Option<Forward>,
+    pub handshakes: Option<Handshakes>,
     /// The proxy's CPU seconds per phase (with `--spawn`).
     pub proxy_cpu: Vec<(&'static str, f64)>,
     /// The proxy's RSS before and after, and its peak, KiB (with `--spawn`).
@@ -146,6 +162,7 @@ impl Report {
             rtt: None,
             udp: None,
             forward: None,
+            handshakes: None,
             proxy_cpu: Vec::new(),
             rss_kib: None,
             failures: 0,
@@ -240,6 +257,27 @@ impl Report {
                 f.latency.text()
             );
         }
+        if let Some(h) = &self.handshakes {
+            let _ = writeln!(
+                s,
+                "  setups    {:.0}/s ({} in {:.2} s, {} origins eager{}, setting {}, {} certificates); latency {}",
+                h.setups as f64 / h.secs.max(1e-9),
+                h.setups,
+                h.secs,
+                h.origins,
+                if h.shared_cert { " on one certificate" } else { "" },
+                if h.setting { "sent" } else { "not sent" },
+                h.certificates,
+                h.latency.text()
+            );
+            if let Some(c) = self.cpu("handshakes") {
+                let _ = writeln!(
+                    s,
+                    "  proxy cpu {:.0} µs per setup",
+                    c * 1e6 / h.setups.max(1) as f64
+                );
+            }
+        }
         if !self.proxy_cpu.is_empty() {
             let phases: Vec<String> = self
                 .proxy_cpu
@@ -315,6 +353,14 @@ impl Report {
                 "requests": f.requests, "body": f.body, "secs": f.secs,
                 "req_per_s": f.requests as f64 / f.secs.max(1e-9),
                 "latency": f.latency.json(),
+            });
+        }
+        if let Some(h) = &self.handshakes {
+            v["handshakes"] = json!({
+                "setups": h.setups, "certificates": h.certificates, "origins": h.origins,
+                "setting": h.setting, "shared_cert": h.shared_cert, "secs": h.secs,
+                "setups_per_s": h.setups as f64 / h.secs.max(1e-9),
+                "latency": h.latency.json(),
             });
         }
         if !self.proxy_cpu.is_empty() {

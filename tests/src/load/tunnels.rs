@@ -101,7 +101,9 @@ async fn open(mode: Mode, path: &Path, target: SocketAddr) -> Outcome<(Tunnel, D
             }
             Tunnel::H3(t)
         }
-        Mode::Udp | Mode::Forward => return Err(format!("{} is not a TCP mode", mode.name())),
+        Mode::Udp | Mode::Forward | Mode::Handshakes => {
+            return Err(format!("{} is not a TCP mode", mode.name()))
+        }
     };
     Ok((tunnel, started.elapsed()))
 }

@@ -2,12 +2,13 @@
 //! (with the stream reset that follows it, where the protocol has one), or
 //! a tunnel (a response head, then the client's stream is handed over).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bauta_policy::Decision;
 use bytes::Bytes;
 use http::Response;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -16,7 +17,7 @@ use crate::core::context::Services;
 use crate::core::exchange::Exchange;
 use crate::core::limits::Permit;
 use crate::core::tunnels::TunnelGuard;
-use crate::tunnel::tcp::{self as tcp_tunnel, End, Transferred};
+use crate::tunnel::tcp::{self as tcp_tunnel, End, TcpSettings, Transferred};
 use crate::tunnel::udp::{self as udp_tunnel, DatagramChannel, FlowEnd, FlowSettings};
 use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
 use crate::wire::h3_error::H3ErrorCode;
@@ -116,15 +117,8 @@ impl Tunnel {
         let (live, far) = self.begin();
         match far {
             Far::Tcp(mut target) => {
-                let (moved, end) = tcp_tunnel::relay(
-                    client,
-                    &mut target,
-                    live.ex.config.limits.idle_timeout,
-                    live.bytes("upstream"),
-                    live.bytes("downstream"),
-                    live.services.tunnels.aborted(),
-                )
-                .await;
+                let (moved, end) =
+                    tcp_tunnel::relay(client, &mut target, live.tcp_settings()).await;
                 live.tcp_ended(&target, moved, end)
             }
             Far::Udp(socket) => {
@@ -172,16 +166,8 @@ impl Tunnel {
             }
         };
         let live = Live::new(services, ex, decision, permit);
-        let (moved, end) = tcp_tunnel::relay_sockets(
-            &client,
-            early,
-            &target,
-            live.ex.config.limits.idle_timeout,
-            live.bytes("upstream"),
-            live.bytes("downstream"),
-            live.services.tunnels.aborted(),
-        )
-        .await;
+        let (moved, end) =
+            tcp_tunnel::relay_sockets(&client, early, &target, live.tcp_settings()).await;
         live.tcp_ended(&target, moved, end)
     }
 
@@ -233,11 +219,20 @@ impl Live {
         }
     }
 
-    fn bytes(&self, direction: &str) -> IntCounter {
-        self.services
-            .metrics
-            .tunnel_bytes
-            .with_label_values(&[self.ex.kind.as_str(), direction])
+    /// The TCP relay's idle timeout, byte counters and abort signal.
+    fn tcp_settings(&self) -> TcpSettings<impl Future<Output = ()> + Send + 'static> {
+        let bytes = |direction: &str| {
+            self.services
+                .metrics
+                .tunnel_bytes
+                .with_label_values(&[self.ex.kind.as_str(), direction])
+        };
+        TcpSettings {
+            idle_timeout: self.ex.config.limits.idle_timeout,
+            up: bytes("upstream"),
+            down: bytes("downstream"),
+            abort: self.services.tunnels.aborted(),
+        }
     }
 
     /// A TCP tunnel ended: an error on the client's side reaches the

@@ -38,20 +38,31 @@ pub enum End {
     Aborted,
 }
 
+/// One TCP tunnel's limits, counters and signal, the same for either relay.
+pub struct TcpSettings<A> {
+    pub idle_timeout: Duration,
+    /// Bytes client → target.
+    pub up: IntCounter,
+    /// Bytes target → client.
+    pub down: IntCounter,
+    /// Resolves when the tunnel must end now (shutdown grace over).
+    pub abort: A,
+}
+
 /// Relay until both sides are done, one fails, the tunnel idles out, or
-/// `abort` resolves.
-pub async fn relay<C, T>(
-    client: C,
-    target: T,
-    idle_timeout: Duration,
-    up_counter: IntCounter,
-    down_counter: IntCounter,
-    abort: impl std::future::Future<Output = ()>,
-) -> (Transferred, End)
+/// `settings.abort` resolves.
+pub async fn relay<C, T, A>(client: C, target: T, settings: TcpSettings<A>) -> (Transferred, End)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
+    A: std::future::Future<Output = ()>,
 {
+    let TcpSettings {
+        idle_timeout,
+        up: up_counter,
+        down: down_counter,
+        abort,
+    } = settings;
     let origin = Instant::now();
     let last_activity = AtomicU64::new(0);
     let mut client = Counted {
@@ -103,12 +114,16 @@ pub async fn relay_sockets(
     client: &tokio::net::TcpStream,
     early: bytes::Bytes,
     target: &tokio::net::TcpStream,
-    idle_timeout: Duration,
-    up_counter: IntCounter,
-    down_counter: IntCounter,
-    abort: impl std::future::Future<Output = ()>,
+    settings: TcpSettings<impl std::future::Future<Output = ()>>,
 ) -> (Transferred, End) {
     use super::splice::{pump, write_all, Failure};
+
+    let TcpSettings {
+        idle_timeout,
+        up: up_counter,
+        down: down_counter,
+        abort,
+    } = settings;
 
     let origin = Instant::now();
     let last_activity = AtomicU64::new(0);
@@ -266,6 +281,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
     }
 }
 
+/// Test settings: never aborted.
+#[cfg(test)]
+fn settings(
+    idle_timeout: Duration,
+    up: IntCounter,
+    down: IntCounter,
+) -> TcpSettings<std::future::Pending<()>> {
+    TcpSettings {
+        idle_timeout,
+        up,
+        down,
+        abort: std::future::pending(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,10 +314,7 @@ mod tests {
         let task = tokio::spawn(relay(
             client_side,
             target_side,
-            Duration::from_secs(10),
-            up.clone(),
-            down.clone(),
-            std::future::pending(),
+            settings(Duration::from_secs(10), up.clone(), down.clone()),
         ));
         client.write_all(b"hello").await.expect("write");
         let mut buf = [0u8; 5];
@@ -319,10 +346,7 @@ mod tests {
         let (t, end) = relay(
             client_side,
             target_side,
-            Duration::from_secs(30),
-            counter(),
-            counter(),
-            std::future::pending(),
+            settings(Duration::from_secs(30), counter(), counter()),
         )
         .await;
         assert!(matches!(end, End::Idle), "{end:?}");
@@ -364,10 +388,7 @@ mod tests {
         let (_, end) = relay(
             client_side,
             Resetting,
-            Duration::from_secs(10),
-            counter(),
-            counter(),
-            std::future::pending(),
+            settings(Duration::from_secs(10), counter(), counter()),
         )
         .await;
         assert!(matches!(end, End::TargetError(_)), "{end:?}");
@@ -375,10 +396,7 @@ mod tests {
         let (_, end) = relay(
             Resetting,
             target_side,
-            Duration::from_secs(10),
-            counter(),
-            counter(),
-            std::future::pending(),
+            settings(Duration::from_secs(10), counter(), counter()),
         )
         .await;
         assert!(matches!(end, End::Error(_)), "{end:?}");
@@ -417,7 +435,7 @@ mod socket_tests {
         let (u, d) = (up.clone(), down.clone());
         let relay = tokio::spawn(async move {
             let early = bytes::Bytes::from_static(early);
-            relay_sockets(&client, early, &target, idle, u, d, std::future::pending()).await
+            relay_sockets(&client, early, &target, settings(idle, u, d)).await
         });
         Rig {
             app,

@@ -380,6 +380,7 @@ fn run(path: Option<PathBuf>, worker_threads: Option<usize>) -> ExitCode {
         .map(bauta::config::log::peek_format)
         .unwrap_or_default();
     logging::init(format == bauta::config::log::LogFormat::Json);
+    bauta::ops::access_log::to_stdout();
     let config = match path {
         Some(p) => Config::load(&p),
         None => embedded_default(),
@@ -396,7 +397,7 @@ fn run(path: Option<PathBuf>, worker_threads: Option<usize>) -> ExitCode {
         Some(r) => r,
         None => return ExitCode::FAILURE,
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let running = match bauta::start(config).await {
             Ok(r) => r,
             Err(e) => {
@@ -416,7 +417,12 @@ fn run(path: Option<PathBuf>, worker_threads: Option<usize>) -> ExitCode {
         }
         running.run_until_signal().await;
         ExitCode::SUCCESS
-    })
+    });
+    // Tasks dropped with the runtime may still log; then every line is
+    // written before the process exits.
+    drop(runtime);
+    bauta::ops::access_log::flush();
+    code
 }
 
 fn embedded_default() -> Result<Config, bauta::config::ConfigError> {

@@ -1387,6 +1387,8 @@ pub struct BautaProcess {
     pub config_path: PathBuf,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// While true, nobody reads the process's stdout (a stalled log reader).
+    stdout_paused: tokio::sync::watch::Sender<bool>,
 }
 
 /// Strip ANSI escape sequences (in case the log is coloured).
@@ -1465,9 +1467,15 @@ impl BautaProcess {
         let out_pipe = child.stdout.take().expect("piped stdout");
         let err_pipe = child.stderr.take().expect("piped stderr");
         let out_buf = Arc::clone(&stdout);
+        let (stdout_paused, mut paused) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(out_pipe).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
+            loop {
+                // A dropped sender (the process handle is gone) reads on.
+                let _ = paused.wait_for(|p| !*p).await;
+                let Ok(Some(l)) = lines.next_line().await else {
+                    break;
+                };
                 let mut b = out_buf.lock().expect("stdout lock");
                 b.push_str(&l);
                 b.push('\n');
@@ -1530,7 +1538,19 @@ impl BautaProcess {
             config_path: config_path.to_path_buf(),
             stdout,
             stderr,
+            stdout_paused,
         })
+    }
+
+    /// Stop reading the process's stdout, as a stalled log collector would
+    /// (the pipe fills and writes to it block).
+    pub fn pause_stdout(&self) {
+        let _ = self.stdout_paused.send(true);
+    }
+
+    /// Read its stdout again.
+    pub fn resume_stdout(&self) {
+        let _ = self.stdout_paused.send(false);
     }
 
     /// The bound address of listener `name`.

@@ -1,38 +1,26 @@
-//! Logging setup: the access log as JSON lines on stdout, diagnostics on
-//! stderr as text or JSON lines (`[log] format`; `RUST_LOG` filters them,
-//! default `info`).
+//! Logging setup: the access log as JSON lines on stdout (`access_log`,
+//! written by a thread of its own), diagnostics on stderr as text or JSON
+//! lines (`[log] format`; `RUST_LOG` filters them, default `info`).
 
-use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-pub const ACCESS_TARGET: &str = "bauta::access";
-
 /// Install the subscriber; `json`: diagnostics as JSON lines (`[log]
 /// format = "json"`), else text.
 pub fn init(json: bool) {
-    let access = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_target(false)
-        .with_writer(std::io::stdout)
-        .with_filter(filter_fn(|m| m.target() == ACCESS_TARGET));
     let diag_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour codes only for a person at a terminal: a file, a pipe or a log
     // collector gets plain text (and NO_COLOR is honoured either way).
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let not_access = || filter_fn(|m| m.target() != ACCESS_TARGET);
     let (text, json) = match json {
         false => (
             Some(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(colour)
-                    .with_writer(std::io::stderr)
-                    .with_filter(not_access()),
+                    .with_writer(std::io::stderr),
             ),
             None,
         ),
@@ -44,14 +32,12 @@ pub fn init(json: bool) {
                     .flatten_event(true)
                     .with_current_span(false)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr)
-                    .with_filter(not_access()),
+                    .with_writer(std::io::stderr),
             ),
         ),
     };
     // A second init (tests) keeps the first subscriber.
     let _ = tracing_subscriber::registry()
-        .with(access)
         .with(text.with_filter(diag_filter.clone()))
         .with(json.with_filter(diag_filter))
         .try_init();

@@ -117,13 +117,16 @@ pub async fn serve_connection<IO>(
                 info = Arc::new(info.with_front(Front::Http2));
             }
             let alt_svc = alt_svc.clone();
-            async move {
+            // Boxed: the request's future is several KiB, and hyper moves
+            // the service future into each stream's task and its stage in
+            // and out of it; a box makes every such move a pointer copy.
+            Box::pin(async move {
                 let mut resp = handle(services, info, req, busy).await;
                 if let Some(v) = alt_svc {
                     resp.headers_mut().insert(header::ALT_SVC, v);
                 }
                 Ok::<_, std::convert::Infallible>(resp)
-            }
+            })
         })
     };
     let io = TokioIo::new(io);

@@ -131,12 +131,14 @@ pub async fn serve_connection(
                     let services = Arc::clone(&services);
                     let info = Arc::clone(&info);
                     let h3 = h3.clone();
-                    tokio::spawn(async move {
+                    // Boxed, as on the HTTP/2 front: the task then moves a
+                    // pointer, not the request's several-KiB future.
+                    tokio::spawn(Box::pin(async move {
                         match resolver.resolve_request().await {
                             Ok((req, stream)) => handle(services, info, h3, req, stream).await,
                             Err(e) => tracing::debug!(%client, error = %e, "bad HTTP/3 request"),
                         }
-                    });
+                    }));
                 }
                 Ok(None) => break,
                 Err(e) => {

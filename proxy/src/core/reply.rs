@@ -115,27 +115,7 @@ impl Tunnel {
         D: DatagramChannel,
     {
         let (live, far) = self.begin();
-        match far {
-            Far::Tcp(mut target) => {
-                let (moved, end) =
-                    tcp_tunnel::relay(client, &mut target, live.tcp_settings()).await;
-                live.tcp_ended(&target, moved, end)
-            }
-            Far::Udp(socket) => {
-                let settings = FlowSettings {
-                    idle_timeout: live.ex.config.connect_udp.idle_timeout,
-                    abort: live.services.tunnels.aborted(),
-                };
-                let m = &live.services.metrics;
-                let r = udp_tunnel::relay(&socket, client, datagrams, settings, m).await;
-                let end = match r.end {
-                    FlowEnd::Malformed => TunnelEnd::Malformed,
-                    _ => TunnelEnd::Done,
-                };
-                live.ended(r.end.as_str(), r.upstream, r.downstream);
-                end
-            }
-        }
+        live.relay(far, client, datagrams).await
     }
 
     /// The same for a client side that is a plain TCP socket: a TCP tunnel
@@ -144,31 +124,19 @@ impl Tunnel {
     /// began (read ahead by the front).
     #[cfg(target_os = "linux")]
     pub async fn run_socket(self, client: TcpStream, early: Bytes) -> TunnelEnd {
-        let Tunnel {
-            services,
-            ex,
-            decision,
-            far,
-            permit,
-        } = self;
-        let target = match far {
-            Far::Tcp(target) => target,
-            far @ Far::Udp(_) => {
-                let tunnel = Tunnel {
-                    services,
-                    ex,
-                    decision,
-                    far,
-                    permit,
-                };
-                let client = crate::tunnel::prefixed::Prefixed::new(early, client);
-                return tunnel.run(client, None::<udp_tunnel::NoDatagrams>).await;
+        let (live, far) = self.begin();
+        match far {
+            Far::Tcp(target) => {
+                let (moved, end) =
+                    tcp_tunnel::relay_sockets(&client, early, &target, live.tcp_settings()).await;
+                live.tcp_ended(&target, moved, end)
             }
-        };
-        let live = Live::new(services, ex, decision, permit);
-        let (moved, end) =
-            tcp_tunnel::relay_sockets(&client, early, &target, live.tcp_settings()).await;
-        live.tcp_ended(&target, moved, end)
+            far @ Far::Udp(_) => {
+                let client = crate::tunnel::prefixed::Prefixed::new(early, client);
+                live.relay(far, client, None::<udp_tunnel::NoDatagrams>)
+                    .await
+            }
+        }
     }
 
     /// The tunnel is live: counted until [`Live`] is dropped.
@@ -216,6 +184,35 @@ impl Live {
             gauge,
             _permit: permit,
             _guard: guard,
+        }
+    }
+
+    /// Relay `far` with the copying relays (see [`Tunnel::run`]).
+    async fn relay<IO, D>(self, far: Far, client: IO, datagrams: Option<D>) -> TunnelEnd
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+        D: DatagramChannel,
+    {
+        match far {
+            Far::Tcp(mut target) => {
+                let (moved, end) =
+                    tcp_tunnel::relay(client, &mut target, self.tcp_settings()).await;
+                self.tcp_ended(&target, moved, end)
+            }
+            Far::Udp(socket) => {
+                let settings = FlowSettings {
+                    idle_timeout: self.ex.config.connect_udp.idle_timeout,
+                    abort: self.services.tunnels.aborted(),
+                };
+                let m = &self.services.metrics;
+                let r = udp_tunnel::relay(&socket, client, datagrams, settings, m).await;
+                let end = match r.end {
+                    FlowEnd::Malformed => TunnelEnd::Malformed,
+                    _ => TunnelEnd::Done,
+                };
+                self.ended(r.end.as_str(), r.upstream, r.downstream);
+                end
+            }
         }
     }
 

@@ -57,17 +57,11 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     A: std::future::Future<Output = ()>,
 {
-    let TcpSettings {
-        idle_timeout,
-        up: up_counter,
-        down: down_counter,
-        abort,
-    } = settings;
     let origin = Instant::now();
     let last_activity = AtomicU64::new(0);
     let mut client = Counted {
         inner: client,
-        counter: up_counter,
+        counter: settings.up,
         total: 0,
         origin,
         last_activity: &last_activity,
@@ -75,7 +69,7 @@ where
     };
     let mut target = Counted {
         inner: target,
-        counter: down_counter,
+        counter: settings.down,
         total: 0,
         origin,
         last_activity: &last_activity,
@@ -87,8 +81,8 @@ where
         async { copy.await.map_err(End::Error) },
         origin,
         &last_activity,
-        idle_timeout,
-        abort,
+        settings.idle_timeout,
+        settings.abort,
     )
     .await;
     // Which side failed: only the side's own I/O sets `failed`.
@@ -118,13 +112,7 @@ pub async fn relay_sockets(
 ) -> (Transferred, End) {
     use super::splice::{pump, write_all, Failure};
 
-    let TcpSettings {
-        idle_timeout,
-        up: up_counter,
-        down: down_counter,
-        abort,
-    } = settings;
-
+    let (up, down) = (&settings.up, &settings.down);
     let origin = Instant::now();
     let last_activity = AtomicU64::new(0);
     let (up_total, down_total) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -136,13 +124,13 @@ pub async fn relay_sockets(
     let copy = async {
         if !early.is_empty() {
             write_all(target, &early).await.map_err(End::TargetError)?;
-            count(&up_total, &up_counter, early.len() as u64);
+            count(&up_total, up, early.len() as u64);
         }
         // It may share the front's whole read buffer: not for the
         // tunnel's life.
         drop(early);
         let up = async {
-            pump(client, target, |n| count(&up_total, &up_counter, n))
+            pump(client, target, |n| count(&up_total, up, n))
                 .await
                 .map_err(|f| match f {
                     Failure::Source(e) => End::Error(e),
@@ -150,7 +138,7 @@ pub async fn relay_sockets(
                 })
         };
         let down = async {
-            pump(target, client, |n| count(&down_total, &down_counter, n))
+            pump(target, client, |n| count(&down_total, down, n))
                 .await
                 .map_err(|f| match f {
                     Failure::Source(e) => End::TargetError(e),
@@ -159,7 +147,14 @@ pub async fn relay_sockets(
         };
         tokio::try_join!(up, down).map(|_| ())
     };
-    let end = drive(copy, origin, &last_activity, idle_timeout, abort).await;
+    let end = drive(
+        copy,
+        origin,
+        &last_activity,
+        settings.idle_timeout,
+        settings.abort,
+    )
+    .await;
     (
         Transferred {
             upstream: up_total.load(Ordering::Relaxed),

@@ -176,38 +176,36 @@ impl Advertiser {
     /// Build and queue the authenticator for one origin, once. An origin
     /// whose certificate already went out on this connection (one
     /// certificate for several origins) is covered without another frame.
-    /// Returns whether a new authenticator was signed.
+    /// The connection's authenticator stays locked from the check to the
+    /// send, so two CONNECTs at once cannot send one authenticator twice.
+    /// Returns false when there was nothing to build (already covered).
     fn send(&self, authority: &Target, cert: &Arc<OriginCert>) -> bool {
         let Some(auth) = &self.authenticator else {
+            return false;
+        };
+        let Ok(mut auth) = auth.lock() else {
             return false;
         };
         if self.coverage.was_sent(authority) {
             return false;
         }
+        if auth.was_sent(cert) {
+            self.coverage.mark_sent(authority);
+            return false;
+        }
         let protocol = self.channel.protocol();
-        let bytes = {
-            let Ok(mut auth) = auth.lock() else {
-                return false;
-            };
-            if auth.was_sent(cert) {
-                self.coverage.mark_sent(authority);
-                return false;
-            }
-            let rng = crate::tls::provider().secure_random;
-            match auth.authenticator(cert, rng) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(origin = %authority, error = %e, "cannot build an authenticator");
-                    self.count_error(protocol, "authenticator");
-                    return true;
-                }
+        let rng = crate::tls::provider().secure_random;
+        let bytes = match auth.authenticator(cert, rng) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(origin = %authority, error = %e, "cannot build an authenticator");
+                self.count_error(protocol, "authenticator");
+                return true;
             }
         };
         match self.channel.send(bytes) {
             Ok(()) => {
-                if let Ok(mut auth) = auth.lock() {
-                    auth.mark_sent(cert);
-                }
+                auth.mark_sent(cert);
                 self.coverage.mark_sent(authority);
                 self.metrics
                     .secondary_certs_sent

@@ -179,6 +179,15 @@ impl Default for Pki {
 }
 
 impl OriginCert {
+    /// The same certificate and key, configured for `host` (one of its
+    /// names): another `[[origin]]` on a shared certificate.
+    pub fn also_for(&self, host: &str) -> OriginCert {
+        OriginCert {
+            host: host.to_string(),
+            ..self.clone()
+        }
+    }
+
     /// Copy this certificate and key over `other`'s files (for a reload).
     pub fn install_over(&self, other: &OriginCert) {
         for (from, to) in [

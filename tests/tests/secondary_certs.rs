@@ -777,13 +777,7 @@ async fn eager_one_certificate_for_two_origins() {
     bounded_for(SECCERT_LIMIT, async {
         let pki = Pki::new();
         let shared = pki.origin_with(&["a.test", "b.test"], KeyKind::EcdsaP256, "ab", None);
-        let origins = [
-            shared.clone(),
-            OriginCert {
-                host: "b.test".into(),
-                ..shared.clone()
-            },
-        ];
+        let origins = [shared.clone(), shared.also_for("b.test")];
         let (upstream, echo, _dns, proxy) = eager_proxy(&pki, &origins).await;
         for peer in [Peer::H2, Peer::H3] {
             for target in &origins {

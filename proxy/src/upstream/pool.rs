@@ -146,15 +146,21 @@ mod tests {
         SocketAddr::new(ip.parse().expect("ip"), 80)
     }
 
-    #[tokio::test]
-    async fn checkout_takes_the_newest_usable_and_keeps_the_rest_in_order() {
-        let pool = UpstreamPool::new(8, Duration::from_secs(60));
+    /// Park a connection to each of `ips`, in order; their peer ends.
+    async fn park(pool: &UpstreamPool, ips: &[&str]) -> Vec<tokio::io::DuplexStream> {
         let mut ends = Vec::new();
-        for ip in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        for ip in ips {
             let (s, end) = sender().await;
             ends.push(end);
             pool.checkin(target(), s, peer(ip));
         }
+        ends
+    }
+
+    #[tokio::test]
+    async fn checkout_takes_the_newest_usable_and_keeps_the_rest_in_order() {
+        let pool = UpstreamPool::new(8, Duration::from_secs(60));
+        let _ends = park(&pool, &["192.0.2.1", "192.0.2.2", "192.0.2.3"]).await;
         // The newest (…3) is not allowed for this request: passed over.
         let (_, got) = pool
             .checkout(&target(), &allowed(&["192.0.2.1", "192.0.2.2"]))
@@ -218,12 +224,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_target_parks_no_more() {
         let pool = UpstreamPool::new(2, Duration::from_secs(60));
-        let mut ends = Vec::new();
-        for ip in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
-            let (s, end) = sender().await;
-            ends.push(end);
-            pool.checkin(target(), s, peer(ip));
-        }
+        let _ends = park(&pool, &["192.0.2.1", "192.0.2.2", "192.0.2.3"]).await;
         assert_eq!(pool.idle_count(), 2);
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::report::{Forward, Latency, Report};
 use super::targets::FixedOrigin;
-use super::{LoadOptions, Path, Watched};
+use super::{repeat_until, LoadOptions, Path, Watched};
 use crate::{get_absolute, h1_client, h1_send};
 
 /// Body bytes of every answer.
@@ -60,29 +60,20 @@ pub async fn run(
     let c0 = watched.map(Watched::cpu);
     let started = Instant::now();
     let deadline = started + opts.duration;
-    let mut workers = Vec::new();
-    for _ in 0..opts.concurrency.max(1) {
-        let (url, lat) = (Arc::clone(&url), Arc::clone(&lat));
-        workers.push(tokio::spawn(async move {
-            let mut errors = Vec::new();
+    let step_lat = Arc::clone(&lat);
+    repeat_until(opts.concurrency, deadline, "forward", report, move || {
+        let (url, lat) = (Arc::clone(&url), Arc::clone(&step_lat));
+        async move {
             // A failed connection is counted and replaced.
-            while Instant::now() < deadline {
-                let s = tokio::spawn(session(to, Arc::clone(&url), deadline, Arc::clone(&lat)));
-                match tokio::time::timeout_at(deadline + Duration::from_secs(10), s).await {
-                    Ok(Ok(Ok(()))) => {}
-                    Ok(Ok(Err(e))) => errors.push(e),
-                    Ok(Err(e)) => errors.push(format!("session: {e}")),
-                    Err(_) => errors.push("a request took more than 10 s".into()),
-                }
+            let s = tokio::spawn(session(to, url, deadline, lat));
+            match tokio::time::timeout_at(deadline + Duration::from_secs(10), s).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(format!("session: {e}")),
+                Err(_) => Err("a request took more than 10 s".into()),
             }
-            errors
-        }));
-    }
-    for w in workers {
-        for e in w.await.map_err(|e| format!("forward worker: {e}"))? {
-            report.fail("forward", e);
         }
-    }
+    })
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     if let (Some(a), Some(w)) = (c0, watched) {
         report.proxy_cpu.push(("forward", w.cpu() - a));

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::report::{Handshakes, Latency, Report};
-use super::{LoadOptions, Path, Watched};
+use super::{repeat_until, LoadOptions, Path, Watched};
 use crate::h2_raw::{frame, hello, read_frame, GOAWAY, SETTINGS};
 use crate::tls_client_config;
 
@@ -112,43 +112,43 @@ pub async fn run(
     let c0 = watched.map(Watched::cpu);
     let started = Instant::now();
     let deadline = started + opts.duration;
-    let mut workers = Vec::new();
-    for _ in 0..opts.concurrency.max(1) {
-        let (path, tls, tally, lat) = (
-            path.clone(),
-            tls.clone(),
-            Arc::clone(&tally),
-            Arc::clone(&lat),
-        );
-        // One SERVER_CERTIFICATE proves every origin of a shared certificate.
-        let origins = if opts.shared_cert {
-            opts.origins.min(1)
-        } else {
-            opts.origins
-        };
-        workers.push(tokio::spawn(async move {
-            let (mut errors, mut mine) = (Vec::new(), Vec::new());
-            while Instant::now() < deadline {
+    // One SERVER_CERTIFICATE proves every origin of a shared certificate.
+    let origins = if opts.shared_cert {
+        opts.origins.min(1)
+    } else {
+        opts.origins
+    };
+    let (path, step_tally, step_lat) = (path.clone(), Arc::clone(&tally), Arc::clone(&lat));
+    repeat_until(
+        opts.concurrency,
+        deadline,
+        "handshakes",
+        report,
+        move || {
+            let (path, tls, tally, lat) = (
+                path.clone(),
+                tls.clone(),
+                Arc::clone(&step_tally),
+                Arc::clone(&step_lat),
+            );
+            async move {
                 let t = Instant::now();
                 match tokio::time::timeout(STEP, setup(&path, &tls, setting, origins)).await {
                     Ok(Ok(certs)) => {
-                        mine.push(t.elapsed());
+                        lat.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(t.elapsed());
                         tally.setups.fetch_add(1, Ordering::Relaxed);
                         tally.certificates.fetch_add(certs, Ordering::Relaxed);
+                        Ok(())
                     }
-                    Ok(Err(e)) => errors.push(e),
-                    Err(_) => errors.push(format!("a setup took more than {STEP:?}")),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(format!("a setup took more than {STEP:?}")),
                 }
             }
-            lat.lock().unwrap_or_else(|p| p.into_inner()).extend(mine);
-            errors
-        }));
-    }
-    for w in workers {
-        for e in w.await.map_err(|e| format!("handshake worker: {e}"))? {
-            report.fail("handshakes", e);
-        }
-    }
+        },
+    )
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     if let (Some(a), Some(w)) = (c0, watched) {
         report.proxy_cpu.push(("handshakes", w.cpu() - a));

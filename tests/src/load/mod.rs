@@ -202,13 +202,7 @@ fn spawn_seccert(origins: usize, shared: bool, kind: KeyKind) -> (String, Certs)
     let certs: Vec<SeccertOrigin> = if shared && origins > 0 {
         let all: Vec<&str> = names.iter().map(String::as_str).collect();
         let one = pki.origin_with(&all, kind, "shared", None);
-        names
-            .iter()
-            .map(|n| SeccertOrigin {
-                host: n.clone(),
-                ..one.clone()
-            })
-            .collect()
+        names.iter().map(|n| one.also_for(n)).collect()
     } else {
         names
             .iter()
@@ -237,6 +231,41 @@ fn external_certs(ca: &std::path::Path) -> Certs {
         key_pem: ca.to_path_buf(),
         ca_der: pem_der(ca),
     }
+}
+
+/// `concurrency` workers, each running `step` again and again until
+/// `deadline`; every error a step returns is a failure of `phase` in the
+/// report.
+pub async fn repeat_until<F, Fut>(
+    concurrency: usize,
+    deadline: tokio::time::Instant,
+    phase: &'static str,
+    report: &mut Report,
+    step: F,
+) -> Result<(), String>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let step = step.clone();
+        workers.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while tokio::time::Instant::now() < deadline {
+                if let Err(e) = step().await {
+                    errors.push(e);
+                }
+            }
+            errors
+        }));
+    }
+    for w in workers {
+        for e in w.await.map_err(|e| format!("{phase} worker: {e}"))? {
+            report.fail(phase, e);
+        }
+    }
+    Ok(())
 }
 
 /// Run one mode; the report, or why it could not run at all.

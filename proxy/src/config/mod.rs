@@ -14,6 +14,7 @@ use std::time::Duration;
 pub mod auth;
 pub mod certificates;
 pub mod client_limits;
+pub mod gateway;
 mod limits;
 pub mod log;
 pub use limits::Limits;
@@ -57,6 +58,7 @@ struct FileConfig {
     secondary_certs: SecondaryCertsSection,
     #[serde(default, rename = "origin")]
     origins: Vec<OriginSection>,
+    gateway: Option<gateway::GatewaySection>,
     #[serde(default)]
     auth: auth::AuthSection,
     #[serde(default)]
@@ -172,6 +174,8 @@ pub struct Config {
     pub log_format: log::LogFormat,
     /// `[runtime] worker_threads` (fixed at start); `None`: one per core.
     pub worker_threads: Option<usize>,
+    /// `[gateway]`: chain everything to a parent Bauta instead of dialling.
+    pub gateway: Option<Arc<gateway::GatewaySpec>>,
 }
 
 /// `[secondary_certs]`: when to advertise, on which codepoints.
@@ -480,7 +484,12 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         .origins
         .iter()
         .flat_map(|o| [&o.cert, &o.key].map(|p| src.path(base, p.get_ref())));
-    let tls_files = listener_files.chain(origin_files).collect();
+    let gateway = gateway::compile_gateway(file.gateway.as_ref(), src, base)?;
+    let gateway_files = gateway.iter().flat_map(|g| g.files.iter().cloned());
+    let tls_files = listener_files
+        .chain(origin_files)
+        .chain(gateway_files)
+        .collect();
     for l in &mut listeners {
         if let Some(leaf) = &l.leaf {
             l.handshake_covers = Arc::new(origin::covered_by(leaf, &origins));
@@ -505,6 +514,7 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         tls_files,
         log_format: log::compile_log(&file.log, src)?,
         worker_threads: runtime::compile_runtime(&file.runtime, src)?,
+        gateway: gateway.map(Arc::new),
     })
 }
 

@@ -95,6 +95,24 @@ pub struct Exchange {
     /// Who asks: the connection's verified certificate, else the user a
     /// `Proxy-Authorization` credential proved; `None`: anonymous.
     pub identity: Option<Arc<str>>,
+    /// How the request leaves this proxy (the access log's `via`).
+    pub via: Via,
+}
+
+/// Dialled here, or sent through the `[gateway]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Direct,
+    Gateway,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Direct => "direct",
+            Via::Gateway => "gateway",
+        }
+    }
 }
 
 /// An error together with the policy decision, when one was made.
@@ -146,6 +164,7 @@ impl Exchange {
             kind,
             target,
             started: Instant::now(),
+            via: Via::Direct,
         }
     }
 
@@ -186,6 +205,7 @@ impl Exchange {
             bytes_up: up,
             bytes_down: down,
             duration: self.started.elapsed(),
+            via: self.via.as_str(),
         });
     }
 

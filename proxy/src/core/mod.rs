@@ -3,6 +3,7 @@
 //! request is; [`limits`] counts what each client holds; [`respond`] is the one map from errors to answers; a
 //! [`reply::Reply`] goes back. Nothing here knows hyper, h2, h3 or quinn.
 
+mod chain;
 pub mod context;
 pub mod exchange;
 pub mod limits;

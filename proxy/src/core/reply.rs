@@ -17,8 +17,10 @@ use crate::core::context::Services;
 use crate::core::exchange::Exchange;
 use crate::core::limits::Permit;
 use crate::core::tunnels::TunnelGuard;
+use crate::gateway::GatewayIo;
 use crate::tunnel::tcp::{self as tcp_tunnel, End, TcpSettings, Transferred};
 use crate::tunnel::udp::{self as udp_tunnel, DatagramChannel, FlowEnd, FlowSettings};
+use crate::tunnel::udp_chain::{self, ChainEnd};
 use crate::wire::h2_frame::ErrorCode as H2ErrorCode;
 use crate::wire::h3_error::H3ErrorCode;
 
@@ -52,6 +54,10 @@ pub struct Tunnel {
 enum Far {
     Tcp(TcpStream),
     Udp(UdpSocket),
+    /// A CONNECT stream on a gateway connection.
+    GatewayTcp(Box<GatewayIo>),
+    /// A CONNECT-UDP stream (capsules) on a gateway connection.
+    GatewayUdp(Box<GatewayIo>),
 }
 
 /// How a tunnel ended, as far as the front must act on it.
@@ -102,9 +108,31 @@ impl Tunnel {
         }
     }
 
+    /// A tunnel through the gateway's stream `io` (`udp`: CONNECT-UDP).
+    pub(crate) fn gateway(
+        services: Arc<Services>,
+        ex: Exchange,
+        decision: Decision,
+        io: GatewayIo,
+        udp: bool,
+        permit: Permit,
+    ) -> Tunnel {
+        Tunnel {
+            services,
+            ex,
+            decision,
+            far: if udp {
+                Far::GatewayUdp(Box::new(io))
+            } else {
+                Far::GatewayTcp(Box::new(io))
+            },
+            permit,
+        }
+    }
+
     /// True for CONNECT-UDP (the front then offers its datagrams).
     pub fn is_udp(&self) -> bool {
-        matches!(self.far, Far::Udp(_))
+        matches!(self.far, Far::Udp(_) | Far::GatewayUdp(_))
     }
 
     /// Relay between the client's stream (and, for UDP on HTTP/3, its
@@ -131,7 +159,7 @@ impl Tunnel {
                     tcp_tunnel::relay_sockets(&client, early, &target, live.tcp_settings()).await;
                 live.tcp_ended(&target, moved, end)
             }
-            far @ Far::Udp(_) => {
+            far => {
                 let client = crate::tunnel::prefixed::Prefixed::new(early, client);
                 live.relay(far, client, None::<udp_tunnel::NoDatagrams>)
                     .await
@@ -213,7 +241,50 @@ impl Live {
                 self.ended(r.end.as_str(), r.upstream, r.downstream);
                 end
             }
+            Far::GatewayTcp(gateway) => {
+                let (moved, end) = tcp_tunnel::relay(client, gateway, self.tcp_settings()).await;
+                self.gateway_ended(moved, end)
+            }
+            // A client without datagrams speaks capsules like the gateway:
+            // the stream passes as it is, every capsule type included.
+            Far::GatewayUdp(gateway) => match datagrams {
+                None => {
+                    let (moved, end) =
+                        tcp_tunnel::relay(client, gateway, self.tcp_settings()).await;
+                    self.gateway_ended(moved, end)
+                }
+                Some(datagrams) => {
+                    let idle = self.ex.config.connect_udp.idle_timeout;
+                    let abort = self.services.tunnels.aborted();
+                    let (moved, end) =
+                        udp_chain::relay(client, datagrams, gateway, idle, abort).await;
+                    let (outcome, end) = match end {
+                        ChainEnd::Closed => ("closed", TunnelEnd::Done),
+                        ChainEnd::Idle => ("idle_timeout", TunnelEnd::Done),
+                        ChainEnd::Malformed => ("malformed", TunnelEnd::Malformed),
+                        ChainEnd::GatewayError => ("reset", TunnelEnd::TargetError),
+                        ChainEnd::ClientError => ("reset", TunnelEnd::Done),
+                        ChainEnd::Aborted => ("shutdown", TunnelEnd::Done),
+                    };
+                    self.ended(outcome, moved.up, moved.down);
+                    end
+                }
+            },
         }
+    }
+
+    /// A tunnel through the gateway ended: a failure of the gateway's
+    /// stream resets the client's, as a target's reset would.
+    fn gateway_ended(self, moved: Transferred, end: End) -> TunnelEnd {
+        let (outcome, end) = match end {
+            End::Closed => ("closed", TunnelEnd::Done),
+            End::Idle => ("idle_timeout", TunnelEnd::Done),
+            End::Error(_) => ("reset", TunnelEnd::Done),
+            End::TargetError(_) => ("reset", TunnelEnd::TargetError),
+            End::Aborted => ("shutdown", TunnelEnd::Done),
+        };
+        self.ended(outcome, moved.upstream, moved.downstream);
+        end
     }
 
     /// The TCP relay's idle timeout, byte counters and abort signal.

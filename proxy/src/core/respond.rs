@@ -49,6 +49,12 @@ pub enum ProxyError {
     UriTooLong,
     /// The process is over a watermark and sheds new work (503).
     Overloaded(crate::core::overload::Shed),
+    /// The `[gateway]` (at `next_hop`, `host:port`) could not carry the
+    /// request.
+    Gateway {
+        error: crate::gateway::GatewayError,
+        next_hop: std::sync::Arc<str>,
+    },
 }
 
 /// Every `outcome` label value of `bauta_requests_total`: "ok" and each
@@ -71,6 +77,8 @@ pub const OUTCOMES: &[&str] = &[
     "connection_timeout",
     "unreachable",
     "upstream_error",
+    "gateway_error",
+    "gateway_refused",
 ];
 
 /// How one error is answered.
@@ -303,6 +311,7 @@ impl ProxyError {
                     "the request body does not match its content-length".into(),
                 )
             },
+            ProxyError::Gateway { error, next_hop } => gateway_answer(error, next_hop, a),
             ProxyError::Upstream(UpstreamError::Protocol) => a(
                 StatusCode::BAD_GATEWAY,
                 "http_protocol_error",
@@ -315,6 +324,41 @@ impl ProxyError {
     /// The response head and body text, for fronts that send them separately.
     pub fn head_and_body(&self, proxy_name: &str) -> (Response<()>, Bytes) {
         self.answer().head_and_body(proxy_name)
+    }
+}
+
+/// The gateway's failures (RFC 9209 with `next-hop` naming the gateway):
+/// connecting to it fails like connecting to a destination; while the
+/// breaker is open or every connection is full, 503 at once.
+fn gateway_answer(
+    error: &crate::gateway::GatewayError,
+    next_hop: &str,
+    a: impl Fn(StatusCode, &'static str, &'static str, String) -> Answer,
+) -> Answer {
+    use crate::gateway::GatewayError as G;
+    let (status, token) = match error {
+        G::Dns(_) => (StatusCode::BAD_GATEWAY, "dns_error"),
+        G::Refused => (StatusCode::BAD_GATEWAY, "connection_refused"),
+        G::ConnectTimeout => (StatusCode::GATEWAY_TIMEOUT, "connection_timeout"),
+        G::Tls(_) => (StatusCode::BAD_GATEWAY, "tls_protocol_error"),
+        G::Protocol(_) => (StatusCode::BAD_GATEWAY, "http_protocol_error"),
+        G::CircuitOpen { .. } => (StatusCode::SERVICE_UNAVAILABLE, "destination_unavailable"),
+        G::Saturated => (StatusCode::SERVICE_UNAVAILABLE, "connection_limit_reached"),
+        G::GoingAway | G::StreamReset | G::ConnectionLost => {
+            (StatusCode::BAD_GATEWAY, "connection_terminated")
+        }
+        G::ResponseTimeout => (StatusCode::GATEWAY_TIMEOUT, "http_response_timeout"),
+    };
+    // The reason, without addresses or certificate details from the TLS stack.
+    let details = match error {
+        G::Dns(_) => "the gateway's name did not resolve".to_string(),
+        G::Tls(_) => "TLS with the gateway failed".to_string(),
+        G::Protocol(_) => "HTTP/2 with the gateway failed".to_string(),
+        other => other.to_string(),
+    };
+    Answer {
+        params: Some(format!("next-hop={}", sf_string(next_hop))),
+        ..a(status, token, "gateway_error", details)
     }
 }
 
@@ -452,6 +496,17 @@ mod tests {
             (ProxyError::Overloaded(Shed::Memory), 503, "proxy_internal_error", "overloaded", None, None, Level::INFO),
             (ProxyError::Overloaded(Shed::Tunnels), 503, "connection_limit_reached", "overloaded", None, None, Level::INFO),
             (ProxyError::Overloaded(Shed::UdpFlows), 503, "connection_limit_reached", "overloaded", None, None, Level::INFO),
+            (gw(G::Dns("x".into())), 502, "dns_error", "gateway_error", None, None, Level::INFO),
+            (gw(G::Refused), 502, "connection_refused", "gateway_error", None, None, Level::INFO),
+            (gw(G::ConnectTimeout), 504, "connection_timeout", "gateway_error", None, None, Level::INFO),
+            (gw(G::Tls("x".into())), 502, "tls_protocol_error", "gateway_error", None, None, Level::INFO),
+            (gw(G::Protocol("x".into())), 502, "http_protocol_error", "gateway_error", None, None, Level::INFO),
+            (gw(G::CircuitOpen { retry_in: std::time::Duration::from_millis(5) }), 503, "destination_unavailable", "gateway_error", None, None, Level::INFO),
+            (gw(G::Saturated), 503, "connection_limit_reached", "gateway_error", None, None, Level::INFO),
+            (gw(G::GoingAway), 502, "connection_terminated", "gateway_error", None, None, Level::INFO),
+            (gw(G::StreamReset), 502, "connection_terminated", "gateway_error", None, None, Level::INFO),
+            (gw(G::ConnectionLost), 502, "connection_terminated", "gateway_error", None, None, Level::INFO),
+            (gw(G::ResponseTimeout), 504, "http_response_timeout", "gateway_error", None, None, Level::INFO),
         ];
         for (err, status, token, outcome, h2, h3, level) in rows {
             let ans = err.answer();
@@ -470,6 +525,27 @@ mod tests {
             let ps = resp.headers()["proxy-status"].to_str().expect("ascii");
             assert!(ps.starts_with(&format!("bauta; error={token}")), "{ps}");
         }
+    }
+
+    use crate::gateway::GatewayError as G;
+
+    fn gw(error: G) -> ProxyError {
+        ProxyError::Gateway {
+            error,
+            next_hop: std::sync::Arc::from("gw.test:8443"),
+        }
+    }
+
+    /// A gateway failure names the gateway as the next hop, and no
+    /// internal detail of the failure.
+    #[test]
+    fn gateway_errors_name_the_next_hop() {
+        let (resp, _) = gw(G::Tls("unknown issuer CN=corp-ca".into())).head_and_body("sidecar");
+        let ps = resp.headers()["proxy-status"].to_str().expect("ascii");
+        assert_eq!(
+            ps,
+            "sidecar; error=tls_protocol_error; next-hop=\"gw.test:8443\"; details=\"TLS with the gateway failed\""
+        );
     }
 
     fn auth_required(failure: Failure) -> ProxyError {

@@ -13,6 +13,7 @@ use crate::auth::{self, basic};
 use crate::body::metered::MeteredBody;
 use crate::body::{self, Body};
 use crate::config::origin::Origin;
+use crate::core::chain;
 use crate::core::context::Services;
 use crate::core::exchange::{dial_failure, ConnInfo, Exchange, Failure};
 use crate::core::limits::{Client, Exceeded, Permit};
@@ -43,18 +44,31 @@ pub async fn serve(
             .map(|()| route),
         Err(e) => Err(e),
     };
-    let result = match routed {
-        Err(e) => Err((e, None)),
-        Ok(Route::Tunnel(target)) => {
+    // Sidecar mode: everything this proxy would dial goes to the gateway.
+    let gateway = ex.config.gateway.as_ref().and(services.gateway());
+    let result = match (routed, gateway) {
+        (Err(e), _) => Err((e, None)),
+        (Ok(Route::Tunnel(target)), Some(gw)) => {
+            ex.target = target.to_string();
+            chain::tunnel(services, &mut ex, &gw, &target, false).await
+        }
+        (Ok(Route::UdpTunnel(target)), Some(gw)) => {
+            ex.target = target.to_string();
+            chain::tunnel(services, &mut ex, &gw, &target, true).await
+        }
+        (Ok(Route::Forward(target)), Some(gw)) => {
+            chain::forward(services, &mut ex, &gw, &target, head, body).await
+        }
+        (Ok(Route::Tunnel(target)), None) => {
             ex.target = target.to_string();
             tunnel(services, &ex, &target).await
         }
-        Ok(Route::UdpTunnel(target)) => {
+        (Ok(Route::UdpTunnel(target)), None) => {
             ex.target = target.to_string();
             udp_tunnel(services, &ex, &target).await
         }
-        Ok(Route::Forward(target)) => forward(services, &ex, &target, head, body).await,
-        Ok(Route::Reverse(origin)) => reverse(services, &ex, &origin, head, body).await,
+        (Ok(Route::Forward(target)), None) => forward(services, &ex, &target, head, body).await,
+        (Ok(Route::Reverse(origin)), _) => reverse(services, &ex, &origin, head, body).await,
     };
     match result {
         Ok(reply) => reply,
@@ -120,7 +134,7 @@ async fn authenticate(
 /// process-wide watermarks (else a 503), the connection's CONNECT-UDP cap
 /// and the client's limits (else a 429), taken before dialling (a refused
 /// tunnel costs no upstream connection).
-fn admit(services: &Services, ex: &Exchange, udp: bool) -> Result<Permit, Failure> {
+pub(super) fn admit(services: &Services, ex: &Exchange, udp: bool) -> Result<Permit, Failure> {
     let config = &ex.config;
     let flows = udp.then_some(&ex.conn.udp_flows);
     let load = match services.overload.admit(&config.limits, flows) {
@@ -164,7 +178,7 @@ fn shed_failure(services: &Services, shed: Shed) -> Failure {
 
 /// A forwarded or reverse-proxied request starts only under the memory
 /// watermark.
-fn admit_request(services: &Services) -> Result<(), Failure> {
+pub(super) fn admit_request(services: &Services) -> Result<(), Failure> {
     services
         .overload
         .check_request()
@@ -325,7 +339,7 @@ fn status_only(status: StatusCode) -> Response<()> {
     r
 }
 
-fn request(head: RequestHead, body: Body) -> Request<Body> {
+pub(super) fn request(head: RequestHead, body: Body) -> Request<Body> {
     let mut req = Request::new(body);
     *req.method_mut() = head.method;
     *req.uri_mut() = head.uri;
@@ -335,13 +349,13 @@ fn request(head: RequestHead, body: Body) -> Request<Body> {
 }
 
 /// Count the request body's bytes into `up`.
-fn metered(body: Body, up: &Arc<AtomicU64>) -> Body {
+pub(super) fn metered(body: Body, up: &Arc<AtomicU64>) -> Body {
     body::boxed(MeteredBody::new(body, Arc::clone(up), None))
 }
 
 /// Count the response body's bytes and write the access-log line (with the
 /// request bytes counted in `up`) when the body ends.
-fn log_when_done(
+pub(super) fn log_when_done(
     ex: &Exchange,
     decision: Decision,
     up: Arc<AtomicU64>,

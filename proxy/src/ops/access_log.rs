@@ -29,6 +29,9 @@ pub struct Entry<'a> {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub duration: Duration,
+    /// How the request left this proxy: `direct` (dialled here) or
+    /// `gateway` (through the `[gateway]`).
+    pub via: &'a str,
 }
 
 /// Where lines go; unset (a library user, the tests' in-process proxies):
@@ -100,6 +103,7 @@ pub fn format_line(e: &Entry<'_>, now: SystemTime, out: &mut Vec<u8>) {
     field_num(out, "bytes_down", e.bytes_down);
     let ms = u64::try_from(e.duration.as_millis()).unwrap_or(u64::MAX);
     field_num(out, "duration_ms", ms);
+    field_str(out, "via", e.via);
     out.extend_from_slice(b"}\n");
 }
 
@@ -194,6 +198,7 @@ mod tests {
             bytes_up: 12,
             bytes_down: u64::MAX,
             duration: Duration::from_millis(1500),
+            via: "direct",
         }
     }
 
@@ -217,7 +222,7 @@ mod tests {
              \"client\":\"127.0.0.1:4242\",\"identity\":\"anonymous\",\"protocol\":\"http/1.1\",\
              \"method\":\"CONNECT\",\"kind\":\"connect\",\"target\":\"example.com:443\",\"verdict\":\"\",\
              \"rule\":\"\",\"reason\":\"\",\"status\":200,\"outcome\":\"ok\",\"bytes_up\":12,\
-             \"bytes_down\":18446744073709551615,\"duration_ms\":1500}\n"
+             \"bytes_down\":18446744073709551615,\"duration_ms\":1500,\"via\":\"direct\"}\n"
         );
     }
 

@@ -64,6 +64,14 @@ pub struct Metrics {
     pub certificate_expiry: IntGaugeVec,
     /// Empty splice(2) pipe pairs kept for reuse ([`SPLICE_PIPES_POOLED`]).
     pub splice_pipes_pooled: IntGauge,
+    /// Connections to the `[gateway]` by protocol and state.
+    pub gateway_connections: IntGaugeVec,
+    /// Streams open on gateway connections by kind.
+    pub gateway_streams_active: IntGaugeVec,
+    /// Time to open a gateway connection (TCP, TLS and HTTP/2 SETTINGS).
+    pub gateway_connect_seconds: Histogram,
+    /// Gateway failures by reason.
+    pub gateway_errors: IntCounterVec,
 }
 
 /// Empty pipe pairs in the splice relay's pool (`tunnel::splice` keeps it
@@ -286,6 +294,37 @@ impl Metrics {
         registry.register(Box::new(policy_decisions.clone()))?;
         registry.register(Box::new(dns_lookups.clone()))?;
         registry.register(Box::new(upstream_connect_seconds.clone()))?;
+        let gateway_connections = IntGaugeVec::new(
+            Opts::new(
+                "bauta_gateway_connections",
+                "Connections to the [gateway] by protocol and state.",
+            ),
+            &["protocol", "state"],
+        )?;
+        let gateway_streams_active = IntGaugeVec::new(
+            Opts::new(
+                "bauta_gateway_streams_active",
+                "Streams open on gateway connections by kind.",
+            ),
+            &["kind"],
+        )?;
+        let gateway_connect_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "bauta_gateway_connect_seconds",
+                "Time to open a connection to the gateway (TCP, TLS, HTTP/2 setup).",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        let gateway_errors = IntCounterVec::new(
+            Opts::new("bauta_gateway_errors_total", "Gateway failures by reason."),
+            &["reason"],
+        )?;
+        registry.register(Box::new(gateway_connections.clone()))?;
+        registry.register(Box::new(gateway_streams_active.clone()))?;
+        registry.register(Box::new(gateway_connect_seconds.clone()))?;
+        registry.register(Box::new(gateway_errors.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -318,6 +357,10 @@ impl Metrics {
             overloaded,
             certificate_expiry,
             splice_pipes_pooled,
+            gateway_connections,
+            gateway_streams_active,
+            gateway_connect_seconds,
+            gateway_errors,
         })
     }
 

@@ -91,6 +91,18 @@ pub fn prefill(m: &Metrics, config: &Config) {
     touch(&m.limit_rejections, &[&limits]);
     let shed: Vec<&str> = Shed::ALL.iter().map(|s| s.as_str()).collect();
     touch(&m.overload_shed, &[&shed]);
+    if let Some(g) = &config.gateway {
+        for p in &g.protocols {
+            for state in crate::gateway::STATES {
+                m.gateway_connections
+                    .with_label_values(&[p.as_str(), state]);
+            }
+        }
+        for kind in crate::gateway::STREAM_KINDS {
+            m.gateway_streams_active.with_label_values(&[kind]);
+        }
+        touch(&m.gateway_errors, &[crate::gateway::error::REASONS]);
+    }
     // The certificates in force now: a reload drops those no longer served.
     m.certificate_expiry.reset();
     for c in crate::config::certificates::served(config) {

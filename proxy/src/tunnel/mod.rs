@@ -6,4 +6,5 @@ pub mod prefixed;
 pub mod splice;
 pub mod tcp;
 pub mod udp;
+pub mod udp_chain;
 pub mod udp_flow;

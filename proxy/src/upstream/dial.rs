@@ -371,7 +371,7 @@ pub fn interleave_ips(addrs: &[IpAddr]) -> Vec<IpAddr> {
 
 /// Start one attempt, and another every ATTEMPT_DELAY or as soon as one fails;
 /// the first to connect wins, the rest are dropped (RFC 8305 §5).
-async fn happy_eyeballs(
+pub(crate) async fn happy_eyeballs(
     addrs: &[SocketAddr],
     timeout: Duration,
 ) -> Result<(TcpStream, SocketAddr), DialError> {

@@ -1,0 +1,332 @@
+//! `[gateway]`: a parent Bauta this one chains to (sidecar mode). Every
+//! tunnel, UDP flow and forwarded request goes to the gateway over a few
+//! multiplexed connections instead of being dialled here.
+//!
+//! ```toml
+//! [gateway]
+//! url = "https://egress.corp.svc:8443"
+//! protocols = ["h2"]            # tried in order
+//! ca = "gateway-ca.pem"         # trust anchors for the gateway's certificate
+//! client_cert = "pod.pem"       # mTLS: the identity the gateway's policy sees
+//! client_key = "pod.key"
+//! connections = 1               # kept open; more only for throughput
+//! max_connections = 4           # opened when every connection is full of streams
+//! max_streams_per_connection = 100
+//! connect_timeout_ms = 5000
+//! keepalive_s = 15
+//! udp_template = "/.well-known/masque/udp/{target_host}/{target_port}/"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, Source, DEFAULT_UDP_TEMPLATE};
+use crate::tls;
+use crate::wire::target::Target;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GatewaySection {
+    url: Option<Spanned<String>>,
+    protocols: Option<Spanned<Vec<String>>>,
+    ca: Option<Spanned<String>>,
+    client_cert: Option<Spanned<String>>,
+    client_key: Option<Spanned<String>>,
+    connections: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<u64>>,
+    max_streams_per_connection: Option<Spanned<u64>>,
+    connect_timeout_ms: Option<Spanned<u64>>,
+    keepalive_s: Option<Spanned<u64>>,
+    udp_template: Option<Spanned<String>>,
+}
+
+/// The protocols a gateway connection may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GatewayProtocol {
+    H2,
+}
+
+impl GatewayProtocol {
+    /// The config spelling, also the metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GatewayProtocol::H2 => "h2",
+        }
+    }
+}
+
+/// The compiled `[gateway]`.
+#[derive(Clone)]
+pub struct GatewaySpec {
+    /// As written (for logs and `next-hop`).
+    pub url: Arc<str>,
+    /// Host and port to connect to.
+    pub target: Target,
+    pub server_name: ServerName<'static>,
+    pub protocols: Vec<GatewayProtocol>,
+    /// TLS 1.3 with ALPN `h2`, the gateway's trust anchors and our client
+    /// certificate, if any.
+    pub tls_h2: Arc<rustls::ClientConfig>,
+    pub connections: usize,
+    pub max_connections: usize,
+    pub max_streams_per_connection: usize,
+    pub connect_timeout: Duration,
+    pub keepalive: Duration,
+    /// The path template of the gateway's CONNECT-UDP resource.
+    pub udp_template: Arc<str>,
+    /// Files read for this section (watched for reload).
+    pub files: Vec<PathBuf>,
+    /// What makes two specs the same gateway: the settings and the bytes of
+    /// every file. A reload that keeps it keeps the open connections.
+    pub fingerprint: Vec<u8>,
+}
+
+impl std::fmt::Debug for GatewaySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewaySpec")
+            .field("url", &self.url)
+            .field("protocols", &self.protocols)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for GatewaySpec {
+    fn eq(&self, other: &GatewaySpec) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+pub(super) fn compile_gateway(
+    g: Option<&GatewaySection>,
+    src: &Source<'_>,
+    base: &Path,
+) -> Result<Option<GatewaySpec>, ConfigError> {
+    let Some(g) = g else {
+        return Ok(None);
+    };
+    let Some(url) = &g.url else {
+        return Err(ConfigError {
+            file: src.name.clone(),
+            line: None,
+            key: "gateway.url".into(),
+            message: "is required (\"https://host:port\")".into(),
+        });
+    };
+    let target = parse_url(url.get_ref()).map_err(|m| src.err(url.span(), "gateway.url", m))?;
+    let server_name =
+        tls::server_name(&target.host).map_err(|m| src.err(url.span(), "gateway.url", m))?;
+    let protocols = match &g.protocols {
+        None => vec![GatewayProtocol::H2],
+        Some(p) => {
+            let mut out = Vec::new();
+            for name in p.get_ref() {
+                let proto = match name.as_str() {
+                    "h2" => GatewayProtocol::H2,
+                    other => {
+                        return Err(src.err(
+                            p.span(),
+                            "gateway.protocols",
+                            format!("unknown protocol {other:?} (supported: \"h2\")"),
+                        ))
+                    }
+                };
+                if !out.contains(&proto) {
+                    out.push(proto);
+                }
+            }
+            if out.is_empty() {
+                return Err(src.err(p.span(), "gateway.protocols", "must not be empty"));
+            }
+            out
+        }
+    };
+    let mut fingerprint = Vec::new();
+    let mut files = Vec::new();
+    let mut read = |path: &Spanned<String>, key: &str| -> Result<PathBuf, ConfigError> {
+        let p = src.path(base, path.get_ref());
+        let bytes = std::fs::read(&p)
+            .map_err(|e| src.err(path.span(), key, format!("{}: {e}", p.display())))?;
+        fingerprint.extend_from_slice(key.as_bytes());
+        fingerprint.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        fingerprint.extend_from_slice(&bytes);
+        files.push(p.clone());
+        Ok(p)
+    };
+    let ca = match &g.ca {
+        Some(ca) => Some((read(ca, "gateway.ca")?, ca.span())),
+        None => None,
+    };
+    let client = match (&g.client_cert, &g.client_key) {
+        (Some(c), Some(k)) => {
+            let cert = read(c, "gateway.client_cert")?;
+            let key = read(k, "gateway.client_key")?;
+            let chain =
+                tls::load_certs(&cert).map_err(|m| src.err(c.span(), "gateway.client_cert", m))?;
+            let key_der =
+                tls::load_key(&key).map_err(|m| src.err(k.span(), "gateway.client_key", m))?;
+            tls::secret_file::warn_if_exposed(&key, "gateway.client_key");
+            Some((chain, key_der, c.span()))
+        }
+        (None, None) => None,
+        (Some(c), None) => {
+            return Err(src.err(
+                c.span(),
+                "gateway.client_key",
+                "is required with client_cert",
+            ))
+        }
+        (None, Some(k)) => {
+            return Err(src.err(
+                k.span(),
+                "gateway.client_cert",
+                "is required with client_key",
+            ))
+        }
+    };
+    let roots = match &ca {
+        Some((p, span)) => {
+            tls::root_store(Some(p)).map_err(|m| src.err(span.clone(), "gateway.ca", m))?
+        }
+        None => tls::root_store(None).map_err(|m| ConfigError {
+            file: src.name.clone(),
+            line: None,
+            key: "gateway.ca".into(),
+            message: m,
+        })?,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| src.err(url.span(), "gateway", format!("TLS setup: {e}")))?
+        .with_root_certificates(roots);
+    let mut tls_h2 = match client {
+        Some((chain, key, span)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+            src.err(
+                span,
+                "gateway.client_cert",
+                format!("unusable with the key: {e}"),
+            )
+        })?,
+        None => builder.with_no_client_auth(),
+    };
+    tls_h2.alpn_protocols = vec![b"h2".to_vec()];
+
+    let count = |v: &Option<Spanned<u64>>, key: &str, default: u64, max: u64| {
+        let Some(v) = v else {
+            return Ok(default as usize);
+        };
+        match *v.get_ref() {
+            n if (1..=max).contains(&n) => Ok(n as usize),
+            _ => Err(src.err(v.span(), key, format!("must be between 1 and {max}"))),
+        }
+    };
+    let connections = count(&g.connections, "gateway.connections", 1, 64)?;
+    let max_connections = count(
+        &g.max_connections,
+        "gateway.max_connections",
+        4.max(connections as u64),
+        256,
+    )?;
+    if max_connections < connections {
+        let span = g
+            .max_connections
+            .as_ref()
+            .map(|s| s.span())
+            .unwrap_or_default();
+        return Err(src.err(
+            span,
+            "gateway.max_connections",
+            "must be at least gateway.connections",
+        ));
+    }
+    let max_streams = count(
+        &g.max_streams_per_connection,
+        "gateway.max_streams_per_connection",
+        100,
+        1 << 20,
+    )?;
+    let connect_timeout = Duration::from_millis(count(
+        &g.connect_timeout_ms,
+        "gateway.connect_timeout_ms",
+        5000,
+        600_000,
+    )? as u64);
+    let keepalive =
+        Duration::from_secs(count(&g.keepalive_s, "gateway.keepalive_s", 15, 3600)? as u64);
+    let udp_template: Arc<str> = match &g.udp_template {
+        None => Arc::from(DEFAULT_UDP_TEMPLATE),
+        Some(t) => {
+            let s = t.get_ref();
+            if !s.starts_with('/') || !s.contains("{target_host}") || !s.contains("{target_port}") {
+                return Err(src.err(
+                    t.span(),
+                    "gateway.udp_template",
+                    "must be a path holding {target_host} and {target_port}",
+                ));
+            }
+            Arc::from(s.as_str())
+        }
+    };
+    for part in [
+        url.get_ref().as_bytes(),
+        format!("{protocols:?}/{connections}/{max_connections}/{max_streams}/{connect_timeout:?}/{keepalive:?}/{udp_template}").as_bytes(),
+    ] {
+        fingerprint.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        fingerprint.extend_from_slice(part);
+    }
+    Ok(Some(GatewaySpec {
+        url: Arc::from(url.get_ref().as_str()),
+        target,
+        server_name,
+        protocols,
+        tls_h2: Arc::new(tls_h2),
+        connections,
+        max_connections,
+        max_streams_per_connection: max_streams,
+        connect_timeout,
+        keepalive,
+        udp_template,
+        files,
+        fingerprint,
+    }))
+}
+
+/// `https://host[:port][/]` → the gateway's host and port (443 by default).
+fn parse_url(url: &str) -> Result<Target, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or("must start with https:// (the gateway is always reached over TLS)")?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return Err("must be https://host[:port] with nothing after the authority".into());
+    }
+    Target::parse_authority(authority, Some(443)).map_err(|e| format!("{authority:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = parse_url("https://egress.corp.svc:8443").expect("url");
+        assert_eq!(t.to_string(), "egress.corp.svc:8443");
+        assert_eq!(parse_url("https://gw/").expect("url").port, 443);
+        assert_eq!(parse_url("https://[::1]:9").expect("url").port, 9);
+        assert_eq!(parse_url("https://127.0.0.1:8443").expect("url").port, 8443);
+        for bad in [
+            "http://gw:1",
+            "https://",
+            "https://gw:1/path",
+            "https://u@gw",
+            "https://::1:9",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The gateway connections and the leasing of their streams.
+//!
+//! A stream goes to the open connection with the fewest streams that still
+//! has room (our `max_streams_per_connection` and the gateway's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS`). A new connection is opened while
+//! fewer than `connections` are open, or when every one is full (up to
+//! `max_connections`). One attempt runs at a time; the others wait for it
+//! and then take a stream on what it opened. A failed attempt opens the
+//! [`Breaker`]: until its backoff expires, requests fail at once.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use prometheus::IntGauge;
+
+use super::breaker::Breaker;
+use super::conn::Connection;
+use super::error::GatewayError;
+use crate::config::gateway::GatewaySpec;
+use crate::ops::metrics::Metrics;
+
+pub struct Pool {
+    spec: Arc<GatewaySpec>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    /// Held while a connection is being opened.
+    opening: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    conns: Vec<Arc<Connection>>,
+    breaker: Breaker,
+}
+
+/// One stream slot on one connection, given back when dropped.
+pub struct Lease {
+    conn: Arc<Connection>,
+    gauge: IntGauge,
+}
+
+impl Lease {
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.conn.release();
+        self.gauge.dec();
+    }
+}
+
+/// What [`Pool::try_take`] found.
+enum Take {
+    Leased(Lease),
+    /// Open another connection.
+    Open,
+}
+
+impl Pool {
+    pub fn new(spec: Arc<GatewaySpec>, metrics: Arc<Metrics>) -> Pool {
+        Pool {
+            spec,
+            metrics,
+            state: Mutex::new(State::default()),
+            opening: tokio::sync::Mutex::new(()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A stream slot for a request of `kind` (`connect`, `connect-udp`,
+    /// `http`), opening a connection if needed.
+    pub async fn lease(&self, kind: &'static str) -> Result<Lease, GatewayError> {
+        if let Take::Leased(l) = self.try_take(kind)? {
+            return Ok(l);
+        }
+        let _opening = self.opening.lock().await;
+        // Someone else may have opened one while we waited.
+        if let Take::Leased(l) = self.try_take(kind)? {
+            return Ok(l);
+        }
+        if self.usable() >= self.spec.max_connections {
+            return Err(GatewayError::Saturated);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match Connection::open(&self.spec, id, &self.metrics).await {
+            Ok(conn) => {
+                let mut st = self.lock();
+                st.breaker.succeeded();
+                st.conns.push(Arc::clone(&conn));
+                drop(st);
+                if conn.try_acquire() {
+                    return Ok(self.leased(conn, kind));
+                }
+                Err(GatewayError::Saturated)
+            }
+            Err(e) => {
+                tracing::warn!(gateway = %self.spec.url, error = %e, "cannot connect to the gateway");
+                self.lock().breaker.failed(Instant::now(), jitter());
+                Err(e)
+            }
+        }
+    }
+
+    fn try_take(&self, kind: &'static str) -> Result<Take, GatewayError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.conns.retain(|c| !c.is_closed());
+        let usable: Vec<&Arc<Connection>> = st.conns.iter().filter(|c| c.is_usable()).collect();
+        let breaker_open = st.breaker.is_open(now);
+        // Spread over `connections` before stacking streams on one.
+        if usable.len() >= self.spec.connections || breaker_open {
+            let mut by_load = usable.clone();
+            by_load.sort_by_key(|c| c.active());
+            for c in by_load {
+                if c.try_acquire() {
+                    return Ok(Take::Leased(self.leased(Arc::clone(c), kind)));
+                }
+            }
+        }
+        if breaker_open {
+            return Err(GatewayError::CircuitOpen {
+                retry_in: st.breaker.wait(now),
+            });
+        }
+        Ok(Take::Open)
+    }
+
+    fn leased(&self, conn: Arc<Connection>, kind: &'static str) -> Lease {
+        let gauge = self
+            .metrics
+            .gateway_streams_active
+            .with_label_values(&[kind]);
+        gauge.inc();
+        Lease { conn, gauge }
+    }
+
+    fn usable(&self) -> usize {
+        self.lock().conns.iter().filter(|c| c.is_usable()).count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A number in [0, 1) that differs between processes and calls.
+fn jitter() -> f64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}

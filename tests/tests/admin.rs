@@ -31,6 +31,8 @@ const OUTCOMES: &[&str] = &[
     "upstream_error",
     "internal_error",
     "not_implemented",
+    "gateway_error",
+    "gateway_refused",
 ];
 
 /// The README's metrics table, for a proxy with one plain HTTP/1.1 listener
@@ -217,12 +219,47 @@ const FAMILIES: &[Family] = &[
         ],
     },
     Family {
+        name: "bauta_gateway_connect_seconds",
+        histogram: true,
+        labels: &[],
+    },
+    Family {
         name: "bauta_protocol_floods_total",
         histogram: false,
         labels: &[
             ("front", &["h2"]),
             ("frame", &["ping", "settings", "priority", "empty"]),
         ],
+    },
+];
+
+/// The families a sidecar (`[gateway]`, with `[[originate]]`) adds; see
+/// tests/tests/gateway_chain.rs for their values.
+const GATEWAY_FAMILIES: &[Family] = &[
+    Family {
+        name: "bauta_gateway_connections",
+        histogram: false,
+        labels: &[("protocol", &["h2"]), ("state", &["open", "draining"])],
+    },
+    Family {
+        name: "bauta_gateway_streams_active",
+        histogram: false,
+        labels: &[("kind", &["connect", "connect-udp", "http"])],
+    },
+    Family {
+        name: "bauta_gateway_errors_total",
+        histogram: false,
+        labels: &[("reason", &[])],
+    },
+    Family {
+        name: "bauta_originated_requests_total",
+        histogram: false,
+        labels: &[("outcome", &["ok", "not_authoritative", "gateway_error"])],
+    },
+    Family {
+        name: "bauta_secondary_certs_validated_total",
+        histogram: false,
+        labels: &[("outcome", &["accepted", "unacceptable", "invalid"])],
     },
 ];
 
@@ -316,6 +353,7 @@ fn families_match_the_readme() {
     let mut ours: Vec<&str> = FAMILIES
         .iter()
         .chain(H3_FAMILIES)
+        .chain(GATEWAY_FAMILIES)
         .map(|f| f.name.strip_prefix("bauta_").expect("bauta_ prefix"))
         .collect();
     ours.sort_unstable();

@@ -136,7 +136,7 @@ async fn probe_exits_0_when_every_authenticator_is_valid() {
 
 // === the access log ===
 
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 18] = [
     "timestamp",
     "level",
     "listener",
@@ -154,6 +154,7 @@ const FIELDS: [&str; 17] = [
     "bytes_up",
     "bytes_down",
     "duration_ms",
+    "via",
 ];
 
 fn parse_lines(lines: &[String]) -> Vec<Value> {

@@ -43,6 +43,16 @@ pub(super) struct GatewaySection {
     connect_timeout_ms: Option<Spanned<u64>>,
     keepalive_s: Option<Spanned<u64>>,
     udp_template: Option<Spanned<String>>,
+    origin_ca: Option<Spanned<String>>,
+}
+
+/// One `[[originate]]`: an origin whose `http://` requests are sent as
+/// `https://` through the gateway once it has proven the origin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OriginateSection {
+    host: Spanned<String>,
+    port: Option<Spanned<u16>>,
 }
 
 /// The protocols a gateway connection may use.
@@ -79,6 +89,13 @@ pub struct GatewaySpec {
     pub keepalive: Duration,
     /// The path template of the gateway's CONNECT-UDP resource.
     pub udp_template: Arc<str>,
+    /// `[[originate]]`: origins to upgrade to `https://` once proven.
+    pub originate: Arc<[Target]>,
+    /// Checks a secondary certificate for an originated origin (chain to
+    /// `origin_ca`, else `ca`; validity; name).
+    pub origin_verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    /// `[secondary_certs]` codepoints, for our setting and the frames.
+    pub codepoints: crate::seccert::negotiation::Codepoints,
     /// Files read for this section (watched for reload).
     pub files: Vec<PathBuf>,
     /// What makes two specs the same gateway: the settings and the bytes of
@@ -104,10 +121,19 @@ impl PartialEq for GatewaySpec {
 
 pub(super) fn compile_gateway(
     g: Option<&GatewaySection>,
+    originate: &[OriginateSection],
+    codepoints: crate::seccert::negotiation::Codepoints,
     src: &Source<'_>,
     base: &Path,
 ) -> Result<Option<GatewaySpec>, ConfigError> {
     let Some(g) = g else {
+        if let Some(o) = originate.first() {
+            return Err(src.err(
+                o.host.span(),
+                "originate",
+                "needs a [gateway]: origination goes through the gateway only",
+            ));
+        }
         return Ok(None);
     };
     let Some(url) = &g.url else {
@@ -189,6 +215,10 @@ pub(super) fn compile_gateway(
             ))
         }
     };
+    let origin_ca = match &g.origin_ca {
+        Some(p) => Some((read(p, "gateway.origin_ca")?, p.span())),
+        None => None,
+    };
     let roots = match &ca {
         Some((p, span)) => {
             tls::root_store(Some(p)).map_err(|m| src.err(span.clone(), "gateway.ca", m))?
@@ -200,6 +230,38 @@ pub(super) fn compile_gateway(
             message: m,
         })?,
     };
+    let origin_roots = match &origin_ca {
+        Some((p, span)) => {
+            tls::root_store(Some(p)).map_err(|m| src.err(span.clone(), "gateway.origin_ca", m))?
+        }
+        None => roots.clone(),
+    };
+    let origin_verifier =
+        crate::seccert::webpki_verifier(Arc::new(origin_roots)).map_err(|e| ConfigError {
+            file: src.name.clone(),
+            line: None,
+            key: "gateway.origin_ca".into(),
+            message: format!("no usable trust anchor: {e}"),
+        })?;
+    let mut origins = Vec::new();
+    for o in originate {
+        let port = o.port.as_ref().map_or(443, |p| *p.get_ref());
+        let host = bauta_policy::Host::parse(o.host.get_ref())
+            .map_err(|e| src.err(o.host.span(), "originate.host", e.to_string()))?;
+        if port == 0 {
+            let span = o.port.as_ref().map(|p| p.span()).unwrap_or_default();
+            return Err(src.err(span, "originate.port", "must be 1..65535"));
+        }
+        let t = Target { host, port };
+        if origins.contains(&t) {
+            return Err(src.err(
+                o.host.span(),
+                "originate.host",
+                format!("{t} is listed twice"),
+            ));
+        }
+        origins.push(t);
+    }
     let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| src.err(url.span(), "gateway", format!("TLS setup: {e}")))?
@@ -274,7 +336,7 @@ pub(super) fn compile_gateway(
     };
     for part in [
         url.get_ref().as_bytes(),
-        format!("{protocols:?}/{connections}/{max_connections}/{max_streams}/{connect_timeout:?}/{keepalive:?}/{udp_template}").as_bytes(),
+        format!("{protocols:?}/{connections}/{max_connections}/{max_streams}/{connect_timeout:?}/{keepalive:?}/{udp_template}/{origins:?}/{codepoints:?}").as_bytes(),
     ] {
         fingerprint.extend_from_slice(&(part.len() as u64).to_be_bytes());
         fingerprint.extend_from_slice(part);
@@ -291,6 +353,9 @@ pub(super) fn compile_gateway(
         connect_timeout,
         keepalive,
         udp_template,
+        originate: origins.into(),
+        origin_verifier,
+        codepoints,
         files,
         fingerprint,
     }))
@@ -311,6 +376,65 @@ fn parse_url(url: &str) -> Result<Target, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    fn parse(gateway: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"http1\"]\n[gateway]\n{gateway}\n"
+        );
+        Config::parse(&text, "t.toml", Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn refuses_what_cannot_work_naming_the_key() {
+        for (body, key) in [
+            ("protocols = [\"h2\"]", "gateway.url"),
+            ("url = \"http://gw:1\"", "gateway.url"),
+            (
+                "url = \"https://gw:1\"\nprotocols = [\"h4\"]",
+                "gateway.protocols",
+            ),
+            (
+                "url = \"https://gw:1\"\nprotocols = []",
+                "gateway.protocols",
+            ),
+            (
+                "url = \"https://gw:1\"\nclient_cert = \"a.pem\"",
+                "gateway.client_key",
+            ),
+            ("url = \"https://gw:1\"\nca = \"missing.pem\"", "gateway.ca"),
+            (
+                "url = \"https://gw:1\"\nconnections = 0",
+                "gateway.connections",
+            ),
+            (
+                "url = \"https://gw:1\"\nconnections = 8\nmax_connections = 2",
+                "gateway.max_connections",
+            ),
+            (
+                "url = \"https://gw:1\"\nudp_template = \"/x\"",
+                "gateway.udp_template",
+            ),
+        ] {
+            let e = parse(body).expect_err(body);
+            assert_eq!(e.key, key, "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_the_identity_of_a_spec() {
+        let c = parse("url = \"https://gw.test:8443\"").expect("config");
+        let g = c.gateway.as_ref().expect("gateway");
+        assert_eq!(g.target.to_string(), "gw.test:8443");
+        assert_eq!(g.protocols, vec![GatewayProtocol::H2]);
+        assert_eq!((g.connections, g.max_connections), (1, 4));
+        assert_eq!(g.max_streams_per_connection, 100);
+        assert_eq!(&*g.udp_template, DEFAULT_UDP_TEMPLATE);
+        let same = parse("url = \"https://gw.test:8443\"").expect("config");
+        assert!(**g == **same.gateway.as_ref().expect("gateway"));
+        let other = parse("url = \"https://gw.test:8443\"\nconnections = 2").expect("config");
+        assert!(**g != **other.gateway.as_ref().expect("gateway"));
+    }
 
     #[test]
     fn urls() {

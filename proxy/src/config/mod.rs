@@ -60,6 +60,8 @@ struct FileConfig {
     origins: Vec<OriginSection>,
     gateway: Option<gateway::GatewaySection>,
     #[serde(default)]
+    originate: Vec<gateway::OriginateSection>,
+    #[serde(default)]
     auth: auth::AuthSection,
     #[serde(default)]
     reload: ReloadSection,
@@ -484,7 +486,13 @@ fn compile(file: FileConfig, src: &Source<'_>, base: &Path) -> Result<Config, Co
         .origins
         .iter()
         .flat_map(|o| [&o.cert, &o.key].map(|p| src.path(base, p.get_ref())));
-    let gateway = gateway::compile_gateway(file.gateway.as_ref(), src, base)?;
+    let gateway = gateway::compile_gateway(
+        file.gateway.as_ref(),
+        &file.originate,
+        secondary.codepoints,
+        src,
+        base,
+    )?;
     let gateway_files = gateway.iter().flat_map(|g| g.files.iter().cloned());
     let tls_files = listener_files
         .chain(origin_files)

@@ -77,17 +77,20 @@ pub(super) async fn forward(
 ) -> Result<Reply, Failure> {
     admit_request(services)?;
     let decision = decide(services, ex, Protocol::Http, target)?;
-    ex.via = Via::Gateway;
     let up = Arc::new(AtomicU64::new(0));
     let req = request(head, metered(body, &up));
-    let resp = gateway
-        .forward(
-            req,
-            &ex.config.proxy_name,
-            ex.config.limits.response_timeout,
-        )
-        .await
-        .map_err(|e| failure(gateway, e, decision.clone()))?;
+    let (name, timeout) = (&ex.config.proxy_name, ex.config.limits.response_timeout);
+    let sent = match gateway.origination_for(target) {
+        Some(origin) => {
+            ex.via = Via::Originated;
+            gateway.originate(req, origin, name, timeout).await
+        }
+        None => {
+            ex.via = Via::Gateway;
+            gateway.forward(req, name, timeout).await
+        }
+    };
+    let resp = sent.map_err(|e| failure(gateway, e, decision.clone()))?;
     ex.count(&services.metrics, "ok");
     Ok(Reply::Response(log_when_done(ex, decision, up, resp)))
 }

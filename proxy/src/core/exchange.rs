@@ -99,11 +99,13 @@ pub struct Exchange {
     pub via: Via,
 }
 
-/// Dialled here, or sent through the `[gateway]`.
+/// Dialled here, sent through the `[gateway]`, or sent through it as
+/// `https://` (TLS origination).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
     Direct,
     Gateway,
+    Originated,
 }
 
 impl Via {
@@ -111,6 +113,7 @@ impl Via {
         match self {
             Via::Direct => "direct",
             Via::Gateway => "gateway",
+            Via::Originated => "originated",
         }
     }
 }

@@ -348,6 +348,8 @@ fn gateway_answer(
             (StatusCode::BAD_GATEWAY, "connection_terminated")
         }
         G::ResponseTimeout => (StatusCode::GATEWAY_TIMEOUT, "http_response_timeout"),
+        // Never sent in the clear, nor to an origin the gateway did not prove.
+        G::NotAuthoritative(_) => (StatusCode::BAD_GATEWAY, "tls_certificate_error"),
     };
     // The reason, without addresses or certificate details from the TLS stack.
     let details = match error {
@@ -507,6 +509,7 @@ mod tests {
             (gw(G::StreamReset), 502, "connection_terminated", "gateway_error", None, None, Level::INFO),
             (gw(G::ConnectionLost), 502, "connection_terminated", "gateway_error", None, None, Level::INFO),
             (gw(G::ResponseTimeout), 504, "http_response_timeout", "gateway_error", None, None, Level::INFO),
+            (gw(G::NotAuthoritative("api.corp".into())), 502, "tls_certificate_error", "gateway_error", None, None, Level::INFO),
         ];
         for (err, status, token, outcome, h2, h3, level) in rows {
             let ans = err.answer();

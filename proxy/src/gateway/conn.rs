@@ -12,7 +12,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::error::GatewayError;
-use super::h2_watch::{PeerState, Watched};
+use super::h2_tap::{CertCheck, PeerState, Tap};
 use crate::body::Body;
 use crate::config::gateway::{GatewayProtocol, GatewaySpec};
 use crate::ops::metrics::Metrics;
@@ -78,8 +78,23 @@ impl Connection {
                 "the gateway did not choose h2 in ALPN".into(),
             ));
         }
+        let certs = if spec.originate.is_empty() {
+            None
+        } else {
+            let exporter = crate::seccert::Exporter::from_rustls(tls.get_ref().1)
+                .map_err(|e| GatewayError::Tls(format!("exporter: {e}")))?;
+            let offered = crate::tls::provider()
+                .signature_verification_algorithms
+                .supported_schemes();
+            Some(CertCheck {
+                validator: crate::seccert::Validator::new(exporter, &offered),
+                verifier: Arc::clone(&spec.origin_verifier),
+                origins: Arc::clone(&spec.originate),
+                metrics: metrics.secondary_certs_validated.clone(),
+            })
+        };
         let peer = PeerState::new();
-        let io = TokioIo::new(Watched::new(tls, Arc::clone(&peer)));
+        let io = TokioIo::new(Tap::new(tls, spec.codepoints, Arc::clone(&peer), certs));
         let (sender, driver) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(spec.keepalive)
@@ -182,6 +197,12 @@ impl Connection {
 
     pub(super) fn release(&self) {
         self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Has the gateway proven `origin` with a secondary certificate on this
+    /// connection?
+    pub fn proves(&self, origin: &crate::wire::target::Target) -> bool {
+        self.peer.proves(origin)
     }
 
     pub(super) fn sender(&self) -> http2::SendRequest<Body> {

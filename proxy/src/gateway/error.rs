@@ -16,6 +16,7 @@ pub const REASONS: &[&str] = &[
     "stream_reset",
     "connection_lost",
     "response_timeout",
+    "not_authoritative",
 ];
 
 #[derive(Debug)]
@@ -43,6 +44,9 @@ pub enum GatewayError {
     ConnectionLost,
     /// No response head within `[limits] response_timeout_s`.
     ResponseTimeout,
+    /// Origination: the gateway has not proven this host with a secondary
+    /// certificate this proxy validated and accepts.
+    NotAuthoritative(String),
 }
 
 impl GatewayError {
@@ -60,6 +64,7 @@ impl GatewayError {
             GatewayError::StreamReset => "stream_reset",
             GatewayError::ConnectionLost => "connection_lost",
             GatewayError::ResponseTimeout => "response_timeout",
+            GatewayError::NotAuthoritative(_) => "not_authoritative",
         }
     }
 
@@ -125,6 +130,9 @@ impl std::fmt::Display for GatewayError {
             GatewayError::StreamReset => f.write_str("the gateway reset the stream"),
             GatewayError::ConnectionLost => f.write_str("the gateway connection was lost"),
             GatewayError::ResponseTimeout => f.write_str("the gateway did not answer in time"),
+            GatewayError::NotAuthoritative(host) => {
+                write!(f, "gateway is not authoritative for {host}")
+            }
         }
     }
 }

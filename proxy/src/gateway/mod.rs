@@ -12,7 +12,7 @@
 mod breaker;
 mod conn;
 pub mod error;
-mod h2_watch;
+pub mod h2_tap;
 mod io;
 mod pool;
 
@@ -35,6 +35,9 @@ use crate::wire::target::Target;
 
 /// The gateway's answer body is read at most this far to pass it back.
 const MAX_REFUSAL_BODY: usize = 16 * 1024;
+
+/// The `outcome` label values of `bauta_originated_requests_total`.
+pub const ORIGINATE_OUTCOMES: &[&str] = &["ok", "not_authoritative", "gateway_error"];
 
 /// The `kind` label values of `bauta_gateway_streams_active`.
 pub const STREAM_KINDS: &[&str] = &["connect", "connect-udp", "http"];
@@ -145,6 +148,98 @@ impl Gateway {
             parts,
             body::boxed(GatewayBody::new(body, lease)),
         ))
+    }
+
+    /// Send an `http://` request for `origin`'s host as `https://` to
+    /// `origin` through the gateway — only on a connection where the
+    /// gateway has proven `origin` with a secondary certificate that this
+    /// proxy validated (`h2_tap`). Not proven yet: a CONNECT to `origin` on
+    /// the same connection first, which is when an on-connect gateway sends
+    /// the certificate (before its answer, which is then dropped). Still
+    /// not proven: [`GatewayError::NotAuthoritative`], and nothing of the
+    /// request was sent.
+    pub async fn originate(
+        &self,
+        req: Request<Body>,
+        origin: &Target,
+        proxy_name: &str,
+        response_timeout: Duration,
+    ) -> Result<Response<Body>, GatewayError> {
+        let result = self
+            .originate_inner(req, origin, proxy_name, response_timeout)
+            .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(GatewayError::NotAuthoritative(_)) => "not_authoritative",
+            Err(_) => "gateway_error",
+        };
+        self.metrics
+            .originated_requests
+            .with_label_values(&[outcome])
+            .inc();
+        self.counted(result)
+    }
+
+    async fn originate_inner(
+        &self,
+        req: Request<Body>,
+        origin: &Target,
+        proxy_name: &str,
+        response_timeout: Duration,
+    ) -> Result<Response<Body>, GatewayError> {
+        let lease = self.pool.lease("http").await?;
+        let conn = Arc::clone(lease.connection());
+        if !conn.proves(origin) {
+            if let Some(probe) = self.pool.lease_same(&lease, "connect") {
+                let timeout = response_timeout.min(self.spec.connect_timeout);
+                // Its answer (or failure) does not matter: only whether the
+                // certificate came before it.
+                let _ = send(&probe, connect_request(origin)?, timeout).await;
+            }
+            if !conn.proves(origin) {
+                return Err(GatewayError::NotAuthoritative(origin.host.to_string()));
+            }
+        }
+        let via = via_value(req.version(), proxy_name);
+        let (mut parts, body) = req.into_parts();
+        let authority = if origin.port == 443 {
+            origin.host.to_string()
+        } else {
+            origin.to_string()
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        parts.uri = http::Uri::builder()
+            .scheme("https")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| GatewayError::Protocol("cannot build the https:// request".into()))?;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        append_via(&mut parts.headers, &via);
+        parts.version = Version::HTTP_2;
+        let resp = send(&lease, Request::from_parts(parts, body), response_timeout).await?;
+        let (mut parts, body) = resp.into_parts();
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        append_via(&mut parts.headers, &via);
+        Ok(Response::from_parts(
+            parts,
+            body::boxed(GatewayBody::new(body, lease)),
+        ))
+    }
+
+    /// The `[[originate]]` origin an `http://` request for `target` is
+    /// upgraded to: same host, and port 80 or the origin's own.
+    pub fn origination_for(&self, target: &Target) -> Option<&Target> {
+        self.spec
+            .originate
+            .iter()
+            .find(|o| o.host == target.host && (target.port == 80 || target.port == o.port))
     }
 
     /// Lease a stream and run `f` on it; a stream the gateway refused

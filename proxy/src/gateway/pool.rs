@@ -107,6 +107,12 @@ impl Pool {
         }
     }
 
+    /// Another stream on the connection of `lease`, if it has room.
+    pub fn lease_same(&self, lease: &Lease, kind: &'static str) -> Option<Lease> {
+        let conn = Arc::clone(lease.connection());
+        (conn.is_usable() && conn.try_acquire()).then(|| self.leased(conn, kind))
+    }
+
     fn try_take(&self, kind: &'static str) -> Result<Take, GatewayError> {
         let now = Instant::now();
         let mut st = self.lock();

@@ -72,6 +72,10 @@ pub struct Metrics {
     pub gateway_connect_seconds: Histogram,
     /// Gateway failures by reason.
     pub gateway_errors: IntCounterVec,
+    /// `http://` requests sent as `https://` through the gateway, by outcome.
+    pub originated_requests: IntCounterVec,
+    /// The gateway's secondary certificates checked by this client, by outcome.
+    pub secondary_certs_validated: IntCounterVec,
 }
 
 /// Empty pipe pairs in the splice relay's pool (`tunnel::splice` keeps it
@@ -321,6 +325,22 @@ impl Metrics {
             Opts::new("bauta_gateway_errors_total", "Gateway failures by reason."),
             &["reason"],
         )?;
+        let originated_requests = IntCounterVec::new(
+            Opts::new(
+                "bauta_originated_requests_total",
+                "http:// requests sent as https:// through the gateway, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let secondary_certs_validated = IntCounterVec::new(
+            Opts::new(
+                "bauta_secondary_certs_validated_total",
+                "The gateway's SERVER_CERTIFICATE authenticators checked here, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(originated_requests.clone()))?;
+        registry.register(Box::new(secondary_certs_validated.clone()))?;
         registry.register(Box::new(gateway_connections.clone()))?;
         registry.register(Box::new(gateway_streams_active.clone()))?;
         registry.register(Box::new(gateway_connect_seconds.clone()))?;
@@ -361,6 +381,8 @@ impl Metrics {
             gateway_streams_active,
             gateway_connect_seconds,
             gateway_errors,
+            originated_requests,
+            secondary_certs_validated,
         })
     }
 

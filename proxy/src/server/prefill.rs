@@ -102,6 +102,16 @@ pub fn prefill(m: &Metrics, config: &Config) {
             m.gateway_streams_active.with_label_values(&[kind]);
         }
         touch(&m.gateway_errors, &[crate::gateway::error::REASONS]);
+        if !g.originate.is_empty() {
+            touch(
+                &m.originated_requests,
+                &[crate::gateway::ORIGINATE_OUTCOMES],
+            );
+            touch(
+                &m.secondary_certs_validated,
+                &[crate::gateway::h2_tap::VALIDATION_OUTCOMES],
+            );
+        }
     }
     // The certificates in force now: a reload drops those no longer served.
     m.certificate_expiry.reset();

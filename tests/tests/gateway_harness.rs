@@ -187,6 +187,14 @@ async fn gateway_harness_direct() {
         let ps = ProxyStatus::parse(head.proxy_status().expect("Proxy-Status on the local 403"));
         let (_, m) = ps.expect_member(SIDECAR_NAME, "local deny");
         assert_eq!(m.param("error"), Some("http_request_denied"));
+        let decided = wait_metric(
+            env.sidecar().admin,
+            "bauta_policy_decisions_total",
+            &[("verdict", "deny"), ("rule", SIDECAR_DENY_RULE)],
+            |v| v >= 1.0,
+        )
+        .await;
+        assert_eq!(decided, 1.0, "the sidecar's own rule decided");
         let tls = tls_connect(env.sidecar_tls(), &env.pki.app, &[b"h2"]).await;
         let h2 = h2_client(tls).await;
         let (parts, tunnel) = h2_connect(&h2, &target).await;

@@ -12,6 +12,7 @@ use bauta_tests::gateway_env::*;
 use bauta_tests::masque::{quic_client_config_with_cert, wait_metric};
 use bauta_tests::*;
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 /// HTTP/2 to the gateway with `cert`, verifying it as `server_name`.
 async fn h2_to_gateway(env: &GatewayEnv, server_name: &str, cert: &ClientCert) -> H2Sender {
@@ -210,6 +211,53 @@ async fn gateway_harness_direct() {
             env.gateway_connections_accepted().await,
             accepted,
             "without [gateway] the sidecar never reaches the gateway"
+        );
+    })
+    .await
+}
+
+/// The harness's kill and restart: a tunnel to the gateway ends when it is
+/// SIGKILLed (bounded), the gateway comes back on the same port (after
+/// connections it accepted, so with their TIME_WAIT), and serves again.
+#[tokio::test]
+async fn gateway_harness_restart_on_the_same_port() {
+    bauta_bin();
+    bounded_for(Duration::from_secs(60), async {
+        let mut env = GatewayEnv::new();
+        let first = env.start_gateway().await;
+        let echo = EchoServer::start().await;
+        let target = format!("127.0.0.1:{}", echo.port());
+
+        let h2 = h2_to_gateway(&env, "127.0.0.1", &env.pki.payments).await;
+        let (parts, tunnel) = h2_connect(&h2, &target).await;
+        assert_eq!(parts.status, 200, "CONNECT before the kill: {parts:?}");
+        let mut tunnel = tunnel.expect("tunnel");
+        tunnel.assert_echo(&random_bytes(1024)).await;
+
+        env.kill_gateway().await;
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = tunnel.recv.data().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the tunnel ends when the gateway dies");
+        assert!(
+            TcpStream::connect(first).await.is_err(),
+            "nothing listens on {first} while the gateway is down"
+        );
+
+        let again = env.restart_gateway().await;
+        assert_eq!(again, first, "same address after the restart");
+        let h2 = h2_to_gateway(&env, "127.0.0.1", &env.pki.payments).await;
+        let (parts, tunnel) = h2_connect(&h2, &target).await;
+        assert_eq!(parts.status, 200, "CONNECT after the restart: {parts:?}");
+        tunnel
+            .expect("tunnel")
+            .assert_echo(&random_bytes(1024))
+            .await;
+        assert_eq!(
+            env.gateway_connections_accepted().await,
+            1.0,
+            "a fresh process counts from 0"
         );
     })
     .await

@@ -266,6 +266,49 @@ async fn start_chain(pod: Pod) -> (GatewayEnv, f64) {
     (env, before)
 }
 
+/// HTTP/1.1 CONNECT that reports a connection closed without an answer
+/// instead of failing the test (the sidecar may be between gateway connections).
+async fn try_connect_h1(
+    proxy: std::net::SocketAddr,
+    authority: &str,
+) -> Result<(Head, TcpStream), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = TcpStream::connect(proxy)
+        .await
+        .map_err(|e| format!("connect to the sidecar: {e}"))?;
+    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("send CONNECT: {e}"))?;
+    let (head, leftover) = read_head(&mut s)
+        .await
+        .map_err(|e| format!("no answer to CONNECT: {e}"))?;
+    if head.status == 200 && !leftover.is_empty() {
+        return Err(format!("{} bytes after the 200 head", leftover.len()));
+    }
+    Ok((head, s))
+}
+
+/// Retry (every 250 ms, at most [`RECONNECT`]) HTTP/1.1 CONNECT to `target`
+/// through the sidecar until one is answered 200, while the sidecar
+/// (re)connects to the gateway with backoff; that tunnel.
+async fn tunnel_once_reconnected(env: &GatewayEnv, target: &str, what: &str) -> TcpStream {
+    let deadline = tokio::time::Instant::now() + RECONNECT;
+    let mut attempts = Vec::new();
+    loop {
+        match try_connect_h1(env.sidecar_plain(), target).await {
+            Ok((head, s)) if head.status == 200 => return s,
+            Ok((head, _)) => attempts.push(format!("{} {:?}", head.status, head.proxy_status())),
+            Err(e) => attempts.push(e),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: no CONNECT through the sidecar worked within {RECONNECT:?}; answers: {attempts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 // === tests ===
 
 const H1_TUNNELS: usize = 10;
@@ -749,7 +792,8 @@ async fn sidecar_local_deny_never_reaches_the_gateway() {
 
 /// No gateway listening: CONNECT (HTTP/1.1, HTTP/2) and forwarding through
 /// the sidecar answer 502 (or 503 while a circuit breaker is open) with the
-/// sidecar's Proxy-Status naming the next hop; the sidecar stays up.
+/// sidecar's Proxy-Status naming the next hop; the sidecar stays up, and
+/// connects once the gateway starts.
 #[tokio::test]
 async fn gateway_never_started_answers_502_naming_the_sidecar_and_next_hop() {
     bauta_bin();
@@ -823,6 +867,25 @@ async fn gateway_never_started_answers_502_naming_the_sidecar_and_next_hop() {
             errors_total.is_some_and(|v| v >= 1.0),
             "bauta_gateway_errors_total counts the failed gateway connections: {errors_total:?}"
         );
+
+        // The gateway comes up on that address: the sidecar connects and
+        // tunnels work, through the gateway.
+        env.start_gateway().await;
+        let mut tunnel =
+            tunnel_once_reconnected(&env, &target, "after the gateway's first start").await;
+        assert_echo(&mut tunnel, &random_bytes(4096)).await;
+        assert_half_close(&mut tunnel).await;
+        assert_gateway_requests(
+            &env,
+            &[
+                ("listener", GATEWAY_LISTENER),
+                ("kind", "connect"),
+                ("outcome", "ok"),
+            ],
+            1.0,
+            "the tunnel once the gateway is up",
+        )
+        .await;
     })
     .await
 }
@@ -846,29 +909,6 @@ async fn h2_ends_within(t: &mut H2Tunnel, limit: Duration) -> Result<(), ()> {
     })
     .await
     .map_err(|_| ())
-}
-
-/// HTTP/1.1 CONNECT that reports a connection closed without an answer
-/// instead of failing the test (the sidecar may be between gateway connections).
-async fn try_connect_h1(
-    proxy: std::net::SocketAddr,
-    authority: &str,
-) -> Result<(Head, TcpStream), String> {
-    use tokio::io::AsyncWriteExt;
-    let mut s = TcpStream::connect(proxy)
-        .await
-        .map_err(|e| format!("connect to the sidecar: {e}"))?;
-    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("send CONNECT: {e}"))?;
-    let (head, leftover) = read_head(&mut s)
-        .await
-        .map_err(|e| format!("no answer to CONNECT: {e}"))?;
-    if head.status == 200 && !leftover.is_empty() {
-        return Err(format!("{} bytes after the 200 head", leftover.len()));
-    }
-    Ok((head, s))
 }
 
 /// SIGKILL the gateway under open tunnels: they end (no hang), new CONNECTs
@@ -917,7 +957,10 @@ async fn gateway_killed_mid_traffic_then_restarted() {
 
         // Gateway down: the sidecar answers for it, and stays up.
         let (head, _) = connect_h1(env.sidecar_plain(), &target).await;
-        assert!(matches!(head.status, 502 | 503), "CONNECT while the gateway is down: {head:?}");
+        assert!(
+            matches!(head.status, 502 | 503),
+            "CONNECT while the gateway is down: {head:?}"
+        );
         assert_sidecar_alone(
             &env,
             head.proxy_status(),
@@ -925,31 +968,23 @@ async fn gateway_killed_mid_traffic_then_restarted() {
             true,
             "CONNECT while the gateway is down",
         );
-        assert!(env.sidecar_mut().try_exit().is_none(), "the sidecar survived the gateway");
+        assert!(
+            env.sidecar_mut().try_exit().is_none(),
+            "the sidecar survived the gateway"
+        );
 
         // Back on the same port: retry while the sidecar reconnects (backoff).
         env.restart_gateway().await;
-        let deadline = tokio::time::Instant::now() + RECONNECT;
-        let mut attempts = Vec::new();
-        let mut tunnel = loop {
-            match try_connect_h1(env.sidecar_plain(), &target).await {
-                Ok((head, s)) if head.status == 200 => break s,
-                Ok((head, _)) => {
-                    attempts.push(format!("{} {:?}", head.status, head.proxy_status()))
-                }
-                Err(e) => attempts.push(e),
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no CONNECT through the sidecar worked within {RECONNECT:?} of the gateway's restart; answers: {attempts:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let mut tunnel =
+            tunnel_once_reconnected(&env, &target, "after the gateway's restart").await;
         assert_echo(&mut tunnel, &random_bytes(16 * 1024)).await;
         assert_half_close(&mut tunnel).await;
         // The app's HTTP/2 connection to the sidecar outlived the gateway too.
         let (parts, t) = h2_connect(&h2, &target).await;
-        assert_eq!(parts.status, 200, "HTTP/2 CONNECT on the same app connection after the restart: {parts:?}");
+        assert_eq!(
+            parts.status, 200,
+            "HTTP/2 CONNECT on the same app connection after the restart: {parts:?}"
+        );
         t.expect("tunnel").assert_echo(&random_bytes(4096)).await;
 
         let open = GatewayEnv::wait_metric_on(

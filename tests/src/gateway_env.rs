@@ -12,6 +12,10 @@
 //!   [`BautaProcess`]es; read metrics from either admin endpoint.
 //! * [`ProxyStatus`]: an RFC 9209 `Proxy-Status` list, member by member, to
 //!   check which hop said what, in which order.
+//! * [`chain`]: clients of the sidecar (curl, the Python h2 and aioquic
+//!   peers, Rust HTTP/2), what its answers must say (gateway-then-sidecar,
+//!   or the sidecar alone), the gateway's counters, and waits that end: a
+//!   tunnel ending, a CONNECT retried while the sidecar reconnects.
 //!
 //! Everything binds 127.0.0.1.
 
@@ -30,6 +34,9 @@ use tokio_rustls::client::TlsStream;
 use crate::faults_env::pattern;
 use crate::masque::{family_lines, metric_opt};
 use crate::{bauta_bin, fetch_metrics, make_certs, run_with_timeout, BautaProcess, Certs, TempDir};
+
+pub mod chain;
+pub use chain::*;
 
 /// `[proxy] name` of the gateway: its member in `Proxy-Status`.
 pub const GATEWAY_NAME: &str = "gw";

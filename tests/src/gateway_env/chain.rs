@@ -195,7 +195,12 @@ pub fn assert_sidecar_alone(
     let ps = ProxyStatus::parse(raw);
     assert!(
         ps.member(GATEWAY_NAME).is_none(),
-        "{what}: the gateway was not asked, so it has no member: {raw:?}"
+        "{what}: the gateway did not answer, so it has no member: {raw:?}"
+    );
+    assert_eq!(
+        ps.members.len(),
+        1,
+        "{what}: one member, the sidecar's: {raw:?}"
     );
     let (_, sc) = ps.expect_member(SIDECAR_NAME, what);
     let err = sc.param("error").unwrap_or_default();
@@ -256,27 +261,33 @@ pub async fn start_chain(pod: Pod) -> (GatewayEnv, f64) {
     (env, before)
 }
 
-/// HTTP/1.1 CONNECT that reports a connection closed without an answer
-/// instead of failing the test (the sidecar may be between gateway connections).
+/// HTTP/1.1 CONNECT that reports a connection closed without an answer, or
+/// no answer within 5 s, instead of failing the test (the sidecar may be
+/// between gateway connections).
 pub async fn try_connect_h1(
     proxy: SocketAddr,
     authority: &str,
 ) -> Result<(Head, TcpStream), String> {
     use tokio::io::AsyncWriteExt;
-    let mut s = TcpStream::connect(proxy)
+    let attempt = async {
+        let mut s = TcpStream::connect(proxy)
+            .await
+            .map_err(|e| format!("connect to the sidecar: {e}"))?;
+        let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("send CONNECT: {e}"))?;
+        let (head, leftover) = read_head(&mut s)
+            .await
+            .map_err(|e| format!("no answer to CONNECT: {e}"))?;
+        if head.status == 200 && !leftover.is_empty() {
+            return Err(format!("{} bytes after the 200 head", leftover.len()));
+        }
+        Ok((head, s))
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
         .await
-        .map_err(|e| format!("connect to the sidecar: {e}"))?;
-    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("send CONNECT: {e}"))?;
-    let (head, leftover) = read_head(&mut s)
-        .await
-        .map_err(|e| format!("no answer to CONNECT: {e}"))?;
-    if head.status == 200 && !leftover.is_empty() {
-        return Err(format!("{} bytes after the 200 head", leftover.len()));
-    }
-    Ok((head, s))
+        .unwrap_or_else(|_| Err("no answer to CONNECT within 5 s".to_string()))
 }
 
 /// Retry (every 250 ms, at most [`RECONNECT`]) HTTP/1.1 CONNECT to `target`
@@ -299,23 +310,22 @@ pub async fn tunnel_once_reconnected(env: &GatewayEnv, target: &str, what: &str)
     }
 }
 
-/// Read `s` until it ends (EOF or an error): `Err` if it does not within `limit`.
-pub async fn ends_within(s: &mut TcpStream, limit: Duration) -> Result<(), ()> {
+/// Read `s` until it ends (EOF or an error); whether it did within `limit`.
+pub async fn ends_within(s: &mut TcpStream, limit: Duration) -> bool {
     let mut rest = Vec::new();
     tokio::time::timeout(limit, s.read_to_end(&mut rest))
         .await
-        .map(|_| ())
-        .map_err(|_| ())
+        .is_ok()
 }
 
-/// Read an HTTP/2 tunnel until its stream ends or is reset: `Err` if it does
-/// not within `limit`.
-pub async fn h2_ends_within(t: &mut H2Tunnel, limit: Duration) -> Result<(), ()> {
+/// Read an HTTP/2 tunnel until its stream ends or is reset; whether it did
+/// within `limit`.
+pub async fn h2_ends_within(t: &mut H2Tunnel, limit: Duration) -> bool {
     tokio::time::timeout(limit, async {
         while let Some(Ok(d)) = t.recv.data().await {
             let _ = t.recv.flow_control().release_capacity(d.len());
         }
     })
     .await
-    .map_err(|_| ())
+    .is_ok()
 }

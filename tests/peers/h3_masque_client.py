@@ -4,7 +4,7 @@
 Modes (prints one JSON object on stdout, exit 0 on success):
   udp     CONNECT-UDP (RFC 9298) over HTTP/3: send N datagrams to the target
           through the proxy, expect them echoed back.
-  connect plain CONNECT (RFC 9114 §4.4) to a TCP echo: send bytes, read them back.
+  connect plain CONNECT (RFC 9114 §4.4) to a TCP echo: send --message, read it back.
   raw     send one request with the given headers and report the status.
           With --wait-end, also wait (up to 5 s) until that stream ends (FIN),
           is reset, or the connection closes, and report what arrived in
@@ -234,7 +234,7 @@ async def run(args):
             out["status"] = hdrs.get(":status")
             out["proxy_status"] = hdrs.get("proxy-status")
             if out["status"] == "200":
-                msg = b"hello over h3 connect"
+                msg = args.message.encode()
                 c.h3.send_data(sid, msg, end_stream=True)
                 c.transmit()
                 for _ in range(100):
@@ -243,7 +243,7 @@ async def run(args):
                     await asyncio.sleep(0.05)
                 out["echo"] = bytes(c.data.get(sid, b"")).decode(errors="replace")
             print(json.dumps(out))
-            return 0 if out.get("echo") == "hello over h3 connect" else 1
+            return 0 if out.get("echo") == args.message else 1
         else:
             headers = [tuple(h.encode().split(b"=", 1)) for h in args.header]
             sid, hdrs = await c.request(headers)
@@ -277,6 +277,8 @@ def main():
     p.add_argument("--count", type=int, default=5)
     p.add_argument("--size", type=int, default=100, help="udp mode: UDP payload bytes per datagram")
     p.add_argument("--header", action="append", default=[])
+    p.add_argument("--message", default="hello over h3 connect",
+                   help="connect mode: the bytes sent through the tunnel and expected back")
     p.add_argument("--wait-end", action="store_true",
                    help="raw mode: wait until the request stream ends, is reset or the connection closes")
     p.add_argument("--max-udp-payload", type=int,

@@ -6,6 +6,8 @@
 //! stepping on each other.
 
 pub mod faults_env;
+// Sidecar chaining: a gateway and a sidecar Bauta (tests/tests/gateway_*.rs).
+pub mod gateway_env;
 pub mod h2_raw;
 // The load tool (src/bin/load.rs).
 pub mod load;

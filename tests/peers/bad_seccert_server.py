@@ -7,7 +7,8 @@ Prints {"port": N}, accepts one connection, reads the client preface and its
 first SETTINGS, sends SETTINGS (with SETTINGS_HTTP_SERVER_CERT_AUTH = 1) and a
 SETTINGS ACK, then one valid authenticator for --origin-chain/--origin-key
 and, with --broken, a second one whose Finished has one bit flipped. Then it
-reads until the client closes and prints {"sent": N, "broken": bool}.
+reads until the client closes and prints {"sent": N, "broken": bool,
+"goaway": CODE or null} (the error code of a GOAWAY the client sent).
 """
 
 import argparse
@@ -87,12 +88,22 @@ def main():
         out += frame(H2_FRAME, 0, 0, f)
     conn.sendall(out)
 
+    rest = b""
     try:
-        while conn.recv(65536):
-            pass
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            rest += data
     except (SSL.ZeroReturnError, SSL.SysCallError, SSL.Error):
         pass
-    print(json.dumps({"sent": len(frames), "broken": args.broken}), flush=True)
+    goaway = None
+    while len(rest) >= 9:
+        ln = int.from_bytes(rest[0:3], "big")
+        if rest[3] == 0x7 and len(rest) >= 9 + 8:
+            goaway = int.from_bytes(rest[13:17], "big")
+        rest = rest[9 + ln :]
+    print(json.dumps({"sent": len(frames), "broken": args.broken, "goaway": goaway}), flush=True)
 
 
 if __name__ == "__main__":

@@ -390,6 +390,8 @@ pub struct GatewayEnv {
     /// (or [`GatewayEnv::reserve_gateway_addr`]), so a restart reuses it.
     gateway_addr: Option<SocketAddr>,
     sidecar: Option<BautaProcess>,
+    /// Appended to the gateway's configuration (origins, secondary certs).
+    gateway_extra: String,
 }
 
 impl GatewayEnv {
@@ -401,6 +403,7 @@ impl GatewayEnv {
             gateway: None,
             gateway_addr: None,
             sidecar: None,
+            gateway_extra: String::new(),
         }
     }
 
@@ -437,9 +440,8 @@ impl GatewayEnv {
     pub async fn start_gateway(&mut self) -> SocketAddr {
         assert!(self.gateway.is_none(), "the gateway is already running");
         let port = self.gateway_addr.map_or(0, |a| a.port());
-        let path = self
-            .dir
-            .write("gateway.toml", &gateway_toml(&self.pki, port));
+        let text = gateway_toml(&self.pki, port) + &self.gateway_extra;
+        let path = self.dir.write("gateway.toml", &text);
         let p = BautaProcess::start(&path).await;
         let addr = p.listener(GATEWAY_LISTENER);
         if let Some(before) = self.gateway_addr {
@@ -459,6 +461,12 @@ impl GatewayEnv {
             "the gateway (pid {}) did not exit within 5 s of SIGKILL",
             p.pid
         );
+    }
+
+    /// TOML appended to the gateway's configuration from its next start on
+    /// (`[[origin]]` tables, `[secondary_certs]`).
+    pub fn set_gateway_extra(&mut self, extra: &str) {
+        self.gateway_extra = extra.to_string();
     }
 
     /// Start the gateway again on the address it had.

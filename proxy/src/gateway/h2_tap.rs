@@ -250,9 +250,15 @@ impl<IO> Tap<IO> {
         }
     }
 
-    /// A connection error: no new stream here, GOAWAY, then close.
+    /// A connection error: no new stream here, no proof from this
+    /// connection stands, GOAWAY, then close.
     fn fail(&mut self) {
         self.peer.goaway.store(true, Ordering::Relaxed);
+        self.peer
+            .proven
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.failing = Failing::GoAway(self.cp.h2_error_invalid);
     }
 }

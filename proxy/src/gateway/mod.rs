@@ -226,6 +226,9 @@ impl Gateway {
         let (mut parts, body) = resp.into_parts();
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
+        // The gateway's Alt-Svc offers the gateway's own HTTP/3, which the
+        // application would take for the origin's.
+        parts.headers.remove(header::ALT_SVC);
         append_via(&mut parts.headers, &via);
         Ok(Response::from_parts(
             parts,

@@ -14,6 +14,7 @@ pub mod body;
 pub mod config;
 pub mod core;
 pub mod front;
+pub mod gateway;
 pub mod listen;
 pub mod ops;
 pub mod policy_tool;

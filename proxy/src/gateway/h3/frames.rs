@@ -88,6 +88,10 @@ impl RequestFrames {
                     let n = take_len(*remaining, input.len());
                     // `n <= remaining`.
                     *remaining -= n as u64;
+                    if *remaining == 0 {
+                        // At a boundary now, whether or not more is fed.
+                        self.state = State::Type(VarintReader::default());
+                    }
                     return Ok(Some(Event::Data(input.split_to(n))));
                 }
                 State::Headers { remaining } => {
@@ -144,6 +148,7 @@ impl RequestFrames {
     pub(super) fn finish(&self) -> Result<(), FrameError> {
         match self.state {
             State::Type(r) if r.is_empty() => Ok(()),
+            State::Data { remaining: 0 } | State::Skip { remaining: 0 } => Ok(()),
             _ => Err("stream ended inside a frame"),
         }
     }
@@ -215,6 +220,24 @@ mod tests {
         for step in [1, 2, 3, 5, 64, 1000] {
             assert_eq!(run(&wire, step).unwrap(), want, "step {step}");
         }
+    }
+
+    #[test]
+    fn the_end_right_after_a_data_payload_is_clean() {
+        // The caller stops feeding once its chunk is used up.
+        let mut f = RequestFrames::new(16);
+        let mut input = Bytes::from(frame(0x00, b"abc"));
+        assert_eq!(
+            f.feed(&mut input).unwrap(),
+            Some(Event::Data(Bytes::from_static(b"abc")))
+        );
+        assert!(input.is_empty());
+        assert_eq!(f.finish(), Ok(()));
+        // Same for an unknown frame skipped to its end.
+        let mut f = RequestFrames::new(16);
+        let mut input = Bytes::from(frame(0x21, b"abc"));
+        assert_eq!(f.feed(&mut input).unwrap(), None);
+        assert_eq!(f.finish(), Ok(()));
     }
 
     #[test]

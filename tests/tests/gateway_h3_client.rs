@@ -464,3 +464,229 @@ async fn goaway_on_graceful_shutdown_makes_the_connection_unusable() {
     })
     .await
 }
+
+// === a scripted gateway: what a real Bauta never sends ===
+
+/// One HTTP/3 frame, encoded here independently of `bauta::wire`.
+fn frame(ty: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = bauta_tests::masque::varint(ty);
+    out.extend(bauta_tests::masque::varint(payload.len() as u64));
+    out.extend_from_slice(payload);
+    out
+}
+
+/// SETTINGS { H3_DATAGRAM = 1 } as a control stream's first bytes.
+fn control_with_settings() -> Vec<u8> {
+    let mut out = vec![0x00];
+    out.extend(frame(0x04, &[0x33, 0x01]));
+    out
+}
+
+/// A QUIC server speaking just enough HTTP/3: it sends `control` on a
+/// control stream (none when `None`), and answers every request stream with
+/// `answer` then FIN, or with RESET_STREAM(`reset`) when given.
+struct Scripted {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Scripted {
+    async fn start(
+        certs: &Certs,
+        control: Option<Vec<u8>>,
+        answer: Vec<u8>,
+        reset: Option<u32>,
+    ) -> Scripted {
+        let chain = bauta::tls::load_certs(&certs.cert_pem).expect("certificate");
+        let key = bauta::tls::load_key(&certs.key_pem).expect("key");
+        let tls = bauta::tls::quic_server_config(chain, key, None).expect("server TLS");
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("QUIC TLS");
+        let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let endpoint = quinn::Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("QUIC server");
+        let addr = endpoint.local_addr().expect("server address");
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let Ok(conn) = incoming.await else { continue };
+                let control = control.clone();
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut _ctrl = None;
+                    if let Some(bytes) = control {
+                        let mut s = conn.open_uni().await.expect("control stream");
+                        s.write_all(&bytes).await.expect("control bytes");
+                        _ctrl = Some(s);
+                    }
+                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                        let mut buf = [0u8; 4096];
+                        let _ = recv.read(&mut buf).await;
+                        match reset {
+                            Some(code) => {
+                                let _ = send.reset(code.into());
+                            }
+                            None => {
+                                let _ = send.write_all(&answer).await;
+                                let _ = send.finish();
+                            }
+                        }
+                        // Keep the streams until the peer is done with them.
+                        tokio::spawn(async move {
+                            let _ = send.stopped().await;
+                            drop(recv);
+                        });
+                    }
+                });
+            }
+        });
+        Scripted { addr, task }
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `CONNECT 127.0.0.1:9` to a scripted gateway answering `answer`.
+async fn scripted_open(
+    answer: Vec<u8>,
+    reset: Option<u32>,
+    max_field_section: usize,
+) -> Result<(http::response::Parts, gw::H3Stream), H3Error> {
+    let certs = make_certs();
+    let gateway = Scripted::start(&certs, Some(control_with_settings()), answer, reset).await;
+    let mut opts = options(gateway.addr, gateway_tls(&certs.ca_der, None));
+    opts.max_field_section = max_field_section;
+    let (_ep, conn) = connect(&opts).await;
+    let r = conn.open(H3Request::connect("127.0.0.1:9"), false).await;
+    drop(gateway);
+    r
+}
+
+#[tokio::test]
+async fn interim_responses_are_skipped_and_trailers_end_the_body() {
+    bounded_for(LIMIT, async {
+        let mut answer = frame(0x01, &[0x00, 0x00, 0xC0 | 24]); // :status 103
+        answer.extend(frame(0x01, &[0x00, 0x00, 0xC0 | 25])); // :status 200
+        answer.extend(frame(0x21, b"grease")); // unknown: skipped
+        answer.extend(frame(0x00, b"h"));
+        answer.extend(frame(0x00, b"i"));
+        let mut trailers = vec![0x00, 0x00, 0x23];
+        trailers.extend(b"x-t");
+        trailers.extend([0x01, b'1']);
+        answer.extend(frame(0x01, &trailers));
+        let (head, stream) = scripted_open(answer, None, 1024).await.expect("response");
+        assert_eq!(head.status, 200, "the 103 was passed over");
+        let (_send, recv) = stream.into_split();
+        let collected = recv.into_body().collect().await.expect("body");
+        assert_eq!(
+            collected
+                .trailers()
+                .and_then(|t| t.get("x-t"))
+                .map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        assert_eq!(&collected.to_bytes()[..], b"hi");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn malformed_responses_and_resets_are_errors_not_panics() {
+    bounded_for(LIMIT, async {
+        let mut data_first = frame(0x00, b"x");
+        data_first.extend(frame(0x01, &[0x00, 0x00, 0xD9]));
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("DATA before HEADERS", data_first),
+            ("dynamic table", frame(0x01, &[0x01, 0x00, 0xD9])),
+            ("no :status", frame(0x01, &[0x00, 0x00, 0xC2])),
+            ("oversized section", frame(0x01, &[0u8; 100])),
+            ("cut inside a frame", frame(0x00, b"abc")[..3].to_vec()),
+            ("ends without a response", Vec::new()),
+            ("control frame on a request stream", frame(0x07, &[0x00])),
+        ];
+        for (what, answer) in cases {
+            match scripted_open(answer, None, 64).await {
+                Err(H3Error::Malformed(why)) => assert!(!why.is_empty(), "{what}"),
+                Err(e) => panic!("{what}: expected Malformed, got {e}"),
+                Ok((h, _)) => panic!("{what}: accepted {h:?}"),
+            }
+        }
+        match scripted_open(Vec::new(), Some(0x0102), 1024).await {
+            Err(H3Error::StreamReset { code }) => assert_eq!(code.0, 0x0102),
+            other => panic!("reset with H3_INTERNAL_ERROR: {:?}", other.map(|(h, _)| h)),
+        }
+        match scripted_open(Vec::new(), Some(0x010b), 1024).await {
+            Err(e @ H3Error::GoAway) => assert!(e.is_retryable(), "H3_REQUEST_REJECTED is a retry"),
+            other => panic!(
+                "reset with H3_REQUEST_REJECTED: {:?}",
+                other.map(|(h, _)| h)
+            ),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn connect_fails_cleanly_on_bad_settings_silence_and_bad_options() {
+    bounded_for(LIMIT, async {
+        let certs = make_certs();
+        let endpoint =
+            quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
+        // A duplicate setting: we close with H3_SETTINGS_ERROR.
+        let mut dup = vec![0x00];
+        dup.extend(frame(0x04, &[0x33, 0x01, 0x33, 0x01]));
+        let gateway = Scripted::start(&certs, Some(dup), Vec::new(), None).await;
+        let opts = options(gateway.addr, gateway_tls(&certs.ca_der, None));
+        match gw::connect(&endpoint, &opts).await {
+            // We closed it ourselves (quinn reports that as "closed").
+            Err(H3Error::ConnectionLost(_)) => {}
+            Err(e) => panic!("expected the connection closed, got {e}"),
+            Ok(_) => panic!("duplicate settings accepted"),
+        }
+        // No control stream at all: no SETTINGS within the timeout.
+        let silent = Scripted::start(&certs, None, Vec::new(), None).await;
+        let mut opts = options(silent.addr, gateway_tls(&certs.ca_der, None));
+        opts.connect_timeout = Duration::from_millis(500);
+        assert!(matches!(
+            gw::connect(&endpoint, &opts).await,
+            Err(H3Error::ConnectTimeout)
+        ));
+        // Nobody there at all.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut opts = options(
+            udp.local_addr().expect("addr"),
+            gateway_tls(&certs.ca_der, None),
+        );
+        opts.connect_timeout = Duration::from_millis(300);
+        assert!(matches!(
+            gw::connect(&endpoint, &opts).await,
+            Err(H3Error::ConnectTimeout)
+        ));
+        // A TLS config with a SHA-384 suite, or without ALPN h3: refused up front.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certs.ca_der.clone()).expect("CA");
+        let mut sha384 = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        sha384.alpn_protocols = vec![b"h3".to_vec()];
+        let opts = options(gateway.addr, Arc::new(sha384));
+        assert!(matches!(
+            gw::connect(&endpoint, &opts).await,
+            Err(H3Error::Config(_))
+        ));
+        let mut no_alpn = (*gateway_tls(&certs.ca_der, None)).clone();
+        no_alpn.alpn_protocols.clear();
+        let opts = options(gateway.addr, Arc::new(no_alpn));
+        assert!(matches!(
+            gw::connect(&endpoint, &opts).await,
+            Err(H3Error::Config(_))
+        ));
+    })
+    .await
+}

@@ -45,8 +45,10 @@ pub struct H3Stream {
 pub struct H3SendStream {
     inner: quinn::SendStream,
     id: u64,
-    /// The rest of the frame the last write accepted, not yet in quinn.
-    pending: Bytes,
+    /// The rest of the last frame accepted (header, payload), not yet in
+    /// quinn. Queued before it is written, so a cancelled write never
+    /// leaves half a frame: the next write, flush or shutdown ends it.
+    pending: [Bytes; 2],
     finished: bool,
     _guard: Arc<StreamGuard>,
 }
@@ -157,7 +159,7 @@ impl H3SendStream {
         H3SendStream {
             id: u64::from(inner.id()),
             inner,
-            pending: Bytes::new(),
+            pending: [Bytes::new(), Bytes::new()],
             finished: false,
             _guard: guard,
         }
@@ -168,6 +170,8 @@ impl H3SendStream {
     }
 
     /// Write one whole frame (header, payload) without copying the payload.
+    /// Cancel-safe: once started, the frame goes out whole with the next
+    /// write, flush or shutdown.
     pub(super) async fn write_frame(
         &mut self,
         ty: FrameType,
@@ -179,11 +183,8 @@ impl H3SendStream {
         FrameHeader { ty, len }
             .encode(&mut header)
             .map_err(|_| H3Error::Request("frame too large"))?;
-        let mut chunks = [header.freeze(), payload];
-        self.inner
-            .write_all_chunks(&mut chunks)
-            .await
-            .map_err(H3Error::from_write)
+        self.pending = [header.freeze(), payload];
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await
     }
 
     /// One DATA frame with `data` as its payload, not copied.
@@ -227,10 +228,8 @@ impl H3SendStream {
     /// Hand the rest of the pending frame to quinn. Cancel-safe:
     /// `write_chunks` writes nothing if it does not resolve.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H3Error>> {
-        while !self.pending.is_empty() {
-            let fut = self
-                .inner
-                .write_chunks(std::slice::from_mut(&mut self.pending));
+        while self.pending.iter().any(|b| !b.is_empty()) {
+            let fut = self.inner.write_chunks(&mut self.pending);
             if let Err(e) = ready!(pin!(fut).poll(cx)) {
                 return Poll::Ready(Err(H3Error::from_write(e)));
             }
@@ -273,7 +272,7 @@ impl H3SendStream {
                 break;
             }
         }
-        self.pending = frame.freeze();
+        self.pending = [frame.freeze(), Bytes::new()];
         // Start sending now; what quinn does not take yet goes with the
         // next write or flush. The bytes are ours either way.
         if let Poll::Ready(Err(e)) = self.poll_drain(cx) {

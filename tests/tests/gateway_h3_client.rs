@@ -640,8 +640,10 @@ async fn connect_fails_cleanly_on_bad_settings_silence_and_bad_options() {
         let gateway = Scripted::start(&certs, Some(dup), Vec::new(), None).await;
         let opts = options(gateway.addr, gateway_tls(&certs.ca_der, None));
         match gw::connect(&endpoint, &opts).await {
-            // We closed it ourselves (quinn reports that as "closed").
-            Err(H3Error::ConnectionLost(_)) => {}
+            // We closed it ourselves, and say why.
+            Err(H3Error::ConnectionLost(why)) => {
+                assert!(why.contains("duplicate setting"), "{why}")
+            }
             Err(e) => panic!("expected the connection closed, got {e}"),
             Ok(_) => panic!("duplicate settings accepted"),
         }

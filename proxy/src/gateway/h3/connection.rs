@@ -106,7 +106,7 @@ pub async fn connect(
         ))
         .abort_handle();
         let inner = Arc::new(Inner {
-            router: Router::spawn(conn.clone()),
+            router: Router::spawn(conn.clone(), Arc::clone(&peer)),
             conn: conn.clone(),
             peer,
             active: Arc::new(AtomicUsize::new(0)),
@@ -119,7 +119,7 @@ pub async fn connect(
             r = settings.wait_for(Option::is_some) => {
                 r.map_err(|_| H3Error::ConnectionLost("gateway connection task ended".into()))?;
             }
-            e = conn.closed() => return Err(H3Error::lost(&e)),
+            e = conn.closed() => return Err(inner.peer.lost(&e)),
         }
         Ok(H3Connection { inner })
     };
@@ -288,7 +288,7 @@ impl H3Connection {
 
     /// Resolves when the connection is closed, with why.
     pub async fn closed(&self) -> H3Error {
-        H3Error::lost(&self.inner.conn.closed().await)
+        self.inner.peer.lost(&self.inner.conn.closed().await)
     }
 
     /// Close now with an HTTP/3 error `code` (H3_NO_ERROR, 0x100, for a

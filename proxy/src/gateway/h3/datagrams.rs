@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
@@ -15,6 +16,8 @@ use crate::tunnel::udp::{DatagramChannel, DatagramSent};
 use crate::wire::datagram;
 use crate::wire::h3_error::H3ErrorCode;
 use crate::wire::varint;
+
+use super::uni_streams::PeerState;
 
 /// Datagrams queued from the router to one flow before they are dropped
 /// (UDP semantics: a slow reader loses datagrams, it does not stall the
@@ -33,7 +36,8 @@ pub(super) struct Router {
 }
 
 /// The datagrams of one request stream (a CONNECT-UDP flow). Unregistered
-/// from the router when dropped.
+/// from the router when dropped. It does not keep the connection open by
+/// itself: hold it with its stream.
 pub struct FlowDatagrams {
     conn: quinn::Connection,
     stream_id: u64,
@@ -50,9 +54,9 @@ pub struct FlowDatagrams {
 impl Router {
     /// Start the router for `conn`. It ends when the connection does, or
     /// when every handle is gone.
-    pub(super) fn spawn(conn: quinn::Connection) -> Router {
+    pub(super) fn spawn(conn: quinn::Connection, peer: Arc<PeerState>) -> Router {
         let (register, reg_rx) = mpsc::unbounded_channel();
-        tokio::spawn(route(conn, reg_rx));
+        tokio::spawn(route(conn, peer, reg_rx));
         Router { register }
     }
 
@@ -78,7 +82,11 @@ impl Router {
     }
 }
 
-async fn route(conn: quinn::Connection, mut reg_rx: mpsc::UnboundedReceiver<Registration>) {
+async fn route(
+    conn: quinn::Connection,
+    peer: Arc<PeerState>,
+    mut reg_rx: mpsc::UnboundedReceiver<Registration>,
+) {
     let mut flows: HashMap<u64, mpsc::Sender<Bytes>> = HashMap::new();
     loop {
         tokio::select! {
@@ -108,10 +116,7 @@ async fn route(conn: quinn::Connection, mut reg_rx: mpsc::UnboundedReceiver<Regi
                         // RFC 9297 §2.1: too short for a Quarter Stream ID,
                         // or beyond 2^60-1: connection error H3_DATAGRAM_ERROR.
                         tracing::debug!(error = %e, "malformed HTTP/3 datagram from the gateway");
-                        conn.close(
-                            quinn::VarInt::from_u64(H3ErrorCode::DATAGRAM_ERROR.0).unwrap_or_default(),
-                            b"malformed HTTP/3 datagram",
-                        );
+                        peer.close(&conn, H3ErrorCode::DATAGRAM_ERROR, "malformed HTTP/3 datagram");
                         return;
                     }
                 }

@@ -61,7 +61,7 @@ impl H3Connection {
             return Err(H3Error::GoAway);
         }
         if let Some(e) = self.inner.conn.close_reason() {
-            return Err(H3Error::lost(&e));
+            return Err(self.inner.peer.lost(&e));
         }
         let peer_max = self.peer_settings().max_field_section;
         let block = req.encode(peer_max).map_err(H3Error::Request)?;
@@ -70,7 +70,7 @@ impl H3Connection {
             .conn
             .open_bi()
             .await
-            .map_err(|e| H3Error::lost(&e))?;
+            .map_err(|e| self.inner.peer.lost(&e))?;
         let guard = self.guard();
         let mut send = H3SendStream::new(send, Arc::clone(&guard));
         let recv = H3RecvStream::new(recv, self.inner.max_field_section, guard);

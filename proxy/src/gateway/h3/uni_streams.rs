@@ -7,7 +7,7 @@
 //! refused with STOP_SENDING, as §6.2 asks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -17,7 +17,7 @@ use crate::wire::h3_error::H3ErrorCode;
 use crate::wire::h3_frame::{StreamType, VarintReader};
 
 use super::control::{ControlEvent, ControlStream, PeerSettings};
-use super::error::codes;
+use super::error::{codes, H3Error};
 
 /// Read size for the gateway's unidirectional streams.
 const READ_CHUNK: usize = 16 * 1024;
@@ -31,6 +31,9 @@ pub(super) struct PeerState {
     pub(super) goaway: AtomicU64,
     /// Every SERVER_CERTIFICATE authenticator, in order.
     pub(super) certificates: watch::Sender<Vec<Bytes>>,
+    /// Why we closed the connection ourselves, if we did: quinn only says
+    /// "closed" to the streams and to `closed()`.
+    local_close: OnceLock<(H3ErrorCode, &'static str)>,
 }
 
 impl PeerState {
@@ -39,6 +42,27 @@ impl PeerState {
             settings: watch::Sender::new(None),
             goaway: AtomicU64::new(u64::MAX),
             certificates: watch::Sender::new(Vec::new()),
+            local_close: OnceLock::new(),
+        }
+    }
+
+    /// Close the connection for a protocol error of the gateway's.
+    pub(super) fn close(&self, conn: &quinn::Connection, code: H3ErrorCode, why: &'static str) {
+        tracing::debug!(?code, why, "closing the gateway connection");
+        let _ = self.local_close.set((code, why));
+        conn.close(
+            quinn::VarInt::from_u64(code.0).unwrap_or_default(),
+            why.as_bytes(),
+        );
+    }
+
+    /// `e` as an [`H3Error`], with our reason when we closed it.
+    pub(super) fn lost(&self, e: &quinn::ConnectionError) -> H3Error {
+        match (e, self.local_close.get()) {
+            (quinn::ConnectionError::LocallyClosed, Some((code, why))) => {
+                H3Error::ConnectionLost(format!("we closed it with {code:?}: {why}"))
+            }
+            _ => H3Error::lost(e),
         }
     }
 
@@ -107,13 +131,13 @@ async fn serve(
             // control stream MUST be treated as a connection error of type
             // H3_STREAM_CREATION_ERROR."
             if control_taken.swap(true, Ordering::AcqRel) {
-                close(&conn, codes::STREAM_CREATION_ERROR, "second control stream");
+                peer.close(&conn, codes::STREAM_CREATION_ERROR, "second control stream");
                 return;
             }
             let result = read_control(&mut stream, cp, &peer, rest, &mut chunk).await;
             match result {
                 Ok(()) => {}
-                Err((code, why)) => close(&conn, code, why),
+                Err((code, why)) => peer.close(&conn, code, why),
             }
         }
         StreamType::QPACK_ENCODER | StreamType::QPACK_DECODER => {
@@ -135,14 +159,17 @@ async fn read_control(
 ) -> Result<(), (H3ErrorCode, &'static str)> {
     let mut control = ControlStream::new(cp);
     let mut events = Vec::new();
-    let mut input = first;
-    loop {
-        control.feed(&input, &mut events)?;
+    let mut apply = |control: &mut ControlStream, bytes: &[u8]| {
+        control.feed(bytes, &mut events)?;
         for e in events.drain(..) {
             peer.apply(e);
         }
+        Ok::<(), (H3ErrorCode, &'static str)>(())
+    };
+    apply(&mut control, &first)?;
+    loop {
         match stream.read(chunk).await {
-            Ok(Some(n)) => input = chunk.get(..n).unwrap_or_default().to_vec(),
+            Ok(Some(n)) => apply(&mut control, chunk.get(..n).unwrap_or_default())?,
             // The connection is going (it reset or closed everything).
             Err(quinn::ReadError::ConnectionLost(_)) => return Ok(()),
             // RFC 9114 §6.2.1: "If either control stream is closed at any
@@ -153,14 +180,6 @@ async fn read_control(
             }
         }
     }
-}
-
-fn close(conn: &quinn::Connection, code: H3ErrorCode, why: &'static str) {
-    tracing::debug!(?code, why, "closing the gateway connection");
-    conn.close(
-        quinn::VarInt::from_u64(code.0).unwrap_or_default(),
-        why.as_bytes(),
-    );
 }
 
 fn stop(stream: &mut quinn::RecvStream, code: H3ErrorCode) {

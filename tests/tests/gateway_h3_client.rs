@@ -89,8 +89,17 @@ async fn connect_tunnel_echoes_100_kib_then_half_closes() {
             .collect();
         let out = data.clone();
         let writer = tokio::spawn(async move {
-            // Uneven writes: each becomes one DATA frame.
-            for piece in out.chunks(3001) {
+            // One write larger than a DATA frame the client makes (64 KiB),
+            // one vectored write (one frame), then uneven writes (one
+            // frame each).
+            let (big, rest) = out.split_at(70 * 1024);
+            send.write_all(big).await.expect("write into the tunnel");
+            let (a, rest) = rest.split_at(1000);
+            let (b, rest) = rest.split_at(1500);
+            let bufs = [std::io::IoSlice::new(a), std::io::IoSlice::new(b)];
+            let n = send.write_vectored(&bufs).await.expect("vectored write");
+            assert_eq!(n, 2500, "both slices in one DATA frame");
+            for piece in rest.chunks(3001) {
                 send.write_all(piece).await.expect("write into the tunnel");
             }
             send.shutdown().await.expect("half-close");

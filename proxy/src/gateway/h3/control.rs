@@ -269,6 +269,16 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// A control stream of any bytes: events or a connection error.
+        #[test]
+        fn garbage_never_panics(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut wire = settings(&[]);
+            wire.extend(tail);
+            let _ = run(&wire);
+        }
+    }
+
     #[test]
     fn connection_errors_carry_their_codes() {
         let ok = settings(&[]);

@@ -240,6 +240,30 @@ mod tests {
         assert_eq!(f.finish(), Ok(()));
     }
 
+    proptest::proptest! {
+        /// Any bytes cut anywhere: events or an error, never a panic, and
+        /// never a HEADERS payload above the limit.
+        #[test]
+        fn garbage_never_panics(
+            wire in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            step in 1usize..40,
+        ) {
+            let mut f = RequestFrames::new(64);
+            'outer: for piece in wire.chunks(step) {
+                let mut input = Bytes::copy_from_slice(piece);
+                loop {
+                    match f.feed(&mut input) {
+                        Ok(Some(Event::Headers(h))) => proptest::prop_assert!(h.len() <= 64),
+                        Ok(Some(Event::Data(d))) => proptest::prop_assert!(!d.is_empty()),
+                        Ok(None) => break,
+                        Err(_) => break 'outer,
+                    }
+                }
+            }
+            let _ = f.finish();
+        }
+    }
+
     #[test]
     fn data_is_a_slice_of_the_input() {
         let wire = Bytes::from(frame(0x00, b"abc"));

@@ -498,6 +498,15 @@ mod tests {
         assert!(decode(&[0x00, 0x00, 0xD9], SectionKind::Response, 42).is_ok());
     }
 
+    proptest::proptest! {
+        /// Any bytes: an answer or an error, never a panic.
+        #[test]
+        fn decode_never_panics(block in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = decode(&block, SectionKind::Response, MAX);
+            let _ = decode(&block, SectionKind::Trailers, 64);
+        }
+    }
+
     #[test]
     fn put_int_round_trips() {
         for bits in [3, 4, 6, 7, 8] {

@@ -308,6 +308,17 @@ impl H3Connection {
     }
 }
 
+impl std::fmt::Debug for H3Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H3Connection")
+            .field("remote", &self.inner.conn.remote_address())
+            .field("id", &self.inner.conn.stable_id())
+            .field("active_streams", &self.active_streams())
+            .field("goaway", &self.inner.peer.goaway())
+            .finish()
+    }
+}
+
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.active.fetch_sub(1, Ordering::AcqRel);

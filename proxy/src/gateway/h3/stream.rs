@@ -178,6 +178,9 @@ impl H3SendStream {
         payload: Bytes,
     ) -> Result<(), H3Error> {
         std::future::poll_fn(|cx| self.poll_drain(cx)).await?;
+        if self.finished {
+            return Err(H3Error::Request("the stream is already finished or reset"));
+        }
         let mut header = BytesMut::with_capacity(2 * varint::MAX_LEN);
         let len = u64::try_from(payload.len()).map_err(|_| H3Error::Request("frame too large"))?;
         FrameHeader { ty, len }

@@ -12,6 +12,7 @@
 mod breaker;
 mod conn;
 pub mod error;
+pub mod h3;
 pub mod h2_tap;
 mod io;
 mod pool;

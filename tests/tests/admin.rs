@@ -239,7 +239,10 @@ const GATEWAY_FAMILIES: &[Family] = &[
     Family {
         name: "bauta_gateway_connections",
         histogram: false,
-        labels: &[("protocol", &["h2"]), ("state", &["open", "draining"])],
+        labels: &[
+            ("protocol", &["h3", "h2"]),
+            ("state", &["open", "draining"]),
+        ],
     },
     Family {
         name: "bauta_gateway_streams_active",

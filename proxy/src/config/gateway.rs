@@ -5,7 +5,7 @@
 //! ```toml
 //! [gateway]
 //! url = "https://egress.corp.svc:8443"
-//! protocols = ["h2"]            # tried in order
+//! protocols = ["h3", "h2"]      # HTTP/3 first, HTTP/2 when UDP is blocked
 //! ca = "gateway-ca.pem"         # trust anchors for the gateway's certificate
 //! client_cert = "pod.pem"       # mTLS: the identity the gateway's policy sees
 //! client_key = "pod.key"
@@ -58,6 +58,7 @@ pub(super) struct OriginateSection {
 /// The protocols a gateway connection may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GatewayProtocol {
+    H3,
     H2,
 }
 
@@ -65,6 +66,7 @@ impl GatewayProtocol {
     /// The config spelling, also the metric label.
     pub const fn as_str(self) -> &'static str {
         match self {
+            GatewayProtocol::H3 => "h3",
             GatewayProtocol::H2 => "h2",
         }
     }
@@ -82,6 +84,9 @@ pub struct GatewaySpec {
     /// TLS 1.3 with ALPN `h2`, the gateway's trust anchors and our client
     /// certificate, if any.
     pub tls_h2: Arc<rustls::ClientConfig>,
+    /// The same for QUIC: ALPN `h3`, SHA-256 suites only (the exporter
+    /// needs the hash, which quinn does not report).
+    pub tls_h3: Arc<rustls::ClientConfig>,
     pub connections: usize,
     pub max_connections: usize,
     pub max_streams_per_connection: usize,
@@ -148,17 +153,18 @@ pub(super) fn compile_gateway(
     let server_name =
         tls::server_name(&target.host).map_err(|m| src.err(url.span(), "gateway.url", m))?;
     let protocols = match &g.protocols {
-        None => vec![GatewayProtocol::H2],
+        None => vec![GatewayProtocol::H3, GatewayProtocol::H2],
         Some(p) => {
             let mut out = Vec::new();
             for name in p.get_ref() {
                 let proto = match name.as_str() {
+                    "h3" => GatewayProtocol::H3,
                     "h2" => GatewayProtocol::H2,
                     other => {
                         return Err(src.err(
                             p.span(),
                             "gateway.protocols",
-                            format!("unknown protocol {other:?} (supported: \"h2\")"),
+                            format!("unknown protocol {other:?} (supported: \"h3\", \"h2\")"),
                         ))
                     }
                 };
@@ -262,21 +268,28 @@ pub(super) fn compile_gateway(
         }
         origins.push(t);
     }
-    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| src.err(url.span(), "gateway", format!("TLS setup: {e}")))?
-        .with_root_certificates(roots);
-    let mut tls_h2 = match client {
-        Some((chain, key, span)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
-            src.err(
-                span,
-                "gateway.client_cert",
-                format!("unusable with the key: {e}"),
-            )
-        })?,
-        None => builder.with_no_client_auth(),
+    let build = |provider: Arc<rustls::crypto::CryptoProvider>, alpn: &[u8]| {
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| src.err(url.span(), "gateway", format!("TLS setup: {e}")))?
+            .with_root_certificates(roots.clone());
+        let mut cfg = match &client {
+            Some((chain, key, span)) => builder
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .map_err(|e| {
+                    src.err(
+                        span.clone(),
+                        "gateway.client_cert",
+                        format!("unusable with the key: {e}"),
+                    )
+                })?,
+            None => builder.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        Ok::<_, ConfigError>(Arc::new(cfg))
     };
-    tls_h2.alpn_protocols = vec![b"h2".to_vec()];
+    let tls_h2 = build(tls::provider(), b"h2")?;
+    let tls_h3 = build(Arc::new(tls::quic_provider()), b"h3")?;
 
     let count = |v: &Option<Spanned<u64>>, key: &str, default: u64, max: u64| {
         let Some(v) = v else {
@@ -346,7 +359,8 @@ pub(super) fn compile_gateway(
         target,
         server_name,
         protocols,
-        tls_h2: Arc::new(tls_h2),
+        tls_h2,
+        tls_h3,
         connections,
         max_connections,
         max_streams_per_connection: max_streams,
@@ -426,7 +440,7 @@ mod tests {
         let c = parse("url = \"https://gw.test:8443\"").expect("config");
         let g = c.gateway.as_ref().expect("gateway");
         assert_eq!(g.target.to_string(), "gw.test:8443");
-        assert_eq!(g.protocols, vec![GatewayProtocol::H2]);
+        assert_eq!(g.protocols, vec![GatewayProtocol::H3, GatewayProtocol::H2]);
         assert_eq!((g.connections, g.max_connections), (1, 4));
         assert_eq!(g.max_streams_per_connection, 100);
         assert_eq!(&*g.udp_template, DEFAULT_UDP_TEMPLATE);

@@ -247,29 +247,29 @@ impl Live {
             }
             // A client without datagrams speaks capsules like the gateway:
             // the stream passes as it is, every capsule type included.
-            Far::GatewayUdp(gateway) => match datagrams {
-                None => {
+            Far::GatewayUdp(mut gateway) => {
+                let gateway_datagrams = gateway.take_datagrams();
+                if datagrams.is_none() && gateway_datagrams.is_none() {
                     let (moved, end) =
                         tcp_tunnel::relay(client, gateway, self.tcp_settings()).await;
-                    self.gateway_ended(moved, end)
+                    return self.gateway_ended(moved, end);
                 }
-                Some(datagrams) => {
-                    let idle = self.ex.config.connect_udp.idle_timeout;
-                    let abort = self.services.tunnels.aborted();
-                    let (moved, end) =
-                        udp_chain::relay(client, datagrams, gateway, idle, abort).await;
-                    let (outcome, end) = match end {
-                        ChainEnd::Closed => ("closed", TunnelEnd::Done),
-                        ChainEnd::Idle => ("idle_timeout", TunnelEnd::Done),
-                        ChainEnd::Malformed => ("malformed", TunnelEnd::Malformed),
-                        ChainEnd::GatewayError => ("reset", TunnelEnd::TargetError),
-                        ChainEnd::ClientError => ("reset", TunnelEnd::Done),
-                        ChainEnd::Aborted => ("shutdown", TunnelEnd::Done),
-                    };
-                    self.ended(outcome, moved.up, moved.down);
-                    end
-                }
-            },
+                let idle = self.ex.config.connect_udp.idle_timeout;
+                let abort = self.services.tunnels.aborted();
+                let (moved, end) =
+                    udp_chain::relay(client, datagrams, gateway, gateway_datagrams, idle, abort)
+                        .await;
+                let (outcome, end) = match end {
+                    ChainEnd::Closed => ("closed", TunnelEnd::Done),
+                    ChainEnd::Idle => ("idle_timeout", TunnelEnd::Done),
+                    ChainEnd::Malformed => ("malformed", TunnelEnd::Malformed),
+                    ChainEnd::GatewayError => ("reset", TunnelEnd::TargetError),
+                    ChainEnd::ClientError => ("reset", TunnelEnd::Done),
+                    ChainEnd::Aborted => ("shutdown", TunnelEnd::Done),
+                };
+                self.ended(outcome, moved.up, moved.down);
+                end
+            }
         }
     }
 

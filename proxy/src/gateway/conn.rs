@@ -1,11 +1,15 @@
-//! One HTTP/2 connection to the gateway: TCP, TLS 1.3 with ALPN `h2` (and
-//! our client certificate for mTLS), hyper's HTTP/2 client over a
-//! [`Watched`] stream, PING keep-alive. The pool leases its streams.
+//! One connection to the gateway, HTTP/3 or HTTP/2, and what is known
+//! about it. HTTP/2: TCP, TLS 1.3 with ALPN `h2` (and our client
+//! certificate for mTLS), hyper's HTTP/2 client over the [`Tap`], PING
+//! keep-alive. HTTP/3: QUIC through [`super::h3::connect`] with the same
+//! identity, QUIC keep-alive, and a task that validates the gateway's
+//! SERVER_CERTIFICATE frames from its control stream. The pool leases the
+//! streams.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bauta_policy::Host;
 use hyper::client::conn::http2;
@@ -13,13 +17,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::error::GatewayError;
 use super::h2_tap::{CertCheck, PeerState, Tap};
+use super::h3::{self, H3Connection, H3Error, H3Options};
 use crate::body::Body;
 use crate::config::gateway::{GatewayProtocol, GatewaySpec};
 use crate::ops::metrics::Metrics;
 use crate::upstream::dial::{happy_eyeballs, DialError};
+use crate::wire::target::Target;
 
 /// The `state` label values of `bauta_gateway_connections`.
 pub const STATES: &[&str] = &["open", "draining"];
+
+/// Our limit on the gateway's response field sections (HTTP/3).
+const MAX_FIELD_SECTION: usize = 64 * 1024;
 
 const OPEN: u8 = 0;
 const DRAINING: u8 = 1;
@@ -28,8 +37,7 @@ const CLOSED: u8 = 2;
 /// One gateway connection and what is known about it.
 pub struct Connection {
     pub id: u64,
-    protocol: GatewayProtocol,
-    sender: http2::SendRequest<Body>,
+    pub link: Link,
     peer: Arc<PeerState>,
     /// Streams leased now.
     active: AtomicUsize,
@@ -39,24 +47,78 @@ pub struct Connection {
     metrics: Arc<Metrics>,
 }
 
+/// The protocol client under a connection.
+pub enum Link {
+    H2(http2::SendRequest<Body>),
+    H3(H3Connection),
+}
+
 impl Connection {
-    /// Open a connection within `[gateway] connect_timeout_ms`.
+    /// Open a connection with `protocol` within `[gateway] connect_timeout_ms`.
     pub async fn open(
         spec: &GatewaySpec,
+        protocol: GatewayProtocol,
+        endpoints: &Endpoints,
         id: u64,
         metrics: &Arc<Metrics>,
     ) -> Result<Arc<Connection>, GatewayError> {
         let started = Instant::now();
-        let conn = tokio::time::timeout(spec.connect_timeout, Self::open_inner(spec, id, metrics))
+        let opening = async {
+            match protocol {
+                GatewayProtocol::H2 => Self::open_h2(spec, id, metrics).await,
+                GatewayProtocol::H3 => Self::open_h3(spec, endpoints, id, metrics).await,
+            }
+        };
+        let conn = tokio::time::timeout(spec.connect_timeout, opening)
             .await
             .map_err(|_| GatewayError::ConnectTimeout)??;
         metrics
             .gateway_connect_seconds
             .observe(started.elapsed().as_secs_f64());
+        conn.gauge("open").inc();
+        tracing::info!(connection = id, protocol = protocol.as_str(), gateway = %spec.url, "gateway connection open");
         Ok(conn)
     }
 
-    async fn open_inner(
+    fn new(
+        spec: &GatewaySpec,
+        id: u64,
+        link: Link,
+        peer: Arc<PeerState>,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<Connection> {
+        Arc::new(Connection {
+            id,
+            link,
+            peer,
+            active: AtomicUsize::new(0),
+            max_streams: spec.max_streams_per_connection,
+            state: AtomicU8::new(OPEN),
+            metrics: Arc::clone(metrics),
+        })
+    }
+
+    fn cert_check(
+        spec: &GatewaySpec,
+        exporter: Result<crate::seccert::Exporter, crate::seccert::ExporterError>,
+        metrics: &Metrics,
+    ) -> Result<Option<CertCheck>, GatewayError> {
+        if spec.originate.is_empty() {
+            return Ok(None);
+        }
+        let exporter = exporter.map_err(|e| GatewayError::Tls(format!("exporter: {e}")))?;
+        let offered = crate::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes();
+        Ok(Some(CertCheck {
+            validator: crate::seccert::Validator::new(exporter, &offered),
+            verifier: Arc::clone(&spec.origin_verifier),
+            origins: Arc::clone(&spec.originate),
+            metrics: metrics.secondary_certs_validated.clone(),
+        }))
+    }
+
+    async fn open_h2(
         spec: &GatewaySpec,
         id: u64,
         metrics: &Arc<Metrics>,
@@ -78,43 +140,20 @@ impl Connection {
                 "the gateway did not choose h2 in ALPN".into(),
             ));
         }
-        let certs = if spec.originate.is_empty() {
-            None
-        } else {
-            let exporter = crate::seccert::Exporter::from_rustls(tls.get_ref().1)
-                .map_err(|e| GatewayError::Tls(format!("exporter: {e}")))?;
-            let offered = crate::tls::provider()
-                .signature_verification_algorithms
-                .supported_schemes();
-            Some(CertCheck {
-                validator: crate::seccert::Validator::new(exporter, &offered),
-                verifier: Arc::clone(&spec.origin_verifier),
-                origins: Arc::clone(&spec.originate),
-                metrics: metrics.secondary_certs_validated.clone(),
-            })
-        };
+        let exporter = crate::seccert::Exporter::from_rustls(tls.get_ref().1);
+        let certs = Self::cert_check(spec, exporter, metrics)?;
         let peer = PeerState::new();
         let io = TokioIo::new(Tap::new(tls, spec.codepoints, Arc::clone(&peer), certs));
         let (sender, driver) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(spec.keepalive)
-            .keep_alive_timeout(spec.keepalive.max(std::time::Duration::from_secs(5)))
+            .keep_alive_timeout(spec.keepalive.max(Duration::from_secs(5)))
             .keep_alive_while_idle(true)
             .adaptive_window(true)
             .handshake(io)
             .await
             .map_err(|e| GatewayError::Protocol(e.to_string()))?;
-        let conn = Arc::new(Connection {
-            id,
-            protocol: GatewayProtocol::H2,
-            sender,
-            peer,
-            active: AtomicUsize::new(0),
-            max_streams: spec.max_streams_per_connection,
-            state: AtomicU8::new(OPEN),
-            metrics: Arc::clone(metrics),
-        });
-        conn.gauge("open").inc();
+        let conn = Self::new(spec, id, Link::H2(sender), peer, metrics);
         // Weak: dropping the last lease and the pool's handle ends the
         // connection (hyper closes it once no sender is left).
         let watched = Arc::downgrade(&conn);
@@ -133,29 +172,128 @@ impl Connection {
                 c.set_closed();
             }
         });
-        tracing::info!(connection = id, gateway = %spec.url, "gateway connection open");
         Ok(conn)
+    }
+
+    async fn open_h3(
+        spec: &GatewaySpec,
+        endpoints: &Endpoints,
+        id: u64,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Arc<Connection>, GatewayError> {
+        let addrs = resolve(spec).await?;
+        let addr = *addrs
+            .first()
+            .ok_or_else(|| GatewayError::Dns("no address".into()))?;
+        let endpoint = endpoints
+            .for_addr(addr)
+            .map_err(|e| GatewayError::Protocol(format!("UDP socket for QUIC: {e}")))?;
+        let opts = H3Options {
+            addr,
+            server_name: server_name_str(&spec.target),
+            tls: Arc::clone(&spec.tls_h3),
+            codepoints: spec.codepoints,
+            keepalive: spec.keepalive,
+            idle_timeout: spec
+                .keepalive
+                .saturating_mul(4)
+                .max(Duration::from_secs(30)),
+            connect_timeout: spec.connect_timeout,
+            max_field_section: MAX_FIELD_SECTION,
+        };
+        let h3 = h3::connect(&endpoint, &opts).await.map_err(|e| match e {
+            H3Error::ConnectTimeout => GatewayError::ConnectTimeout,
+            H3Error::Handshake(m) => GatewayError::Tls(m),
+            other => GatewayError::Protocol(other.to_string()),
+        })?;
+        let certs = Self::cert_check(spec, h3.exporter(), metrics)?;
+        let peer = PeerState::new();
+        let conn = Self::new(spec, id, Link::H3(h3.clone()), Arc::clone(&peer), metrics);
+        let watched = Arc::downgrade(&conn);
+        let errors = metrics
+            .gateway_errors
+            .with_label_values(&["connection_lost"]);
+        let invalid = spec.codepoints.h3_error_invalid;
+        tokio::spawn(async move {
+            let mut certs_rx = h3.certificates();
+            let mut seen = 0usize;
+            let mut check = certs;
+            loop {
+                tokio::select! {
+                    changed = certs_rx.changed(), if check.is_some() => {
+                        if changed.is_err() {
+                            continue;
+                        }
+                        let all: Vec<bytes::Bytes> = certs_rx.borrow_and_update().clone();
+                        let fresh = all.get(seen..).unwrap_or_default().to_vec();
+                        seen = all.len();
+                        for a in fresh {
+                            let ok = h3.peer_offers_certs()
+                                && check.as_mut().is_some_and(|c| c.check(&a, &peer));
+                            if !ok {
+                                peer.fail();
+                                h3.close(invalid, b"SERVER_CERTIFICATE_INVALID");
+                            }
+                        }
+                        peer.notify_proofs();
+                    }
+                    e = h3.closed() => {
+                        tracing::info!(connection = id, error = %e, "gateway connection ended");
+                        if !matches!(e, H3Error::GoAway) {
+                            errors.inc();
+                        }
+                        break;
+                    }
+                }
+            }
+            if let Some(c) = watched.upgrade() {
+                c.set_closed();
+            }
+        });
+        Ok(conn)
+    }
+
+    pub fn protocol(&self) -> GatewayProtocol {
+        match self.link {
+            Link::H2(_) => GatewayProtocol::H2,
+            Link::H3(_) => GatewayProtocol::H3,
+        }
     }
 
     fn gauge(&self, state: &str) -> prometheus::IntGauge {
         self.metrics
             .gateway_connections
-            .with_label_values(&[self.protocol.as_str(), state])
+            .with_label_values(&[self.protocol().as_str(), state])
     }
 
-    /// No new stream may start here (GOAWAY received, or closed).
+    /// A new stream may start here (no GOAWAY received, not closed).
     pub fn is_usable(&self) -> bool {
         self.note_goaway();
-        self.state.load(Ordering::Relaxed) == OPEN && !self.sender.is_closed()
+        self.state.load(Ordering::Relaxed) == OPEN && !self.link_closed()
     }
 
     pub fn is_closed(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == CLOSED || self.sender.is_closed()
+        self.state.load(Ordering::Relaxed) == CLOSED || self.link_closed()
+    }
+
+    fn link_closed(&self) -> bool {
+        match &self.link {
+            Link::H2(s) => s.is_closed(),
+            Link::H3(c) => c.quic().close_reason().is_some(),
+        }
+    }
+
+    fn goaway(&self) -> bool {
+        self.peer.goaway()
+            || match &self.link {
+                Link::H2(_) => false,
+                Link::H3(c) => c.goaway_received(),
+            }
     }
 
     /// Moves an open connection to draining once the peer's GOAWAY was seen.
     fn note_goaway(&self) {
-        if self.peer.goaway()
+        if self.goaway()
             && self
                 .state
                 .compare_exchange(OPEN, DRAINING, Ordering::Relaxed, Ordering::Relaxed)
@@ -175,8 +313,9 @@ impl Connection {
         }
     }
 
-    /// Streams this connection takes: our cap and the peer's
-    /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    /// Streams this connection takes: our cap and, on HTTP/2, the peer's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` (on HTTP/3 quinn waits for the
+    /// peer's stream credit itself).
     pub fn capacity(&self) -> usize {
         self.max_streams.min(self.peer.max_streams())
     }
@@ -200,19 +339,52 @@ impl Connection {
     }
 
     /// Has the gateway proven `origin` with a secondary certificate on this
-    /// connection?
-    pub fn proves(&self, origin: &crate::wire::target::Target) -> bool {
-        self.peer.proves(origin)
-    }
-
-    pub(super) fn sender(&self) -> http2::SendRequest<Body> {
-        self.sender.clone()
+    /// connection? Waits up to `wait` for a certificate still being
+    /// checked (HTTP/3's control stream is not ordered with the request
+    /// streams).
+    pub async fn proves(&self, origin: &Target, wait: Duration) -> bool {
+        self.peer.wait_proof(origin, wait).await
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
         self.set_closed();
+    }
+}
+
+/// The QUIC client sockets, one per address family, made on first use and
+/// shared by the pool's HTTP/3 connections.
+#[derive(Default)]
+pub struct Endpoints {
+    v4: std::sync::Mutex<Option<quinn::Endpoint>>,
+    v6: std::sync::Mutex<Option<quinn::Endpoint>>,
+}
+
+impl Endpoints {
+    fn for_addr(&self, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+        let (slot, bind) = if addr.is_ipv4() {
+            (&self.v4, SocketAddr::from(([0u8; 4], 0)))
+        } else {
+            (&self.v6, SocketAddr::from(([0u16; 8], 0)))
+        };
+        let mut slot = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(ep) = slot.as_ref() {
+            return Ok(ep.clone());
+        }
+        let ep = quinn::Endpoint::client(bind)?;
+        *slot = Some(ep.clone());
+        Ok(ep)
+    }
+}
+
+/// The name the gateway's certificate must carry: a DNS name, or an IP.
+fn server_name_str(target: &Target) -> String {
+    match &target.host {
+        Host::Name(n) => n.clone(),
+        Host::Ip(ip) => ip.to_string(),
     }
 }
 

@@ -61,6 +61,8 @@ pub struct PeerState {
     /// connection (dropped with it: never carried to another connection or
     /// a resumed session).
     proven: Mutex<HashSet<Target>>,
+    /// Woken after each authenticator is checked.
+    proofs: tokio::sync::Notify,
 }
 
 impl PeerState {
@@ -70,6 +72,7 @@ impl PeerState {
             goaway: AtomicBool::new(false),
             offers_certs: AtomicBool::new(false),
             proven: Mutex::new(HashSet::new()),
+            proofs: tokio::sync::Notify::new(),
         })
     }
 
@@ -93,6 +96,37 @@ impl PeerState {
             .unwrap_or_else(PoisonError::into_inner)
             .contains(origin)
     }
+
+    /// [`PeerState::proves`], waiting up to `wait` for an authenticator
+    /// being checked to prove it.
+    pub async fn wait_proof(&self, origin: &Target, wait: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.proofs.notified();
+            if self.proves(origin) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.proves(origin);
+            }
+        }
+    }
+
+    /// An authenticator was checked.
+    pub fn notify_proofs(&self) {
+        self.proofs.notify_waiters();
+    }
+
+    /// A connection error: no new stream, and no proof from this connection
+    /// stands.
+    pub fn fail(&self) {
+        self.goaway.store(true, Ordering::Relaxed);
+        self.proven
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.notify_proofs();
+    }
 }
 
 /// Validation of the gateway's authenticators on one connection.
@@ -105,14 +139,15 @@ pub struct CertCheck {
 }
 
 impl CertCheck {
-    /// Validate one authenticator; `Err` when it does not validate.
-    fn check(&mut self, authenticator: &[u8], peer: &PeerState) -> Result<(), ()> {
+    /// Validate one authenticator; `false` when it does not validate (a
+    /// connection error).
+    pub fn check(&mut self, authenticator: &[u8], peer: &PeerState) -> bool {
         let validated = match self.validator.validate(authenticator) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "the gateway's SERVER_CERTIFICATE does not validate; closing the connection");
                 self.count("invalid");
-                return Err(());
+                return false;
             }
         };
         let now = UnixTime::now();
@@ -131,7 +166,7 @@ impl CertCheck {
         if accepted.is_empty() {
             tracing::info!("the gateway's secondary certificate is acceptable for no [[originate]] origin; not used");
             self.count("unacceptable");
-            return Ok(());
+            return true;
         }
         self.count("accepted");
         let mut proven = peer.proven.lock().unwrap_or_else(PoisonError::into_inner);
@@ -139,7 +174,7 @@ impl CertCheck {
             tracing::debug!(origin = %origin, "the gateway proved an origin");
             proven.insert(origin);
         }
-        Ok(())
+        true
     }
 
     fn count(&self, outcome: &str) {
@@ -206,6 +241,7 @@ impl<IO> Tap<IO> {
                 }
                 let payload = self.gathering.take().unwrap_or_default();
                 self.on_certificate(payload);
+                self.peer.notify_proofs();
                 continue;
             }
             let Some(event) = self.scanner.next_event(&mut input) else {
@@ -244,7 +280,7 @@ impl<IO> Tap<IO> {
             && self
                 .certs
                 .as_mut()
-                .is_some_and(|c| c.check(&payload, &self.peer).is_ok());
+                .is_some_and(|c| c.check(&payload, &self.peer));
         if !valid {
             self.fail();
         }
@@ -253,12 +289,7 @@ impl<IO> Tap<IO> {
     /// A connection error: no new stream here, no proof from this
     /// connection stands, GOAWAY, then close.
     fn fail(&mut self) {
-        self.peer.goaway.store(true, Ordering::Relaxed);
-        self.peer
-            .proven
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.peer.fail();
         self.failing = Failing::GoAway(self.cp.h2_error_invalid);
     }
 }

@@ -1,33 +1,64 @@
 //! A gateway stream as the core sees it: the tunnel's bytes
-//! ([`GatewayIo`]) or a forwarded response's body ([`GatewayBody`]), each
-//! holding its stream slot until it is dropped.
+//! ([`GatewayIo`], HTTP/2 or HTTP/3) or a forwarded response's body
+//! ([`GatewayBody`]), each holding its stream slot until it is dropped.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::h3::{FlowDatagrams, H3Stream};
 use super::pool::Lease;
-use crate::body::BoxError;
+use crate::body::{Body, BoxError};
 
 /// The byte stream of a CONNECT (or CONNECT-UDP capsules) on the gateway.
 pub struct GatewayIo {
-    io: TokioIo<Upgraded>,
+    stream: Stream,
     _lease: Lease,
 }
 
+enum Stream {
+    H2(TokioIo<Upgraded>),
+    H3(Box<H3Stream>),
+}
+
 impl GatewayIo {
-    pub(super) fn new(upgraded: Upgraded, lease: Lease) -> GatewayIo {
+    pub(super) fn h2(upgraded: Upgraded, lease: Lease) -> GatewayIo {
         GatewayIo {
-            io: TokioIo::new(upgraded),
+            stream: Stream::H2(TokioIo::new(upgraded)),
             _lease: lease,
         }
     }
+
+    pub(super) fn h3(stream: H3Stream, lease: Lease) -> GatewayIo {
+        GatewayIo {
+            stream: Stream::H3(Box::new(stream)),
+            _lease: lease,
+        }
+    }
+
+    /// A CONNECT-UDP stream's HTTP datagrams on an HTTP/3 gateway
+    /// connection that negotiated them; taken once.
+    pub fn take_datagrams(&mut self) -> Option<FlowDatagrams> {
+        match &mut self.stream {
+            Stream::H2(_) => None,
+            Stream::H3(s) => s.take_flow(),
+        }
+    }
+}
+
+macro_rules! both {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &mut $self.stream {
+            Stream::H2($s) => $e,
+            Stream::H3($s) => $e,
+        }
+    };
 }
 
 impl AsyncRead for GatewayIo {
@@ -36,7 +67,7 @@ impl AsyncRead for GatewayIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        both!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -46,7 +77,7 @@ impl AsyncWrite for GatewayIo {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, data)
+        both!(self, s => Pin::new(s).poll_write(cx, data))
     }
 
     fn poll_write_vectored(
@@ -54,30 +85,33 @@ impl AsyncWrite for GatewayIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        both!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        match &self.stream {
+            Stream::H2(s) => s.is_write_vectored(),
+            Stream::H3(s) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        both!(self, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        both!(self, s => Pin::new(s).poll_shutdown(cx))
     }
 }
 
 /// A response body from the gateway.
 pub struct GatewayBody {
-    body: Incoming,
+    body: Body,
     _lease: Lease,
 }
 
 impl GatewayBody {
-    pub(super) fn new(body: Incoming, lease: Lease) -> GatewayBody {
+    pub(super) fn new(body: Body, lease: Lease) -> GatewayBody {
         GatewayBody {
             body,
             _lease: lease,
@@ -93,9 +127,7 @@ impl hyper::body::Body for GatewayBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body)
-            .poll_frame(cx)
-            .map_err(|e| Box::new(e) as BoxError)
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

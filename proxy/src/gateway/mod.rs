@@ -12,8 +12,9 @@
 mod breaker;
 mod conn;
 pub mod error;
-pub mod h3;
+mod exchange;
 pub mod h2_tap;
+pub mod h3;
 mod io;
 mod pool;
 
@@ -21,11 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, Version};
-use http_body_util::BodyExt;
+use http::{header, Request, Response, Version};
 
 pub use self::conn::STATES;
 pub use self::error::GatewayError;
+use self::exchange::TunnelRequest;
 pub use self::io::{GatewayBody, GatewayIo};
 use self::pool::{Lease, Pool};
 use crate::body::{self, Body};
@@ -34,8 +35,9 @@ use crate::ops::metrics::Metrics;
 use crate::upstream::headers::{append_via, strip_hop_by_hop, via_value};
 use crate::wire::target::Target;
 
-/// The gateway's answer body is read at most this far to pass it back.
-const MAX_REFUSAL_BODY: usize = 16 * 1024;
+/// How long an originated request waits for a certificate that is still
+/// on its way after the CONNECT that asked for it.
+const PROOF_WAIT: Duration = Duration::from_millis(500);
 
 /// The `outcome` label values of `bauta_originated_requests_total`.
 pub const ORIGINATE_OUTCOMES: &[&str] = &["ok", "not_authoritative", "gateway_error"];
@@ -94,31 +96,17 @@ impl Gateway {
         response_timeout: Duration,
     ) -> Result<Opened, GatewayError> {
         let kind = if udp { "connect-udp" } else { "connect" };
+        let udp_path = udp.then(|| self.udp_path(target));
         let result = self
-            .with_retry(kind, |lease| async move {
-                let req = if udp {
-                    self.connect_udp_request(target)?
-                } else {
-                    connect_request(target)?
+            .with_retry(kind, |lease| {
+                let req = TunnelRequest {
+                    target,
+                    udp: udp_path.clone().map(|p| (&*self.next_hop, p)),
                 };
-                let resp = send(&lease, req, response_timeout).await?;
-                Ok((lease, resp))
+                exchange::open_tunnel(lease, req, response_timeout)
             })
             .await;
-        let (lease, mut resp) = self.counted(result)?;
-        if !resp.status().is_success() {
-            let (head, body) = resp.into_parts();
-            let body = read_bounded(body).await;
-            return Ok(Opened::Refused { head, body });
-        }
-        let upgraded = hyper::upgrade::on(&mut resp)
-            .await
-            .map_err(|e| self.count(GatewayError::from_hyper(&e)))?;
-        let (head, _) = resp.into_parts();
-        Ok(Opened::Tunnel {
-            head,
-            io: GatewayIo::new(upgraded, lease),
-        })
+        self.counted(result)
     }
 
     /// Forward an `http://` request through the gateway and stream its
@@ -134,13 +122,11 @@ impl Gateway {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         append_via(&mut parts.headers, &via);
-        parts.version = Version::HTTP_2;
         // A body can be sent once: a stream refused by a draining
         // connection is retried only when nothing of it was sent, so the
         // request goes as it is and is not retried.
-        let req = Request::from_parts(parts, body);
         let lease = self.counted(self.pool.lease("http").await)?;
-        let resp = self.counted(send(&lease, req, response_timeout).await)?;
+        let resp = self.counted(exchange::request(&lease, parts, body, response_timeout).await)?;
         let (mut parts, body) = resp.into_parts();
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
@@ -190,14 +176,14 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let lease = self.pool.lease("http").await?;
         let conn = Arc::clone(lease.connection());
-        if !conn.proves(origin) {
+        if !conn.proves(origin, Duration::ZERO).await {
             if let Some(probe) = self.pool.lease_same(&lease, "connect") {
                 let timeout = response_timeout.min(self.spec.connect_timeout);
-                // Its answer (or failure) does not matter: only whether the
-                // certificate came before it.
-                let _ = send(&probe, connect_request(origin)?, timeout).await;
+                exchange::probe(probe, origin, timeout).await;
             }
-            if !conn.proves(origin) {
+            // HTTP/3: the certificate comes on the control stream, which is
+            // not ordered with the CONNECT's answer; give it a moment.
+            if !conn.proves(origin, PROOF_WAIT).await {
                 return Err(GatewayError::NotAuthoritative(origin.host.to_string()));
             }
         }
@@ -222,8 +208,7 @@ impl Gateway {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         append_via(&mut parts.headers, &via);
-        parts.version = Version::HTTP_2;
-        let resp = send(&lease, Request::from_parts(parts, body), response_timeout).await?;
+        let resp = exchange::request(&lease, parts, body, response_timeout).await?;
         let (mut parts, body) = resp.into_parts();
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
@@ -267,27 +252,17 @@ impl Gateway {
         }
     }
 
-    fn connect_udp_request(&self, target: &Target) -> Result<Request<Body>, GatewayError> {
+    /// The gateway's CONNECT-UDP path for `target` (RFC 9298 §2: an IPv6
+    /// literal with its colons percent-encoded).
+    fn udp_path(&self, target: &Target) -> String {
         let host = match &target.host {
             bauta_policy::Host::Ip(std::net::IpAddr::V6(ip)) => ip.to_string().replace(':', "%3A"),
             other => other.to_string(),
         };
-        let path = self
-            .spec
+        self.spec
             .udp_template
             .replace("{target_host}", &host)
-            .replace("{target_port}", &target.port.to_string());
-        let uri = format!("https://{}{}", self.next_hop, path);
-        let mut req = Request::builder()
-            .method(Method::CONNECT)
-            .uri(uri)
-            .version(Version::HTTP_2)
-            .header("capsule-protocol", HeaderValue::from_static("?1"))
-            .body(body::empty())
-            .map_err(|_| GatewayError::Protocol("cannot build the CONNECT-UDP request".into()))?;
-        req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("connect-udp"));
-        Ok(req)
+            .replace("{target_port}", &target.port.to_string())
     }
 
     fn counted<T>(&self, r: Result<T, GatewayError>) -> Result<T, GatewayError> {
@@ -305,52 +280,4 @@ impl Gateway {
             .with_label_values(&[e.reason()])
             .inc();
     }
-}
-
-fn connect_request(target: &Target) -> Result<Request<Body>, GatewayError> {
-    Request::builder()
-        .method(Method::CONNECT)
-        .uri(target.to_string())
-        .version(Version::HTTP_2)
-        .body(body::empty())
-        .map_err(|_| GatewayError::Protocol("cannot build the CONNECT request".into()))
-}
-
-async fn send(
-    lease: &Lease,
-    req: Request<Body>,
-    response_timeout: Duration,
-) -> Result<Response<hyper::body::Incoming>, GatewayError> {
-    let mut sender = lease.connection().sender();
-    let exchange = async {
-        sender
-            .ready()
-            .await
-            .map_err(|e| GatewayError::from_hyper(&e))?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| GatewayError::from_hyper(&e))
-    };
-    tokio::time::timeout(response_timeout, exchange)
-        .await
-        .unwrap_or(Err(GatewayError::ResponseTimeout))
-}
-
-/// The start of a refusal's body (enough for any error page we write).
-async fn read_bounded(mut body: hyper::body::Incoming) -> Bytes {
-    let mut out = Vec::new();
-    let read = async {
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                let room = MAX_REFUSAL_BODY.saturating_sub(out.len());
-                out.extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
-                if out.len() >= MAX_REFUSAL_BODY {
-                    break;
-                }
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-    Bytes::from(out)
 }

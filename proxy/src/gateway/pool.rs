@@ -16,8 +16,9 @@ use std::time::Instant;
 use prometheus::IntGauge;
 
 use super::breaker::Breaker;
-use super::conn::Connection;
+use super::conn::{Connection, Endpoints};
 use super::error::GatewayError;
+use crate::config::gateway::GatewayProtocol;
 use crate::config::gateway::GatewaySpec;
 use crate::ops::metrics::Metrics;
 
@@ -28,7 +29,17 @@ pub struct Pool {
     /// Held while a connection is being opened.
     opening: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
+    endpoints: Endpoints,
+    /// The protocol that won the last race, and when: tried first (alone)
+    /// for [`REMEMBER`].
+    remembered: Mutex<Option<(GatewayProtocol, Instant)>>,
 }
+
+/// How long the winner of a protocol race is tried first.
+const REMEMBER: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long the preferred protocol runs alone before the next one starts
+/// (RFC 8305's connection attempt delay).
+const HEAD_START: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Default)]
 struct State {
@@ -70,6 +81,8 @@ impl Pool {
             state: Mutex::new(State::default()),
             opening: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
+            endpoints: Endpoints::default(),
+            remembered: Mutex::new(None),
         }
     }
 
@@ -87,8 +100,7 @@ impl Pool {
         if self.usable() >= self.spec.max_connections {
             return Err(GatewayError::Saturated);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        match Connection::open(&self.spec, id, &self.metrics).await {
+        match self.open().await {
             Ok(conn) => {
                 let mut st = self.lock();
                 st.breaker.succeeded();
@@ -105,6 +117,68 @@ impl Pool {
                 Err(e)
             }
         }
+    }
+
+    /// Open a connection: with one protocol, that one; with HTTP/3 and
+    /// HTTP/2, a race in the style of Happy Eyeballs (RFC 8305) — the
+    /// preferred one starts, the other after [`HEAD_START`] or at once when
+    /// the first fails, the first to connect wins — and the winner is
+    /// remembered, so that a network that blocks UDP costs one race, not
+    /// one per connection.
+    async fn open(&self) -> Result<Arc<Connection>, GatewayError> {
+        let mut order = self.spec.protocols.clone();
+        let remembered = *self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((p, at)) = remembered {
+            if at.elapsed() < REMEMBER {
+                order.retain(|q| *q != p);
+                order.insert(0, p);
+            }
+        }
+        let first = order.first().copied().ok_or(GatewayError::Saturated)?;
+        let open = |p: GatewayProtocol| {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            Connection::open(&self.spec, p, &self.endpoints, id, &self.metrics)
+        };
+        let Some(second) = order.get(1).copied() else {
+            return open(first).await;
+        };
+        let a = open(first);
+        tokio::pin!(a);
+        let delay = tokio::time::sleep(HEAD_START);
+        tokio::pin!(delay);
+        let mut b = None;
+        let mut a_err = None;
+        let mut b_err = None;
+        let won = loop {
+            tokio::select! {
+                r = &mut a, if a_err.is_none() => match r {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        tracing::info!(protocol = first.as_str(), error = %e, "gateway connection attempt failed");
+                        a_err = Some(e);
+                        if b.is_none() {
+                            b = Some(Box::pin(open(second)));
+                        }
+                    }
+                },
+                _ = &mut delay, if b.is_none() => b = Some(Box::pin(open(second))),
+                r = async { match b.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if b.is_some() && b_err.is_none() => match r {
+                    Ok(c) => break c,
+                    Err(e) => b_err = Some(e),
+                },
+            }
+            if let (Some(_), Some(_)) = (&a_err, &b_err) {
+                return Err(a_err.unwrap_or(GatewayError::Saturated));
+            }
+        };
+        *self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((won.protocol(), Instant::now()));
+        Ok(won)
     }
 
     /// Another stream on the connection of `lease`, if it has room.

@@ -5,7 +5,7 @@
 //! * every container (native sidecars too) that runs `bauta run --config
 //!   PATH` has its volumes
 //!   staged at their mount paths — a ConfigMap's keys as files, a Secret as
-//!   a test certificate and key — and `bauta check --config STAGE/PATH
+//!   a test certificate, key and CA (`tls.crt`, `tls.key`, `ca.crt`) — and `bauta check --config STAGE/PATH
 //!   --root STAGE` passes, so the configuration and the Deployment's mounts
 //!   agree;
 //! * every policy file in a rendered ConfigMap passes `bauta policy check`;
@@ -157,6 +157,7 @@ fn check_rendered(what: &str, yaml: &str) -> Checked {
                 } else if volume.get("secret").is_some() {
                     std::fs::copy(&certs.cert_pem, dir.join("tls.crt")).expect("tls.crt");
                     std::fs::copy(&certs.key_pem, dir.join("tls.key")).expect("tls.key");
+                    std::fs::copy(&certs.ca_pem, dir.join("ca.crt")).expect("ca.crt");
                 }
             }
             let staged = stage.path().join(config.trim_start_matches('/'));

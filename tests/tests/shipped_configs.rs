@@ -65,6 +65,16 @@ fn every_shipped_toml_passes_bauta_check() {
     std::fs::create_dir_all(etc.join("tls")).expect("staging dirs");
     std::fs::copy(&certs.cert_pem, etc.join("tls/tls.crt")).expect("stage tls.crt");
     std::fs::copy(&certs.key_pem, etc.join("tls/tls.key")).expect("stage tls.key");
+    std::fs::copy(&certs.ca_pem, etc.join("tls/ca.crt")).expect("stage ca.crt");
+    // The sidecar's pod identity Secret (cert-manager's three keys).
+    std::fs::create_dir_all(etc.join("identity")).expect("staging dirs");
+    for (from, to) in [
+        (&certs.cert_pem, "tls.crt"),
+        (&certs.key_pem, "tls.key"),
+        (&certs.ca_pem, "ca.crt"),
+    ] {
+        std::fs::copy(from, etc.join("identity").join(to)).expect("stage the identity");
+    }
     std::fs::copy(
         deploy_dir().join("config/policy.toml"),
         etc.join("policy.toml"),

@@ -1,13 +1,15 @@
 //! Sidecar mode: a parent Bauta (`[gateway]`) carries every tunnel, UDP
-//! flow and forwarded request of this one over a few multiplexed HTTP/2
-//! connections with mTLS, instead of this proxy dialling the targets.
+//! flow and forwarded request of this one over a few multiplexed HTTP/3 or
+//! HTTP/2 connections with mTLS, instead of this proxy dialling the targets.
 //!
 //! [`Gateway`] is what the core calls: [`Gateway::connect`] for CONNECT and
 //! CONNECT-UDP (a stream on a pooled connection; the gateway's answer comes
-//! back as it is) and [`Gateway::forward`] for `http://` requests. The
-//! pool (`pool.rs`) leases streams on connections (`conn.rs`), watches the
-//! gateway's frames for its stream limit and GOAWAY (`h2_watch.rs`), and
-//! backs off after failures (`breaker.rs`).
+//! back as it is), [`Gateway::forward`] for `http://` requests and
+//! [`Gateway::originate`] for those sent as `https://` to an origin the
+//! gateway proved. The pool (`pool.rs`) races and leases connections
+//! (`conn.rs`: HTTP/2 under hyper through `h2_tap.rs`, HTTP/3 through
+//! `h3/`), sends on either (`exchange.rs`) and backs off after failures
+//! (`breaker.rs`).
 
 mod breaker;
 mod conn;

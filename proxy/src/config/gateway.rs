@@ -13,7 +13,7 @@
 //! max_connections = 4           # opened when every connection is full of streams
 //! max_streams_per_connection = 100
 //! connect_timeout_ms = 5000
-//! keepalive_s = 15
+//! keepalive_s = 3              # a dead gateway is noticed within 3x this
 //! udp_template = "/.well-known/masque/udp/{target_host}/{target_port}/"
 //! ```
 
@@ -332,7 +332,7 @@ pub(super) fn compile_gateway(
         600_000,
     )? as u64);
     let keepalive =
-        Duration::from_secs(count(&g.keepalive_s, "gateway.keepalive_s", 15, 3600)? as u64);
+        Duration::from_secs(count(&g.keepalive_s, "gateway.keepalive_s", 3, 3600)? as u64);
     let udp_template: Arc<str> = match &g.udp_template {
         None => Arc::from(DEFAULT_UDP_TEMPLATE),
         Some(t) => {

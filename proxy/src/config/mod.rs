@@ -212,6 +212,10 @@ pub struct ListenerSpec {
     pub handshake_covers: Arc<std::collections::HashSet<Target>>,
     /// Where a verified client certificate's identity is read from, in order.
     pub identity_from: Arc<[IdentitySource]>,
+    /// The QUIC stateless-reset key, derived from the listener's private
+    /// key: the same after a restart, so that a restarted proxy resets the
+    /// connections its predecessor left (RFC 9000 §10.3).
+    pub quic_reset_key: Option<[u8; 32]>,
 }
 
 /// A configuration error: which file, which line, which key, what is wrong.
@@ -597,6 +601,7 @@ fn compile_listener(
         Some(list) => list.get_ref().clone().into(),
     };
     let mut quic_tls = None;
+    let mut quic_reset_key = None;
     let mut leaf = None;
     let tls = match (&l.tls_cert, &l.tls_key) {
         (None, None) => None,
@@ -623,6 +628,7 @@ fn compile_listener(
                 )
                 .map_err(|e| src.err(key.span(), "listener.tls_key", e))?;
                 quic_tls = Some(Arc::new(q));
+                quic_reset_key = Some(tls::stateless_reset_key(&key_der, name));
             }
             let cfg = tls::server_config(chain, key_der, alpn, client_auth.as_ref())
                 .map_err(|e| src.err(key.span(), "listener.tls_key", e))?;
@@ -654,6 +660,7 @@ fn compile_listener(
         leaf,
         handshake_covers: Arc::default(),
         identity_from,
+        quic_reset_key,
     })
 }
 

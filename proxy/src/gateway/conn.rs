@@ -147,7 +147,7 @@ impl Connection {
         let (sender, driver) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(spec.keepalive)
-            .keep_alive_timeout(spec.keepalive.max(Duration::from_secs(5)))
+            .keep_alive_timeout(spec.keepalive.saturating_mul(2))
             .keep_alive_while_idle(true)
             .adaptive_window(true)
             .handshake(io)
@@ -194,13 +194,14 @@ impl Connection {
             tls: Arc::clone(&spec.tls_h3),
             codepoints: spec.codepoints,
             keepalive: spec.keepalive,
-            idle_timeout: spec
-                .keepalive
-                .saturating_mul(4)
-                .max(Duration::from_secs(30)),
+            // A crashed gateway sends nothing (a restarted one resets the
+            // connection at once, see listen/quic.rs): three missed
+            // keep-alives and the connection is given up.
+            idle_timeout: spec.keepalive.saturating_mul(3),
             connect_timeout: spec.connect_timeout,
             max_field_section: MAX_FIELD_SECTION,
         };
+        tracing::debug!(idle_timeout = ?opts.idle_timeout, keepalive = ?opts.keepalive, "opening an HTTP/3 gateway connection");
         let h3 = h3::connect(&endpoint, &opts).await.map_err(|e| match e {
             H3Error::ConnectTimeout => GatewayError::ConnectTimeout,
             H3Error::Handshake(m) => GatewayError::Tls(m),

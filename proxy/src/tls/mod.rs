@@ -259,6 +259,26 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    /// RFC 4231 test case 2, and a key longer than a block (case 6).
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        let hex = |b: [u8; 32]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(super::hmac_sha256(
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            )),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hex(super::hmac_sha256(
+                &[0xaa; 131],
+                &[b"Test Using Larger Than Block-Size Key - Hash Key First"]
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -316,4 +336,33 @@ mod tests {
             .contains("no CERTIFICATE"));
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// The QUIC stateless-reset key of a listener: from its private key and
+/// name, so stable across restarts and secret as the key is.
+pub fn stateless_reset_key(key: &PrivateKeyDer<'_>, listener: &str) -> [u8; 32] {
+    hmac_sha256(
+        key.secret_der(),
+        &[b"bauta QUIC stateless reset v1\0", listener.as_bytes()],
+    )
 }

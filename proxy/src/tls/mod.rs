@@ -257,6 +257,35 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// The QUIC stateless-reset key of a listener: from its private key and
+/// name, so stable across restarts and secret as the key is.
+pub fn stateless_reset_key(key: &PrivateKeyDer<'_>, listener: &str) -> [u8; 32] {
+    hmac_sha256(
+        key.secret_der(),
+        &[b"bauta QUIC stateless reset v1\0", listener.as_bytes()],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     /// RFC 4231 test case 2, and a key longer than a block (case 6).
@@ -336,33 +365,4 @@ mod tests {
             .contains("no CERTIFICATE"));
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    for p in parts {
-        inner.update(p);
-    }
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-/// The QUIC stateless-reset key of a listener: from its private key and
-/// name, so stable across restarts and secret as the key is.
-pub fn stateless_reset_key(key: &PrivateKeyDer<'_>, listener: &str) -> [u8; 32] {
-    hmac_sha256(
-        key.secret_der(),
-        &[b"bauta QUIC stateless reset v1\0", listener.as_bytes()],
-    )
 }

@@ -1,7 +1,9 @@
 //! Sidecar chaining, two processes: a **gateway** Bauta (TLS listener with
 //! mTLS, a policy keyed on the client's SPIFFE identity) and a **sidecar**
 //! Bauta whose `[gateway]` section sends everything it would dial to the
-//! gateway over one multiplexed HTTP/2 connection.
+//! gateway over one multiplexed connection: HTTP/2 unless
+//! [`GatewayEnv::set_protocols`] says otherwise ([`Proto`] for one protocol,
+//! [`PROTOCOLS_RACE`] for the HTTP/3-then-HTTP/2 race).
 //!
 //! * [`GatewayPki`]: a gateway CA and the gateway's certificate (IP SAN
 //!   127.0.0.1, DNS SAN `gateway.test`); a client CA and two pod identities
@@ -9,7 +11,9 @@
 //!   app-facing certificate of the sidecar's own TLS listener.
 //! * [`gateway_toml`] / [`sidecar_toml`]: the two configurations, as files.
 //! * [`GatewayEnv`]: start, kill and restart (same port) both as
-//!   [`BautaProcess`]es; read metrics from either admin endpoint.
+//!   [`BautaProcess`]es; read metrics from either admin endpoint. The
+//!   gateway's listener may leave h3 out ([`GatewayEnv::set_gateway_h3`]):
+//!   nothing then listens on its UDP port, as when UDP is blocked.
 //! * [`ProxyStatus`]: an RFC 9209 `Proxy-Status` list, member by member, to
 //!   check which hop said what, in which order.
 //! * [`chain`]: clients of the sidecar (curl, the Python h2 and aioquic
@@ -61,6 +65,51 @@ pub const SIDECAR_DENIED_PORT: u16 = 9;
 pub const SIDECAR_DENY_RULE: &str = "local-deny";
 /// The sidecar's loopback allow rule.
 pub const SIDECAR_ALLOW_RULE: &str = "loopback";
+
+// === gateway protocols ===
+
+/// One protocol for the sidecar's gateway connections (`[gateway] protocols`
+/// with that one alone), and the label it has in the metrics
+/// (`bauta_gateway_connections{protocol}` at the sidecar,
+/// `bauta_connections_total{protocol}` / `bauta_requests_total{protocol}`
+/// at the gateway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    H3,
+    H2,
+}
+
+impl Proto {
+    /// The metric label (and the `[gateway] protocols` spelling).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Proto::H3 => "h3",
+            Proto::H2 => "h2",
+        }
+    }
+
+    /// `[gateway] protocols` with this protocol alone, as TOML.
+    pub const fn toml(self) -> &'static str {
+        match self {
+            Proto::H3 => r#"["h3"]"#,
+            Proto::H2 => r#"["h2"]"#,
+        }
+    }
+
+    /// The other one.
+    pub const fn other(self) -> Proto {
+        match self {
+            Proto::H3 => Proto::H2,
+            Proto::H2 => Proto::H3,
+        }
+    }
+}
+
+/// `[gateway] protocols` of the environment unless set: HTTP/2 alone.
+pub const PROTOCOLS_DEFAULT: &str = r#"["h2"]"#;
+/// `[gateway] protocols` for the race: HTTP/3 first, HTTP/2 250 ms later
+/// (the default of a `[gateway]` without `protocols`).
+pub const PROTOCOLS_RACE: &str = r#"["h3", "h2"]"#;
 
 // === PKI ===
 
@@ -257,6 +306,17 @@ fn issue(
 /// `127.0.0.1:port` (0: any) with client certificates required, and a
 /// policy allowing loopback targets to `spiffe://corp/payments/*` only.
 pub fn gateway_toml(pki: &GatewayPki, port: u16) -> String {
+    gateway_toml_with(pki, port, true)
+}
+
+/// [`gateway_toml`], its listener serving h3 (UDP) or not: without h3 it
+/// is `["http1", "h2"]` and nothing listens on the gateway's UDP port.
+pub fn gateway_toml_with(pki: &GatewayPki, port: u16, h3: bool) -> String {
+    let protocols = if h3 {
+        r#"["http1", "h2", "h3"]"#
+    } else {
+        r#"["http1", "h2"]"#
+    };
     format!(
         r#"[proxy]
 name = "{GATEWAY_NAME}"
@@ -267,7 +327,7 @@ listen = "127.0.0.1:0"
 [[listener]]
 name = "{GATEWAY_LISTENER}"
 listen = "127.0.0.1:{port}"
-protocols = ["http1", "h2", "h3"]
+protocols = {protocols}
 tls_cert = '{cert}'
 tls_key = '{key}'
 client_ca = '{client_ca}'
@@ -295,11 +355,22 @@ connect_timeout_ms = 2000
 /// The sidecar's `[gateway]` section: `url` to `gateway`, HTTP/2, the
 /// gateway CA, the pod's certificate, one connection.
 pub fn gateway_section(pki: &GatewayPki, gateway: SocketAddr, pod: Pod) -> String {
+    gateway_section_with(pki, gateway, pod, PROTOCOLS_DEFAULT)
+}
+
+/// [`gateway_section`] with `protocols` (a TOML array: `["h3"]`,
+/// `["h2"]`, `["h3", "h2"]`).
+pub fn gateway_section_with(
+    pki: &GatewayPki,
+    gateway: SocketAddr,
+    pod: Pod,
+    protocols: &str,
+) -> String {
     let cert = pki.pod(pod);
     format!(
         r#"[gateway]
 url = "https://{gateway}"
-protocols = ["h2"]
+protocols = {protocols}
 ca = '{ca}'
 client_cert = '{client_cert}'
 client_key = '{client_key}'
@@ -317,8 +388,17 @@ connections = 1
 /// as Bauta does today), and a local policy: deny port
 /// [`SIDECAR_DENIED_PORT`], allow loopback.
 pub fn sidecar_toml(pki: &GatewayPki, gateway: Option<(SocketAddr, Pod)>) -> String {
+    sidecar_toml_with(pki, gateway, PROTOCOLS_DEFAULT)
+}
+
+/// [`sidecar_toml`] whose `[gateway]` (if any) has `protocols`.
+pub fn sidecar_toml_with(
+    pki: &GatewayPki,
+    gateway: Option<(SocketAddr, Pod)>,
+    protocols: &str,
+) -> String {
     let section = gateway
-        .map(|(addr, pod)| gateway_section(pki, addr, pod))
+        .map(|(addr, pod)| gateway_section_with(pki, addr, pod, protocols))
         .unwrap_or_default();
     format!(
         r#"[proxy]
@@ -392,6 +472,10 @@ pub struct GatewayEnv {
     sidecar: Option<BautaProcess>,
     /// Appended to the gateway's configuration (origins, secondary certs).
     gateway_extra: String,
+    /// The sidecar's `[gateway] protocols` (TOML array).
+    protocols: &'static str,
+    /// Whether the gateway's listener serves h3 (listens on UDP).
+    gateway_h3: bool,
 }
 
 impl GatewayEnv {
@@ -404,7 +488,29 @@ impl GatewayEnv {
             gateway_addr: None,
             sidecar: None,
             gateway_extra: String::new(),
+            protocols: PROTOCOLS_DEFAULT,
+            gateway_h3: true,
         }
+    }
+
+    /// The sidecar's `[gateway] protocols` from its next start on: a TOML
+    /// array ([`Proto::toml`], [`PROTOCOLS_RACE`]); [`PROTOCOLS_DEFAULT`]
+    /// unless set.
+    pub fn set_protocols(&mut self, protocols: &'static str) {
+        self.protocols = protocols;
+    }
+
+    /// The sidecar's `[gateway] protocols` (TOML array).
+    pub fn protocols(&self) -> &'static str {
+        self.protocols
+    }
+
+    /// Whether the gateway's listener serves h3, from its next start on
+    /// (default: yes). Without it the listener is `["http1", "h2"]` and
+    /// nothing answers on the gateway's UDP port: UDP to the gateway is
+    /// blocked, as far as the sidecar can tell.
+    pub fn set_gateway_h3(&mut self, h3: bool) {
+        self.gateway_h3 = h3;
     }
 
     /// Gateway and sidecar (with `[gateway]` and `pod`'s certificate), both up.
@@ -440,7 +546,7 @@ impl GatewayEnv {
     pub async fn start_gateway(&mut self) -> SocketAddr {
         assert!(self.gateway.is_none(), "the gateway is already running");
         let port = self.gateway_addr.map_or(0, |a| a.port());
-        let text = gateway_toml(&self.pki, port) + &self.gateway_extra;
+        let text = gateway_toml_with(&self.pki, port, self.gateway_h3) + &self.gateway_extra;
         let path = self.dir.write("gateway.toml", &text);
         let p = BautaProcess::start(&path).await;
         let addr = p.listener(GATEWAY_LISTENER);
@@ -478,9 +584,10 @@ impl GatewayEnv {
         self.start_gateway().await
     }
 
-    /// The sidecar's configuration with `[gateway]` for `pod`.
+    /// The sidecar's configuration with `[gateway]` for `pod` (and the
+    /// protocols of [`GatewayEnv::set_protocols`]).
     pub fn sidecar_config(&self, pod: Pod) -> String {
-        sidecar_toml(&self.pki, Some((self.gateway_addr(), pod)))
+        sidecar_toml_with(&self.pki, Some((self.gateway_addr(), pod)), self.protocols)
     }
 
     /// Start the sidecar with `[gateway]` pointing at the gateway's address.
@@ -572,6 +679,18 @@ impl GatewayEnv {
                 family_lines(&text, "bauta_connections_total")
             )
         })
+    }
+
+    /// Connections the gateway accepted on its listener over `protocol`
+    /// (`bauta_connections_total{listener="mesh",protocol}`; 0 when the
+    /// series is absent, e.g. h3 on a listener without it).
+    pub async fn gateway_connections_over(&self, protocol: &str) -> f64 {
+        self.gateway_metric(
+            "bauta_connections_total",
+            &[("listener", GATEWAY_LISTENER), ("protocol", protocol)],
+        )
+        .await
+        .unwrap_or(0.0)
     }
 
     /// Requests the gateway counted (`bauta_requests_total`, summed over the

@@ -3,15 +3,15 @@
 //! sidecar goes to the gateway as `GET https://api.test/…` only once the
 //! gateway proved `api.test` on that connection with a SERVER_CERTIFICATE
 //! the sidecar validated (RFC 9261) and accepted (chain to `origin_ca`,
-//! validity, name). Against a real gateway Bauta (on-connect and eager),
-//! and against an independent pyOpenSSL HTTP/2 server sending a broken
-//! authenticator.
+//! validity, name). Against a real gateway Bauta (on-connect and eager,
+//! each over `[gateway] protocols = ["h3"]` and `["h2"]`), and against an
+//! independent pyOpenSSL HTTP/2 server sending a broken authenticator.
 
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bauta_tests::gateway_env::chain::{curl, curl_body};
-use bauta_tests::gateway_env::{GatewayEnv, Pod, ProxyStatus, SIDECAR_NAME};
+use bauta_tests::gateway_env::{GatewayEnv, Pod, Proto, ProxyStatus, SIDECAR_NAME};
 use bauta_tests::masque::python;
 use bauta_tests::seccert_env::{KeyKind, Pki};
 use bauta_tests::{bounded_for, Origin, TempDir};
@@ -106,12 +106,16 @@ fn assert_not_authoritative(env: &GatewayEnv, status: u16, text: &str, host: &st
     );
 }
 
-async fn originates_only_what_the_gateway_proved(mode: &str) {
+/// Origination through a real gateway advertising in `advertise`
+/// (`on-connect`, `eager`), the sidecar connecting to it over `proto`.
+async fn originates_only_what_the_gateway_proved(advertise: &str, proto: Proto) {
     bounded_for(LIMIT, async {
         let upstream = Origin::start().await;
         let origin_pki = Pki::new();
         let mut env = GatewayEnv::new();
-        env.set_gateway_extra(&gateway_origins(&origin_pki, upstream.port(), mode));
+        env.set_protocols(proto.toml());
+        let mode = format!("{advertise} over {}", proto.as_str());
+        env.set_gateway_extra(&gateway_origins(&origin_pki, upstream.port(), advertise));
         env.start_gateway().await;
         let text = sidecar_originating(&env, &origin_pki.certs.ca_pem);
         env.start_sidecar_with(&text, true).await;
@@ -119,7 +123,27 @@ async fn originates_only_what_the_gateway_proved(mode: &str) {
         // Proven: the request reaches the gateway's reverse-proxied upstream
         // as https (the gateway adds Forwarded; the upstream is plain http).
         let (status, text) = get(&env, "http://api.test/orders?id=7").await;
-        assert_eq!(status, 200, "{mode}: {text}");
+        if status != 200 {
+            panic!(
+                "{mode}: the first originated request on a fresh gateway connection: {text}\n\
+                 --- sidecar metrics ---\n{}\n--- gateway metrics ---\n{}\n{}\n\
+                 --- sidecar stderr ---\n{}\n--- gateway stderr ---\n{}",
+                bauta_tests::masque::family_lines(
+                    &env.sidecar_metrics().await,
+                    "bauta_secondary_certs_validated_total"
+                ),
+                bauta_tests::masque::family_lines(
+                    &env.gateway_metrics().await,
+                    "bauta_secondary_certs_sent_total"
+                ),
+                bauta_tests::masque::family_lines(
+                    &env.gateway_metrics().await,
+                    "bauta_secondary_cert_errors_total"
+                ),
+                env.sidecar().stderr(),
+                env.gateway().stderr()
+            );
+        }
         assert!(text.contains("origin: GET /orders"), "{mode}: {text}");
         assert!(
             header(&text, "alt-svc").is_none(),
@@ -184,6 +208,22 @@ async fn originates_only_what_the_gateway_proved(mode: &str) {
             1.0,
             "{mode}: everything on one gateway connection"
         );
+        assert_eq!(
+            env.gateway_connections_over(proto.as_str()).await,
+            1.0,
+            "{mode}: the one gateway connection is {}",
+            proto.as_str()
+        );
+        assert_eq!(
+            env.gateway_metric(
+                "bauta_reverse_requests_total",
+                &[("protocol", proto.as_str())]
+            )
+            .await,
+            Some(2.0),
+            "{mode}: the gateway served the two originated requests over {}",
+            proto.as_str()
+        );
         let lines = env.sidecar().access_log();
         let originated: Vec<&Value> = lines.iter().filter(|l| l["via"] == "originated").collect();
         assert_eq!(originated.len(), 4, "{mode}: {lines:?}");
@@ -195,13 +235,23 @@ async fn originates_only_what_the_gateway_proved(mode: &str) {
 }
 
 #[tokio::test]
-async fn originates_only_what_an_on_connect_gateway_proved() {
-    originates_only_what_the_gateway_proved("on-connect").await;
+async fn originates_only_what_an_on_connect_gateway_proved_h3() {
+    originates_only_what_the_gateway_proved("on-connect", Proto::H3).await;
 }
 
 #[tokio::test]
-async fn originates_only_what_an_eager_gateway_proved() {
-    originates_only_what_the_gateway_proved("eager").await;
+async fn originates_only_what_an_on_connect_gateway_proved_h2() {
+    originates_only_what_the_gateway_proved("on-connect", Proto::H2).await;
+}
+
+#[tokio::test]
+async fn originates_only_what_an_eager_gateway_proved_h3() {
+    originates_only_what_the_gateway_proved("eager", Proto::H3).await;
+}
+
+#[tokio::test]
+async fn originates_only_what_an_eager_gateway_proved_h2() {
+    originates_only_what_the_gateway_proved("eager", Proto::H2).await;
 }
 
 /// An independent HTTP/2 server (pyOpenSSL, its own RFC 9261 code) sends a

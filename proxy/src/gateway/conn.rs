@@ -217,6 +217,9 @@ impl Connection {
         let invalid = spec.codepoints.h3_error_invalid;
         tokio::spawn(async move {
             let mut certs_rx = h3.certificates();
+            // Certificates that came before this subscription (an eager
+            // gateway sends them with its SETTINGS) are checked first.
+            certs_rx.mark_changed();
             let mut seen = 0usize;
             let mut check = certs;
             loop {

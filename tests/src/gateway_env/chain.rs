@@ -13,7 +13,7 @@ use http::{Method, Request};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{GatewayEnv, Pod, ProxyStatus, GATEWAY_LISTENER, GATEWAY_NAME, SIDECAR_NAME};
+use super::{GatewayEnv, Pod, Proto, ProxyStatus, GATEWAY_LISTENER, GATEWAY_NAME, SIDECAR_NAME};
 use crate::masque::{run_masque_client, PyRun};
 use crate::{full_body, h2_client, read_head, tls_connect, H2Sender, H2Tunnel, Head, TestBody};
 
@@ -259,6 +259,77 @@ pub async fn start_chain(pod: Pod) -> (GatewayEnv, f64) {
     let before = env.gateway_connections_accepted().await;
     env.start_sidecar(pod).await;
     (env, before)
+}
+
+/// What the gateway's listener had accepted, in all and per protocol
+/// (`bauta_connections_total{listener="mesh"}`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Accepted {
+    pub total: f64,
+    pub h3: f64,
+    pub h2: f64,
+}
+
+impl Accepted {
+    pub async fn read(env: &GatewayEnv) -> Accepted {
+        Accepted {
+            total: env.gateway_connections_accepted().await,
+            h3: env.gateway_connections_over("h3").await,
+            h2: env.gateway_connections_over("h2").await,
+        }
+    }
+
+    pub fn over(&self, proto: Proto) -> f64 {
+        match proto {
+            Proto::H3 => self.h3,
+            Proto::H2 => self.h2,
+        }
+    }
+}
+
+/// Gateway up (its listener with h3), its accepted connections, then the
+/// sidecar for `pod` with `[gateway] protocols` = `proto` alone.
+pub async fn start_chain_over(proto: Proto, pod: Pod) -> (GatewayEnv, Accepted) {
+    let mut env = GatewayEnv::new();
+    env.set_protocols(proto.toml());
+    env.start_gateway().await;
+    let before = Accepted::read(&env).await;
+    env.start_sidecar(pod).await;
+    (env, before)
+}
+
+/// The gateway accepted exactly one more connection than `before`, over
+/// `proto`, and none over the other protocol: the sidecar's one
+/// multiplexed connection carried everything.
+pub async fn assert_one_gateway_connection_over(
+    env: &GatewayEnv,
+    before: Accepted,
+    proto: Proto,
+    what: &str,
+) {
+    let now = Accepted::read(env).await;
+    assert_eq!(
+        now.over(proto) - before.over(proto),
+        1.0,
+        "{what}: the gateway accepted {} {} connections for all of it \
+         (bauta_connections_total{{listener=\"{GATEWAY_LISTENER}\",protocol=\"{}\"}}); want exactly 1 \
+         (before {before:?}, now {now:?})",
+        now.over(proto) - before.over(proto),
+        proto.as_str(),
+        proto.as_str(),
+    );
+    assert_eq!(
+        now.over(proto.other()) - before.over(proto.other()),
+        0.0,
+        "{what}: no {} connection to the gateway with `protocols = {}` (before {before:?}, now {now:?})",
+        proto.other().as_str(),
+        proto.toml(),
+    );
+    assert_eq!(
+        now.total - before.total,
+        1.0,
+        "{what}: one gateway connection in all (before {before:?}, now {now:?})"
+    );
 }
 
 /// HTTP/1.1 CONNECT that reports a connection closed without an answer, or

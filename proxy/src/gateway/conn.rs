@@ -131,6 +131,9 @@ impl Connection {
                     DialError::Timeout => GatewayError::ConnectTimeout,
                     _ => GatewayError::Refused,
                 })?;
+        // Small frames (each CONNECT's HEADERS, a tunnel's first bytes)
+        // must not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
         let tls = tokio_rustls::TlsConnector::from(Arc::clone(&spec.tls_h2))
             .connect(spec.server_name.clone(), tcp)
             .await

@@ -472,8 +472,6 @@ pub struct GatewayEnv {
     sidecar: Option<BautaProcess>,
     /// Appended to the gateway's configuration (origins, secondary certs).
     gateway_extra: String,
-    /// The gateway's `shutdown_grace_s` (1 unless a test needs longer).
-    gateway_grace_s: u64,
     /// The sidecar's `[gateway] protocols` (TOML array).
     protocols: &'static str,
     /// Whether the gateway's listener serves h3 (listens on UDP).
@@ -490,7 +488,6 @@ impl GatewayEnv {
             gateway_addr: None,
             sidecar: None,
             gateway_extra: String::new(),
-            gateway_grace_s: 1,
             protocols: PROTOCOLS_DEFAULT,
             gateway_h3: true,
         }
@@ -512,11 +509,6 @@ impl GatewayEnv {
     /// (default: yes). Without it the listener is `["http1", "h2"]` and
     /// nothing answers on the gateway's UDP port: UDP to the gateway is
     /// blocked, as far as the sidecar can tell.
-    /// The gateway's `[limits] shutdown_grace_s` from its next start on.
-    pub fn set_gateway_grace_s(&mut self, seconds: u64) {
-        self.gateway_grace_s = seconds;
-    }
-
     pub fn set_gateway_h3(&mut self, h3: bool) {
         self.gateway_h3 = h3;
     }
@@ -554,10 +546,7 @@ impl GatewayEnv {
     pub async fn start_gateway(&mut self) -> SocketAddr {
         assert!(self.gateway.is_none(), "the gateway is already running");
         let port = self.gateway_addr.map_or(0, |a| a.port());
-        let text = gateway_toml_with(&self.pki, port, self.gateway_h3).replace(
-            "shutdown_grace_s = 1\n",
-            &format!("shutdown_grace_s = {}\n", self.gateway_grace_s),
-        ) + &self.gateway_extra;
+        let text = gateway_toml_with(&self.pki, port, self.gateway_h3) + &self.gateway_extra;
         let path = self.dir.write("gateway.toml", &text);
         let p = BautaProcess::start(&path).await;
         let addr = p.listener(GATEWAY_LISTENER);

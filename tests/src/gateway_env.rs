@@ -472,6 +472,8 @@ pub struct GatewayEnv {
     sidecar: Option<BautaProcess>,
     /// Appended to the gateway's configuration (origins, secondary certs).
     gateway_extra: String,
+    /// The gateway's `shutdown_grace_s` (1 unless a test needs longer).
+    gateway_grace_s: u64,
     /// The sidecar's `[gateway] protocols` (TOML array).
     protocols: &'static str,
     /// Whether the gateway's listener serves h3 (listens on UDP).
@@ -488,6 +490,7 @@ impl GatewayEnv {
             gateway_addr: None,
             sidecar: None,
             gateway_extra: String::new(),
+            gateway_grace_s: 1,
             protocols: PROTOCOLS_DEFAULT,
             gateway_h3: true,
         }
@@ -511,6 +514,11 @@ impl GatewayEnv {
     /// blocked, as far as the sidecar can tell.
     pub fn set_gateway_h3(&mut self, h3: bool) {
         self.gateway_h3 = h3;
+    }
+
+    /// The gateway's `[limits] shutdown_grace_s` from its next start on.
+    pub fn set_gateway_grace_s(&mut self, seconds: u64) {
+        self.gateway_grace_s = seconds;
     }
 
     /// Gateway and sidecar (with `[gateway]` and `pod`'s certificate), both up.
@@ -546,7 +554,10 @@ impl GatewayEnv {
     pub async fn start_gateway(&mut self) -> SocketAddr {
         assert!(self.gateway.is_none(), "the gateway is already running");
         let port = self.gateway_addr.map_or(0, |a| a.port());
-        let text = gateway_toml_with(&self.pki, port, self.gateway_h3) + &self.gateway_extra;
+        let text = gateway_toml_with(&self.pki, port, self.gateway_h3).replace(
+            "shutdown_grace_s = 1\n",
+            &format!("shutdown_grace_s = {}\n", self.gateway_grace_s),
+        ) + &self.gateway_extra;
         let path = self.dir.write("gateway.toml", &text);
         let p = BautaProcess::start(&path).await;
         let addr = p.listener(GATEWAY_LISTENER);

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use bauta_tests::gateway_env::{GatewayEnv, Pod, ProxyStatus, GATEWAY_NAME};
-use bauta_tests::{bounded_for, connect_h1, EchoServer};
+use bauta_tests::gateway_env::{GatewayEnv, Pod, Proto, ProxyStatus, GATEWAY_NAME};
+use bauta_tests::{assert_echo, bounded_for, connect_h1, EchoServer};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -147,4 +147,80 @@ async fn the_gateways_stream_limit_opens_another_connection_up_to_the_cap() {
         }
     })
     .await;
+}
+
+/// The gateway shuts down gracefully (SIGTERM: GOAWAY, then a grace period
+/// for open tunnels): the sidecar moves that connection to draining, its
+/// open tunnel keeps working, and a new tunnel does not go on it (the
+/// gateway takes no new connection either: 502 or 503 from the sidecar).
+async fn goaway_drains_the_connection(proto: Proto) {
+    bounded_for(LIMIT, async {
+        let echo = EchoServer::start().await;
+        let target = format!("127.0.0.1:{}", echo.port());
+        let mut env = GatewayEnv::new();
+        env.set_protocols(proto.toml());
+        env.set_gateway_grace_s(20);
+        env.start_gateway().await;
+        env.start_sidecar(Pod::Payments).await;
+        let sidecar = env.sidecar_plain();
+        let (head, mut open) = connect_h1(sidecar, &target).await;
+        assert_eq!(head.status, 200, "{head:?}");
+        assert_echo(&mut open, b"before the GOAWAY").await;
+
+        env.gateway().signal("TERM");
+        // The GOAWAY moves the connection to draining as it arrives.
+        let draining = [("protocol", proto.as_str()), ("state", "draining")];
+        let seen = GatewayEnv::wait_metric_on(
+            env.sidecar().admin,
+            "bauta_gateway_connections",
+            &draining,
+            Duration::from_secs(10),
+            |v| v == 1.0,
+        )
+        .await;
+        assert_eq!(seen, Some(1.0), "{proto:?}: the connection is draining");
+        // New work does not go on the draining connection, and the closing
+        // gateway takes no new connection: refused by the sidecar (502 or
+        // 503; 504 when the closing gateway's QUIC endpoint no longer
+        // answers).
+        let (head, _s) = connect_h1(sidecar, &target).await;
+        assert!(
+            [502, 503, 504].contains(&head.status),
+            "{proto:?}: a new tunnel went to the gateway after its GOAWAY: {head:?}"
+        );
+        // The open tunnel drains: it still carries bytes.
+        assert_echo(&mut open, b"after the GOAWAY, within the grace").await;
+        assert_eq!(
+            env.sidecar_metric(
+                "bauta_gateway_connections",
+                &[("protocol", proto.as_str()), ("state", "open")]
+            )
+            .await,
+            Some(0.0),
+            "{proto:?}"
+        );
+        // Its last stream done, the drained connection closes (well within
+        // the gateway's 20 s grace).
+        drop(open);
+        let left = GatewayEnv::wait_metric_on(
+            env.sidecar().admin,
+            "bauta_gateway_connections",
+            &draining,
+            Duration::from_secs(10),
+            |v| v == 0.0,
+        )
+        .await;
+        assert_eq!(left, Some(0.0), "{proto:?}: the drained connection closed");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn goaway_drains_the_connection_h2() {
+    goaway_drains_the_connection(Proto::H2).await;
+}
+
+#[tokio::test]
+async fn goaway_drains_the_connection_h3() {
+    goaway_drains_the_connection(Proto::H3).await;
 }

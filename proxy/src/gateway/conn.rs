@@ -156,20 +156,41 @@ impl Connection {
             .handshake(io)
             .await
             .map_err(|e| GatewayError::Protocol(e.to_string()))?;
-        let conn = Self::new(spec, id, Link::H2(sender), peer, metrics);
+        let conn = Self::new(spec, id, Link::H2(sender), Arc::clone(&peer), metrics);
         // Weak: dropping the last lease and the pool's handle ends the
-        // connection (hyper closes it once no sender is left).
+        // connection (hyper closes it once no sender is left). The state
+        // follows the byte stream, not hyper's request handle: after a
+        // GOAWAY hyper stops taking requests at once, but the connection
+        // lives on (draining) until its last stream ends and the Tap is
+        // dropped.
         let watched = Arc::downgrade(&conn);
         let errors = metrics
             .gateway_errors
             .with_label_values(&["connection_lost"]);
         tokio::spawn(async move {
-            match driver.await {
-                Err(e) => {
-                    tracing::info!(connection = id, error = %e, "gateway connection ended");
-                    errors.inc();
+            tokio::pin!(driver);
+            let mut driving = true;
+            loop {
+                tokio::select! {
+                    r = &mut driver, if driving => {
+                        driving = false;
+                        if let Err(e) = r {
+                            tracing::info!(connection = id, error = %e, "gateway connection ended");
+                            errors.inc();
+                            break;
+                        }
+                        tracing::debug!(connection = id, "gateway connection takes no more requests");
+                    }
+                    () = peer.changed() => {
+                        if peer.ended() {
+                            tracing::debug!(connection = id, "gateway connection closed");
+                            break;
+                        }
+                        if let Some(c) = watched.upgrade() {
+                            c.note_goaway();
+                        }
+                    }
                 }
-                Ok(()) => tracing::debug!(connection = id, "gateway connection closed"),
             }
             if let Some(c) = watched.upgrade() {
                 c.set_closed();
@@ -225,8 +246,15 @@ impl Connection {
             certs_rx.mark_changed();
             let mut seen = 0usize;
             let mut check = certs;
+            let mut draining = false;
             loop {
                 tokio::select! {
+                    () = h3.goaway(), if !draining => {
+                        draining = true;
+                        if let Some(c) = watched.upgrade() {
+                            c.note_goaway();
+                        }
+                    }
                     changed = certs_rx.changed(), if check.is_some() => {
                         if changed.is_err() {
                             continue;
@@ -276,18 +304,21 @@ impl Connection {
     /// A new stream may start here (no GOAWAY received, not closed).
     pub fn is_usable(&self) -> bool {
         self.note_goaway();
-        self.state.load(Ordering::Relaxed) == OPEN && !self.link_closed()
+        self.state.load(Ordering::Relaxed) == OPEN
+            && match &self.link {
+                Link::H2(s) => !s.is_closed() && !self.peer.ended(),
+                Link::H3(c) => c.is_usable(),
+            }
     }
 
+    /// The connection has ended (a draining one has not: its streams
+    /// still run).
     pub fn is_closed(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == CLOSED || self.link_closed()
-    }
-
-    fn link_closed(&self) -> bool {
-        match &self.link {
-            Link::H2(s) => s.is_closed(),
-            Link::H3(c) => c.quic().close_reason().is_some(),
-        }
+        self.state.load(Ordering::Relaxed) == CLOSED
+            || match &self.link {
+                Link::H2(_) => self.peer.ended(),
+                Link::H3(c) => c.quic().close_reason().is_some(),
+            }
     }
 
     fn goaway(&self) -> bool {

@@ -55,6 +55,11 @@ pub struct PeerState {
     /// (RFC 9113 §6.5.2: unlimited until then).
     max_streams: AtomicUsize,
     goaway: AtomicBool,
+    /// The byte stream is gone (the [`Tap`] was dropped): the connection
+    /// has ended, whatever hyper's request handle says.
+    ended: AtomicBool,
+    /// Woken on GOAWAY and on the end, for the connection's one watcher.
+    changes: tokio::sync::Notify,
     /// The gateway sent `SETTINGS_HTTP_SERVER_CERT_AUTH = 1`.
     offers_certs: AtomicBool,
     /// Origins a validated, acceptable certificate proved on this
@@ -70,6 +75,8 @@ impl PeerState {
         Arc::new(PeerState {
             max_streams: AtomicUsize::new(usize::MAX),
             goaway: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            changes: tokio::sync::Notify::new(),
             offers_certs: AtomicBool::new(false),
             proven: Mutex::new(HashSet::new()),
             proofs: tokio::sync::Notify::new(),
@@ -83,6 +90,22 @@ impl PeerState {
     /// The peer sent GOAWAY (or we are closing): no new stream here.
     pub fn goaway(&self) -> bool {
         self.goaway.load(Ordering::Relaxed)
+    }
+
+    /// The connection's byte stream is closed.
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
+
+    /// Resolves after a GOAWAY or the end (a change since the last call:
+    /// one watcher only, the wake-up is kept until it looks).
+    pub async fn changed(&self) {
+        self.changes.notified().await;
+    }
+
+    fn saw_goaway(&self) {
+        self.goaway.store(true, Ordering::Relaxed);
+        self.changes.notify_one();
     }
 
     pub fn offers_certs(&self) -> bool {
@@ -120,7 +143,7 @@ impl PeerState {
     /// A connection error: no new stream, and no proof from this connection
     /// stands.
     pub fn fail(&self) {
-        self.goaway.store(true, Ordering::Relaxed);
+        self.saw_goaway();
         self.proven
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -248,9 +271,7 @@ impl<IO> Tap<IO> {
                 return;
             };
             match event {
-                ScanEvent::Frame(h) if h.kind == FrameType::GOAWAY => {
-                    self.peer.goaway.store(true, Ordering::Relaxed);
-                }
+                ScanEvent::Frame(h) if h.kind == FrameType::GOAWAY => self.peer.saw_goaway(),
                 ScanEvent::Frame(h)
                     if self.certs.is_some() && ServerCertificate::is_h2(&self.cp, &h) =>
                 {
@@ -291,6 +312,13 @@ impl<IO> Tap<IO> {
     fn fail(&mut self) {
         self.peer.fail();
         self.failing = Failing::GoAway(self.cp.h2_error_invalid);
+    }
+}
+
+impl<IO> Drop for Tap<IO> {
+    fn drop(&mut self) {
+        self.peer.ended.store(true, Ordering::Relaxed);
+        self.peer.changes.notify_one();
     }
 }
 

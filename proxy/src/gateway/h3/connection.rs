@@ -286,6 +286,19 @@ impl H3Connection {
         self.inner.peer.goaway().is_some()
     }
 
+    /// Resolves once the gateway has sent GOAWAY.
+    pub async fn goaway(&self) {
+        loop {
+            let seen = self.inner.peer.goaway_seen.notified();
+            tokio::pin!(seen);
+            seen.as_mut().enable();
+            if self.goaway_received() {
+                return;
+            }
+            seen.await;
+        }
+    }
+
     /// Resolves when the connection is closed, with why.
     pub async fn closed(&self) -> H3Error {
         self.inner.peer.lost(&self.inner.conn.closed().await)

@@ -29,6 +29,8 @@ pub(super) struct PeerState {
     pub(super) settings: watch::Sender<Option<PeerSettings>>,
     /// The last GOAWAY's stream ID; `u64::MAX` while none came.
     pub(super) goaway: AtomicU64,
+    /// Woken when a GOAWAY arrives.
+    pub(super) goaway_seen: tokio::sync::Notify,
     /// Every SERVER_CERTIFICATE authenticator, in order.
     pub(super) certificates: watch::Sender<Vec<Bytes>>,
     /// Why we closed the connection ourselves, if we did: quinn only says
@@ -41,6 +43,7 @@ impl PeerState {
         PeerState {
             settings: watch::Sender::new(None),
             goaway: AtomicU64::new(u64::MAX),
+            goaway_seen: tokio::sync::Notify::new(),
             certificates: watch::Sender::new(Vec::new()),
             local_close: OnceLock::new(),
         }
@@ -81,6 +84,7 @@ impl PeerState {
             }
             ControlEvent::GoAway(id) => {
                 self.goaway.store(id, Ordering::Release);
+                self.goaway_seen.notify_waiters();
                 tracing::debug!(stream = id, "gateway sent GOAWAY");
             }
             ControlEvent::Certificate(auth) => {

@@ -90,6 +90,15 @@ const FAMILIES: &[Family] = &[
         labels: &[("direction", &["upstream", "downstream"])],
     },
     Family {
+        name: "bauta_http_datagrams_total",
+        histogram: false,
+        labels: &[
+            ("leg", &["client"]),
+            ("direction", &["upstream", "downstream"]),
+            ("carriage", &["quic", "capsule"]),
+        ],
+    },
+    Family {
         name: "bauta_udp_drops_total",
         histogram: false,
         labels: &[(

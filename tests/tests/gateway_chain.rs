@@ -200,11 +200,10 @@ async fn chained_connect_from_every_front_shares_one_gateway_connection_h2() {
 /// HTTP/2 client (capsules), at once: payloads intact, one gateway
 /// connection over `proto`.
 ///
-/// Over HTTP/3 the sidecar relays the flows to the gateway as QUIC
-/// datagrams; no metric of either process tells datagrams from capsules
-/// (`bauta_udp_datagrams_total` counts what is relayed to and from the
-/// target, whatever the carriage), so that is not checked here — the
-/// in-process `gateway_h3_client.rs` covers the client's datagrams.
+/// Over HTTP/3 the sidecar relays every flow to the gateway as QUIC
+/// datagrams, whatever the client used; over HTTP/2 as capsules. Both
+/// processes' `bauta_http_datagrams_total` say so: the sidecar's gateway
+/// leg and the gateway's client leg.
 async fn chained_connect_udp_datagrams_and_capsules_share_one_gateway_connection(proto: Proto) {
     bauta_bin();
     bounded_for(LIMIT, async {
@@ -304,9 +303,76 @@ async fn chained_connect_udp_datagrams_and_capsules_share_one_gateway_connection
             Some((3 * COUNT) as f64),
             "the gateway relayed every datagram to the target (bauta_udp_datagrams_total{{direction=\"upstream\"}})"
         );
+        assert_carriage(&env, proto, COUNT).await;
         assert_one_gateway_connection_over(&env, before, proto, "three CONNECT-UDP flows").await;
     })
     .await
+}
+
+/// How the chained flows' datagrams travelled between sidecar and gateway,
+/// seen from both ends: over HTTP/3 as QUIC datagrams only (not one
+/// capsule), over HTTP/2 as capsules. Over HTTP/2 the HTTP/2 client's
+/// flow, capsules on both legs, passes as a byte stream, unparsed and
+/// uncounted by the sidecar: it counts the two flows from its HTTP/3 front
+/// (`count` datagrams each, each way).
+async fn assert_carriage(env: &GatewayEnv, proto: Proto, count: usize) {
+    let series = |leg: &'static str, direction: &'static str, carriage: &'static str| {
+        [
+            ("leg", leg),
+            ("direction", direction),
+            ("carriage", carriage),
+        ]
+    };
+    let (used, unused, sidecar_flows) = match proto {
+        Proto::H3 => ("quic", "capsule", 3),
+        Proto::H2 => ("capsule", "quic", 2),
+    };
+    let all = (3 * count) as f64;
+    let on_gateway = GatewayEnv::wait_metric_on(
+        env.gateway().admin,
+        "bauta_http_datagrams_total",
+        &series("client", "upstream", used),
+        SETTLE,
+        |v| v >= all,
+    )
+    .await;
+    assert_eq!(
+        on_gateway,
+        Some(all),
+        "{proto:?}: the gateway received every datagram from the sidecar as {used}"
+    );
+    for (direction, n) in [
+        ("upstream", sidecar_flows * count),
+        ("downstream", sidecar_flows * count),
+    ] {
+        assert_eq!(
+            env.sidecar_metric(
+                "bauta_http_datagrams_total",
+                &series("gateway", direction, used)
+            )
+            .await,
+            Some(n as f64),
+            "{proto:?}: the sidecar's gateway leg carried {direction} datagrams as {used}"
+        );
+        assert_eq!(
+            env.sidecar_metric(
+                "bauta_http_datagrams_total",
+                &series("gateway", direction, unused)
+            )
+            .await,
+            Some(0.0),
+            "{proto:?}: not one {direction} datagram went to the gateway as {unused}"
+        );
+        assert_eq!(
+            env.gateway_metric(
+                "bauta_http_datagrams_total",
+                &series("client", direction, unused)
+            )
+            .await,
+            Some(0.0),
+            "{proto:?}: the gateway saw no {direction} {unused} from the sidecar"
+        );
+    }
 }
 
 #[tokio::test]
@@ -830,6 +896,17 @@ async fn sidecar_metrics_and_access_log_mark_chained_requests(proto: Proto) {
                 .is_some(),
                 "bauta_gateway_streams_active{{kind=\"{kind}\"}} is exported from the start:\n{}",
                 bauta_tests::masque::family_lines(&text, "bauta_gateway_")
+            );
+        }
+        for carriage in ["quic", "capsule"] {
+            assert_eq!(
+                bauta_tests::masque::metric_opt(
+                    &text,
+                    "bauta_http_datagrams_total",
+                    &[("leg", "gateway"), ("carriage", carriage)]
+                ),
+                Some(0.0),
+                "bauta_http_datagrams_total{{leg=\"gateway\",carriage=\"{carriage}\"}} is exported from the start"
             );
         }
         assert!(

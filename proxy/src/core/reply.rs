@@ -256,9 +256,16 @@ impl Live {
                 }
                 let idle = self.ex.config.connect_udp.idle_timeout;
                 let abort = self.services.tunnels.aborted();
-                let (moved, end) =
-                    udp_chain::relay(client, datagrams, gateway, gateway_datagrams, idle, abort)
-                        .await;
+                let (moved, end) = udp_chain::relay(
+                    client,
+                    datagrams,
+                    gateway,
+                    gateway_datagrams,
+                    idle,
+                    abort,
+                    &self.services.metrics,
+                )
+                .await;
                 let (outcome, end) = match end {
                     ChainEnd::Closed => ("closed", TunnelEnd::Done),
                     ChainEnd::Idle => ("idle_timeout", TunnelEnd::Done),

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub upstream_connect_seconds: Histogram,
     /// CONNECT-UDP datagrams relayed; direction `upstream` = client → target.
     pub udp_datagrams: IntCounterVec,
+    /// HTTP datagrams by leg, direction and carriage (`tunnel::carriage`).
+    pub http_datagrams: IntCounterVec,
     /// CONNECT-UDP datagrams dropped, by reason.
     pub udp_drops: IntCounterVec,
     /// Reverse-proxied requests by client protocol and response status class.
@@ -174,6 +176,13 @@ impl Metrics {
             ),
             &["direction"],
         )?;
+        let http_datagrams = IntCounterVec::new(
+            Opts::new(
+                "bauta_http_datagrams_total",
+                "HTTP datagrams of CONNECT-UDP flows by leg (client; gateway in sidecar mode), direction (upstream is toward the target) and carriage (quic: QUIC DATAGRAM frames; capsule: DATAGRAM capsules).",
+            ),
+            &["leg", "direction", "carriage"],
+        )?;
         let udp_drops = IntCounterVec::new(
             Opts::new(
                 "bauta_udp_drops_total",
@@ -287,6 +296,7 @@ impl Metrics {
         registry.register(Box::new(secondary_cert_errors.clone()))?;
         registry.register(Box::new(protocol_floods.clone()))?;
         registry.register(Box::new(udp_datagrams.clone()))?;
+        registry.register(Box::new(http_datagrams.clone()))?;
         registry.register(Box::new(udp_drops.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
@@ -362,6 +372,7 @@ impl Metrics {
             dns_lookups,
             upstream_connect_seconds,
             udp_datagrams,
+            http_datagrams,
             udp_drops,
             reverse_requests,
             reverse_upstream_seconds,

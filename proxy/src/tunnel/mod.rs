@@ -1,5 +1,6 @@
 //! Tunnels: byte relays between a client-side stream and a target.
 
+pub mod carriage;
 pub mod copy;
 pub mod prefixed;
 #[cfg(target_os = "linux")]

@@ -23,6 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::ops::metrics::Metrics;
+use crate::tunnel::carriage::{Carriage, Leg, LegCounters};
 use crate::tunnel::udp_flow::{DropReason, FlowState, Uplink};
 use crate::wire::capsule;
 
@@ -112,6 +113,7 @@ struct FlowMetrics {
     drop_unknown_context: IntCounter,
     drop_too_large: IntCounter,
     drop_send_failed: IntCounter,
+    client: LegCounters,
 }
 
 impl FlowMetrics {
@@ -125,6 +127,7 @@ impl FlowMetrics {
             drop_unknown_context: m.udp_drops.with_label_values(&["unknown_context"]),
             drop_too_large: m.udp_drops.with_label_values(&["too_large"]),
             drop_send_failed: m.udp_drops.with_label_values(&["send_failed"]),
+            client: LegCounters::new(m, Leg::Client),
         }
     }
 }
@@ -173,6 +176,7 @@ where
                 Ok(_) => {
                     flow.handle_stream_data(Instant::now());
                     while let Some(up) = flow.poll_uplink(&mut rbuf) {
+                        fm.client.received(Carriage::Capsule);
                         uplink(socket, up, &fm).await;
                     }
                     if rbuf.capacity() - rbuf.len() < 1024 {
@@ -183,6 +187,7 @@ where
             },
             d = recv_datagram(&mut incoming) => match d {
                 Some(data) => {
+                    fm.client.received(Carriage::Quic);
                     let up = flow.handle_datagram(Instant::now(), data);
                     uplink(socket, up, &fm).await;
                 }
@@ -190,12 +195,13 @@ where
             },
             r = recv_reply(socket, channel, &mut reply, &mut dgram_out) => match r {
                 Ok(n) => {
-                    let sent = match channel {
-                        Some(ch) => send_datagram(ch, &mut dgram_out, &fm),
-                        None => send_capsule(&mut wr, &mut reply, n, &fm).await,
+                    let (sent, carriage) = match channel {
+                        Some(ch) => (send_datagram(ch, &mut dgram_out, &fm), Carriage::Quic),
+                        None => (send_capsule(&mut wr, &mut reply, n, &fm).await, Carriage::Capsule),
                     };
                     match sent {
                         Ok(true) => {
+                            fm.client.sent(carriage);
                             flow.handle_delivered(Instant::now(), n);
                             fm.down_datagrams.inc();
                             fm.down_bytes.inc_by(n as u64);

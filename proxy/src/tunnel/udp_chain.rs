@@ -19,6 +19,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::ops::metrics::Metrics;
+use crate::tunnel::carriage::{Carriage, Leg, LegCounters};
 use crate::tunnel::udp::{DatagramChannel, DatagramSent, MAX_UDP_PAYLOAD};
 use crate::wire::capsule::{self, CapsuleDecoder, Event};
 use crate::wire::varint;
@@ -49,12 +51,13 @@ pub struct ChainReport {
     pub down: u64,
 }
 
-/// One side of the relay: its request stream (written half) and its
-/// datagram channel, if any.
+/// One side of the relay: its request stream (written half), its
+/// datagram channel, if any, and its carriage counters.
 struct Side<W, D> {
     stream: W,
     datagrams: Option<D>,
     out: BytesMut,
+    counters: LegCounters,
 }
 
 impl<W: AsyncWrite + Unpin, D: DatagramChannel> Side<W, D> {
@@ -73,17 +76,23 @@ impl<W: AsyncWrite + Unpin, D: DatagramChannel> Side<W, D> {
             self.out.extend_from_slice(payload);
             return match dg.send(self.out.split().freeze()) {
                 DatagramSent::Closed => Err(std::io::ErrorKind::ConnectionAborted.into()),
-                _ => Ok(()),
+                DatagramSent::Sent => {
+                    self.counters.sent(Carriage::Quic);
+                    Ok(())
+                }
+                DatagramSent::TooLarge | DatagramSent::Dropped => Ok(()),
             };
         }
         capsule::encode_datagram_capsule(context_id, payload, &mut self.out)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        self.stream.write_all(&self.out).await
+        self.stream.write_all(&self.out).await?;
+        self.counters.sent(Carriage::Capsule);
+        Ok(())
     }
 }
 
 /// Relay the client (stream and datagrams) and the gateway's CONNECT-UDP
-/// stream (and datagrams) until one ends.
+/// stream (and datagrams) until one ends, counting each leg's carriage.
 pub async fn relay<C, G, D, E, A>(
     client: C,
     client_datagrams: Option<D>,
@@ -91,6 +100,7 @@ pub async fn relay<C, G, D, E, A>(
     gateway_datagrams: Option<E>,
     idle_timeout: Duration,
     abort: A,
+    metrics: &Metrics,
 ) -> (ChainReport, ChainEnd)
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -105,11 +115,13 @@ where
         stream: cwr,
         datagrams: client_datagrams,
         out: BytesMut::new(),
+        counters: LegCounters::new(metrics, Leg::Client),
     };
     let mut gw = Side {
         stream: gwr,
         datagrams: gateway_datagrams,
         out: BytesMut::new(),
+        counters: LegCounters::new(metrics, Leg::Gateway),
     };
     let mut client_in = client.datagrams.as_mut().and_then(|d| d.incoming());
     let mut gw_in = gw.datagrams.as_mut().and_then(|d| d.incoming());
@@ -124,20 +136,26 @@ where
         let step = tokio::select! {
             r = crd.read_buf(&mut cbuf) => match r {
                 Ok(0) => Err(ChainEnd::Closed),
-                Ok(_) => pump(&mut from_client, &mut cbuf, &mut gw, &mut report.up, ChainEnd::Malformed, ChainEnd::GatewayError).await,
+                Ok(_) => pump(&mut from_client, &mut cbuf, &client.counters, &mut gw, &mut report.up, ChainEnd::Malformed, ChainEnd::GatewayError).await,
                 Err(_) => Err(ChainEnd::ClientError),
             },
             d = recv(&mut client_in) => match d {
-                Some(d) => forward(&d, &mut gw, &mut report.up, ChainEnd::GatewayError).await,
+                Some(d) => {
+                    client.counters.received(Carriage::Quic);
+                    forward(&d, &mut gw, &mut report.up, ChainEnd::GatewayError).await
+                }
                 None => { client_in = None; Ok(()) }
             },
             r = grd.read_buf(&mut gbuf) => match r {
                 Ok(0) => Err(ChainEnd::Closed),
-                Ok(_) => pump(&mut from_gateway, &mut gbuf, &mut client, &mut report.down, ChainEnd::GatewayError, ChainEnd::ClientError).await,
+                Ok(_) => pump(&mut from_gateway, &mut gbuf, &gw.counters, &mut client, &mut report.down, ChainEnd::GatewayError, ChainEnd::ClientError).await,
                 Err(_) => Err(ChainEnd::GatewayError),
             },
             d = recv(&mut gw_in) => match d {
-                Some(d) => forward(&d, &mut client, &mut report.down, ChainEnd::ClientError).await,
+                Some(d) => {
+                    gw.counters.received(Carriage::Quic);
+                    forward(&d, &mut client, &mut report.down, ChainEnd::ClientError).await
+                }
                 None => { gw_in = None; Ok(()) }
             },
             _ = &mut idle => Err(ChainEnd::Idle),
@@ -157,10 +175,12 @@ where
     (report, end)
 }
 
-/// The capsules read so far from one side, delivered to `to`.
+/// The capsules read so far from one side (counted on `from`), delivered
+/// to `to`.
 async fn pump<W: AsyncWrite + Unpin, D: DatagramChannel>(
     decoder: &mut CapsuleDecoder,
     buf: &mut BytesMut,
+    from: &LegCounters,
     to: &mut Side<W, D>,
     moved: &mut u64,
     malformed: ChainEnd,
@@ -173,6 +193,7 @@ async fn pump<W: AsyncWrite + Unpin, D: DatagramChannel>(
                 context_id,
                 payload,
             })) => {
+                from.received(Carriage::Capsule);
                 to.deliver(context_id, &payload).await.map_err(|_| failed)?;
                 *moved += payload.len() as u64;
             }

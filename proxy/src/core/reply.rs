@@ -243,7 +243,7 @@ impl Live {
             }
             Far::GatewayTcp(gateway) => {
                 let (moved, end) = tcp_tunnel::relay(client, gateway, self.tcp_settings()).await;
-                self.gateway_ended(moved, end)
+                self.relay_ended(moved, end)
             }
             // A client without datagrams speaks capsules like the gateway:
             // the stream passes as it is, every capsule type included.
@@ -252,7 +252,7 @@ impl Live {
                 if datagrams.is_none() && gateway_datagrams.is_none() {
                     let (moved, end) =
                         tcp_tunnel::relay(client, gateway, self.tcp_settings()).await;
-                    return self.gateway_ended(moved, end);
+                    return self.relay_ended(moved, end);
                 }
                 let idle = self.ex.config.connect_udp.idle_timeout;
                 let abort = self.services.tunnels.aborted();
@@ -266,32 +266,25 @@ impl Live {
                     &self.services.metrics,
                 )
                 .await;
-                let (outcome, end) = match end {
-                    ChainEnd::Closed => ("closed", TunnelEnd::Done),
-                    ChainEnd::Idle => ("idle_timeout", TunnelEnd::Done),
-                    ChainEnd::Malformed => ("malformed", TunnelEnd::Malformed),
-                    ChainEnd::GatewayError => ("reset", TunnelEnd::TargetError),
-                    ChainEnd::ClientError => ("reset", TunnelEnd::Done),
-                    ChainEnd::Aborted => ("shutdown", TunnelEnd::Done),
-                };
-                self.ended(outcome, moved.up, moved.down);
-                end
+                self.ended(chain_outcome(end), moved.up, moved.down);
+                match end {
+                    ChainEnd::Malformed => TunnelEnd::Malformed,
+                    ChainEnd::GatewayError => TunnelEnd::TargetError,
+                    _ => TunnelEnd::Done,
+                }
             }
         }
     }
 
-    /// A tunnel through the gateway ended: a failure of the gateway's
-    /// stream resets the client's, as a target's reset would.
-    fn gateway_ended(self, moved: Transferred, end: End) -> TunnelEnd {
-        let (outcome, end) = match end {
-            End::Closed => ("closed", TunnelEnd::Done),
-            End::Idle => ("idle_timeout", TunnelEnd::Done),
-            End::Error(_) => ("reset", TunnelEnd::Done),
-            End::TargetError(_) => ("reset", TunnelEnd::TargetError),
-            End::Aborted => ("shutdown", TunnelEnd::Done),
-        };
-        self.ended(outcome, moved.upstream, moved.downstream);
-        end
+    /// A byte relay ended, direct or through the gateway: a failure of the
+    /// far side (the target's TCP connection, the gateway's stream) resets
+    /// the client's stream.
+    fn relay_ended(self, moved: Transferred, end: End) -> TunnelEnd {
+        self.ended(tcp_outcome(&end), moved.upstream, moved.downstream);
+        match end {
+            End::TargetError(_) => TunnelEnd::TargetError,
+            _ => TunnelEnd::Done,
+        }
     }
 
     /// The TCP relay's idle timeout, byte counters and abort signal.
@@ -316,19 +309,33 @@ impl Live {
         if matches!(end, End::Error(_)) {
             let _ = target.set_zero_linger();
         }
-        let (outcome, end) = match end {
-            End::Closed => ("closed", TunnelEnd::Done),
-            End::Idle => ("idle_timeout", TunnelEnd::Done),
-            End::Error(_) => ("reset", TunnelEnd::Done),
-            End::TargetError(_) => ("reset", TunnelEnd::TargetError),
-            End::Aborted => ("shutdown", TunnelEnd::Done),
-        };
-        self.ended(outcome, moved.upstream, moved.downstream);
-        end
+        self.relay_ended(moved, end)
     }
 
     fn ended(self, outcome: &str, up: u64, down: u64) {
         self.gauge.dec();
         self.ex.log(Some(&self.decision), 200, outcome, up, down);
+    }
+}
+
+/// The access log's outcome of a TCP tunnel (direct or chained).
+fn tcp_outcome(end: &End) -> &'static str {
+    match end {
+        End::Closed => "closed",
+        End::Idle => "idle_timeout",
+        End::Error(_) | End::TargetError(_) => "reset",
+        End::Aborted => "shutdown",
+    }
+}
+
+/// The access log's outcome of a chained CONNECT-UDP flow, in the same
+/// words as [`tcp_outcome`].
+fn chain_outcome(end: ChainEnd) -> &'static str {
+    match end {
+        ChainEnd::Closed => "closed",
+        ChainEnd::Idle => "idle_timeout",
+        ChainEnd::Malformed => "malformed",
+        ChainEnd::GatewayError | ChainEnd::ClientError => "reset",
+        ChainEnd::Aborted => "shutdown",
     }
 }

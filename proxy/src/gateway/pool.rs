@@ -69,8 +69,10 @@ impl Drop for Lease {
 /// What [`Pool::try_take`] found.
 enum Take {
     Leased(Lease),
-    /// Open another connection.
-    Open,
+    /// Open another connection; this many are usable now (all full).
+    Open {
+        usable: usize,
+    },
 }
 
 impl Pool {
@@ -94,10 +96,11 @@ impl Pool {
         }
         let _opening = self.opening.lock().await;
         // Someone else may have opened one while we waited.
-        if let Take::Leased(l) = self.try_take(kind)? {
-            return Ok(l);
-        }
-        if self.usable() >= self.spec.max_connections {
+        let usable = match self.try_take(kind)? {
+            Take::Leased(l) => return Ok(l),
+            Take::Open { usable } => usable,
+        };
+        if usable >= self.spec.max_connections {
             return Err(GatewayError::Saturated);
         }
         match self.open().await {
@@ -208,7 +211,9 @@ impl Pool {
                 retry_in: st.breaker.wait(now),
             });
         }
-        Ok(Take::Open)
+        Ok(Take::Open {
+            usable: usable.len(),
+        })
     }
 
     fn leased(&self, conn: Arc<Connection>, kind: &'static str) -> Lease {
@@ -218,10 +223,6 @@ impl Pool {
             .with_label_values(&[kind]);
         gauge.inc();
         Lease { conn, gauge }
-    }
-
-    fn usable(&self) -> usize {
-        self.lock().conns.iter().filter(|c| c.is_usable()).count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

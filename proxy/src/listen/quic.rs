@@ -57,7 +57,12 @@ pub fn bind(
         Some(key) => {
             let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
             let runtime = Arc::new(quinn::TokioRuntime);
-            let mut config = quinn::EndpointConfig::new(Arc::new(ResetKey(key)));
+            // The stateless-reset key (RFC 9000 §10.3) survives restarts: a
+            // peer still talking to the previous process learns at once
+            // that its connection is gone instead of waiting out its idle
+            // timeout.
+            let reset_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
+            let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
             // Connection IDs hashed under a key of the same origin: a
             // restarted proxy recognises its predecessor's IDs as its own
             // and answers them with a stateless reset (quinn's default
@@ -76,35 +81,6 @@ pub fn bind(
         None => quinn::Endpoint::server(base.clone(), addr).map_err(bind_error)?,
     };
     Ok((endpoint, base))
-}
-
-/// The stateless-reset key (RFC 9000 §10.3) as quinn takes it: HMAC-SHA256
-/// under a key that survives restarts, so that a peer still talking to the
-/// previous process learns at once that its connection is gone instead of
-/// waiting out its idle timeout.
-struct ResetKey([u8; 32]);
-
-impl quinn::crypto::HmacKey for ResetKey {
-    fn sign(&self, data: &[u8], out: &mut [u8]) {
-        let tag = crate::tls::hmac_sha256(&self.0, &[data]);
-        let n = out.len().min(tag.len());
-        if let (Some(o), Some(t)) = (out.get_mut(..n), tag.get(..n)) {
-            o.copy_from_slice(t);
-        }
-    }
-
-    fn signature_len(&self) -> usize {
-        32
-    }
-
-    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
-        let tag = crate::tls::hmac_sha256(&self.0, &[data]);
-        if crate::seccert::constant_time_eq(&tag, signature) {
-            Ok(())
-        } else {
-            Err(quinn::crypto::CryptoError)
-        }
-    }
 }
 
 /// A quinn server config with our transport settings around `crypto`. The

@@ -257,24 +257,21 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// HMAC-SHA256 (RFC 2104).
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts`, by the crypto
+/// provider's library.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
+    use aws_lc_rs::hmac;
+    let mut cx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, key));
     for p in parts {
-        inner.update(p);
+        cx.update(p);
     }
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    let mut out = [0u8; 32];
+    let tag = cx.sign();
+    let n = out.len().min(tag.as_ref().len());
+    if let (Some(o), Some(t)) = (out.get_mut(..n), tag.as_ref().get(..n)) {
+        o.copy_from_slice(t);
+    }
+    out
 }
 
 /// The QUIC stateless-reset key of a listener: from its private key and

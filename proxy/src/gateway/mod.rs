@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Request, Response, Version};
+use http::{header, Request, Response};
 
 pub use self::conn::STATES;
 pub use self::error::GatewayError;
@@ -34,7 +34,7 @@ use self::pool::{Lease, Pool};
 use crate::body::{self, Body};
 use crate::config::gateway::GatewaySpec;
 use crate::ops::metrics::Metrics;
-use crate::upstream::headers::{append_via, strip_hop_by_hop, via_value};
+use crate::upstream::headers::{onward_request, onward_response, via_value};
 use crate::wire::target::Target;
 
 /// How long an originated request waits for a certificate that is still
@@ -119,24 +119,12 @@ impl Gateway {
         proxy_name: &str,
         response_timeout: Duration,
     ) -> Result<Response<Body>, GatewayError> {
-        let via = via_value(req.version(), proxy_name);
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::HOST);
-        append_via(&mut parts.headers, &via);
         // A body can be sent once: a stream refused by a draining
         // connection is retried only when nothing of it was sent, so the
         // request goes as it is and is not retried.
         let lease = self.counted(self.pool.lease("http").await)?;
-        let resp = self.counted(exchange::request(&lease, parts, body, response_timeout).await)?;
-        let (mut parts, body) = resp.into_parts();
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        append_via(&mut parts.headers, &via);
-        Ok(Response::from_parts(
-            parts,
-            body::boxed(GatewayBody::new(body, lease)),
-        ))
+        let (parts, body) = req.into_parts();
+        self.counted(relay_request(lease, parts, body, proxy_name, response_timeout).await)
     }
 
     /// Send an `http://` request for `origin`'s host as `https://` to
@@ -189,7 +177,6 @@ impl Gateway {
                 return Err(GatewayError::NotAuthoritative(origin.host.to_string()));
             }
         }
-        let via = via_value(req.version(), proxy_name);
         let (mut parts, body) = req.into_parts();
         let authority = if origin.port == 443 {
             origin.host.to_string()
@@ -207,21 +194,11 @@ impl Gateway {
             .path_and_query(path)
             .build()
             .map_err(|_| GatewayError::Protocol("cannot build the https:// request".into()))?;
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::HOST);
-        append_via(&mut parts.headers, &via);
-        let resp = exchange::request(&lease, parts, body, response_timeout).await?;
-        let (mut parts, body) = resp.into_parts();
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
+        let mut resp = relay_request(lease, parts, body, proxy_name, response_timeout).await?;
         // The gateway's Alt-Svc offers the gateway's own HTTP/3, which the
         // application would take for the origin's.
-        parts.headers.remove(header::ALT_SVC);
-        append_via(&mut parts.headers, &via);
-        Ok(Response::from_parts(
-            parts,
-            body::boxed(GatewayBody::new(body, lease)),
-        ))
+        resp.headers_mut().remove(header::ALT_SVC);
+        Ok(resp)
     }
 
     /// The `[[originate]]` origin an `http://` request for `target` is
@@ -282,4 +259,27 @@ impl Gateway {
             .with_label_values(&[e.reason()])
             .inc();
     }
+}
+
+/// Send a request on `lease` and stream its response back (the stream slot
+/// is held until the body ends), with the header hygiene of a hop both
+/// ways. The gateway takes the authority from the URI (`:authority`), so
+/// `Host` is not sent.
+async fn relay_request(
+    lease: Lease,
+    mut parts: http::request::Parts,
+    body: Body,
+    proxy_name: &str,
+    response_timeout: Duration,
+) -> Result<Response<Body>, GatewayError> {
+    let via = via_value(parts.version, proxy_name);
+    onward_request(&mut parts, &via);
+    parts.headers.remove(header::HOST);
+    let resp = exchange::request(&lease, parts, body, response_timeout).await?;
+    let (mut parts, body) = resp.into_parts();
+    onward_response(&mut parts, &via);
+    Ok(Response::from_parts(
+        parts,
+        body::boxed(GatewayBody::new(body, lease)),
+    ))
 }

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use super::error::UpstreamError;
 use crate::body::Body;
 use crate::upstream::dial::{Authorized, Dialer};
-use crate::upstream::headers::{append_via, strip_hop_by_hop, via_value};
+use crate::upstream::headers::{onward_request, onward_response, via_value};
 use crate::upstream::pool::UpstreamPool;
 use crate::wire::target::Target;
 
@@ -58,11 +58,7 @@ pub async fn forward(
     pool.checkin(target.clone(), sender, peer);
 
     let (mut parts, body) = resp.into_parts();
-    // An intermediary sends its own HTTP version (RFC 9110 §6.2), not
-    // the upstream's (an HTTP/1.0 upstream must not make us answer 1.0).
-    parts.version = http::Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
-    append_via(&mut parts.headers, &via);
+    onward_response(&mut parts, &via);
     Ok(Response::from_parts(parts, crate::body::boxed(body)))
 }
 
@@ -84,7 +80,7 @@ fn build_upstream_request(
         .build()
         .map_err(|_| UpstreamError::InvalidTarget("request target has an invalid path"))?;
     parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
+    onward_request(&mut parts, via);
     // RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host.
     let host = if target.port == 80 {
         target.host.to_string()
@@ -94,6 +90,5 @@ fn build_upstream_request(
     let host = HeaderValue::from_str(&host)
         .map_err(|_| UpstreamError::InvalidTarget("request target has an invalid authority"))?;
     parts.headers.insert(header::HOST, host);
-    append_via(&mut parts.headers, via);
     Ok(Request::from_parts(parts, body))
 }

@@ -52,6 +52,24 @@ pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
     headers.append(header::VIA, via.clone());
 }
 
+/// A request head for the next hop: hop-by-hop fields removed, our `Via`
+/// appended. Where the authority goes (`Host`, `:authority`) is the
+/// caller's.
+pub fn onward_request(parts: &mut http::request::Parts, via: &HeaderValue) {
+    strip_hop_by_hop(&mut parts.headers);
+    append_via(&mut parts.headers, via);
+}
+
+/// A response head passed back to our client: our own HTTP version (RFC
+/// 9110 §6.2: an HTTP/1.0 upstream must not make us answer 1.0; the
+/// client's connection re-frames it anyway), hop-by-hop fields removed,
+/// our `Via` appended.
+pub fn onward_response(parts: &mut http::response::Parts, via: &HeaderValue) {
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    append_via(&mut parts.headers, via);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

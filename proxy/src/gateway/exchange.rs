@@ -63,26 +63,16 @@ pub(super) async fn open_tunnel(
                 }
                 None => H3Request::connect(req.target.to_string()),
             };
-            let (head, mut stream) = tokio::time::timeout(timeout, conn.open(request, false))
+            let (head, stream) = tokio::time::timeout(timeout, conn.open(request, false))
                 .await
                 .map_err(|_| GatewayError::ResponseTimeout)?
                 .map_err(from_h3)?;
             if !head.status.is_success() {
-                let mut out = Vec::new();
-                let read = async {
-                    while let Ok(Some(data)) = stream.recv_half().recv_data().await {
-                        let room = MAX_REFUSAL_BODY.saturating_sub(out.len());
-                        out.extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
-                        if out.len() >= MAX_REFUSAL_BODY {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-                return Ok(Opened::Refused {
-                    head,
-                    body: Bytes::from(out),
-                });
+                // Our half stays open while the answer is read.
+                let (send, recv) = stream.into_split();
+                let body = read_bounded(recv.into_body()).await;
+                drop(send);
+                return Ok(Opened::Refused { head, body });
             }
             Ok(Opened::Tunnel {
                 head,

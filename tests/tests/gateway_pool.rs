@@ -169,16 +169,11 @@ async fn goaway_drains_the_connection(proto: Proto) {
 
         env.gateway().signal("TERM");
         // The GOAWAY moves the connection to draining as it arrives.
-        let draining = [("protocol", proto.as_str()), ("state", "draining")];
-        let seen = GatewayEnv::wait_metric_on(
-            env.sidecar().admin,
-            "bauta_gateway_connections",
-            &draining,
-            Duration::from_secs(10),
-            |v| v == 1.0,
-        )
-        .await;
-        assert_eq!(seen, Some(1.0), "{proto:?}: the connection is draining");
+        assert_eq!(
+            draining(&env, proto, 1.0).await,
+            Some(1.0),
+            "{proto:?}: the connection is draining"
+        );
         // New work does not go on the draining connection, and the closing
         // gateway takes no new connection: refused by the sidecar (502 or
         // 503; 504 when the closing gateway's QUIC endpoint no longer
@@ -202,17 +197,26 @@ async fn goaway_drains_the_connection(proto: Proto) {
         // Its last stream done, the drained connection closes (well within
         // the gateway's 20 s grace).
         drop(open);
-        let left = GatewayEnv::wait_metric_on(
-            env.sidecar().admin,
-            "bauta_gateway_connections",
-            &draining,
-            Duration::from_secs(10),
-            |v| v == 0.0,
-        )
-        .await;
-        assert_eq!(left, Some(0.0), "{proto:?}: the drained connection closed");
+        assert_eq!(
+            draining(&env, proto, 0.0).await,
+            Some(0.0),
+            "{proto:?}: the drained connection closed"
+        );
     })
     .await;
+}
+
+/// The sidecar's draining `proto` connections, once they are `expected`
+/// (or after 10 s).
+async fn draining(env: &GatewayEnv, proto: Proto, expected: f64) -> Option<f64> {
+    GatewayEnv::wait_metric_on(
+        env.sidecar().admin,
+        "bauta_gateway_connections",
+        &[("protocol", proto.as_str()), ("state", "draining")],
+        Duration::from_secs(10),
+        |v| v == expected,
+    )
+    .await
 }
 
 #[tokio::test]

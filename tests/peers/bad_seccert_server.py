@@ -20,8 +20,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ea_peer  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
 from OpenSSL import SSL  # noqa: E402
 
 H2_SETTING = 0x5ECC
@@ -49,13 +47,7 @@ def main():
     ctx.use_certificate_chain_file(args.tls_cert)
     ctx.use_privatekey_file(args.tls_key)
     ctx.set_alpn_select_callback(lambda _conn, protos: b"h2" if b"h2" in protos else SSL.NO_OVERLAPPING_PROTOCOLS)
-    with open(args.origin_chain, "rb") as f:
-        chain = [
-            c.public_bytes(serialization.Encoding.DER)
-            for c in x509.load_pem_x509_certificates(f.read())
-        ]
-    with open(args.origin_key, "rb") as f:
-        key = ea_peer.load_private_key(f.read())
+    chain, key = ea_peer.load_origin(args.origin_chain, args.origin_key)
     code = ea_peer.scheme_for_key(key)
 
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -206,6 +206,19 @@ def load_private_key(pem):
         return ed25519.Ed25519PrivateKey.from_private_bytes(seed)
 
 
+def load_origin(chain_path, key_path):
+    """An origin's certificate chain (DER, leaf first) and private key, from
+    PEM files."""
+    with open(chain_path, "rb") as f:
+        chain = [
+            c.public_bytes(serialization.Encoding.DER)
+            for c in x509.load_pem_x509_certificates(f.read())
+        ]
+    with open(key_path, "rb") as f:
+        key = load_private_key(f.read())
+    return chain, key
+
+
 def scheme_for_key(key):
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return {"secp256r1": 0x0403, "secp384r1": 0x0503, "secp521r1": 0x0603}[key.curve.name]
@@ -379,13 +392,7 @@ def cmd_serve(args):
     ctx = tls13_context(SSL.TLS_SERVER_METHOD, args.suite)
     ctx.use_certificate_chain_file(args.tls_cert)
     ctx.use_privatekey_file(args.tls_key)
-    with open(args.origin_chain, "rb") as f:
-        chain = [
-            c.public_bytes(serialization.Encoding.DER)
-            for c in x509.load_pem_x509_certificates(f.read())
-        ]
-    with open(args.origin_key, "rb") as f:
-        key = load_private_key(f.read())
+    chain, key = load_origin(args.origin_chain, args.origin_key)
     code = scheme_for_key(key)
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.bind(("127.0.0.1", 0))

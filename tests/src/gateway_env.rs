@@ -105,6 +105,25 @@ impl Proto {
     }
 }
 
+/// Tests `name::h3` and `name::h2` for each `async fn name(proto: Proto)`
+/// given: every chain behaviour is tested over both gateway protocols.
+#[macro_export]
+macro_rules! over_h3_and_h2 {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn h3() {
+                super::$name($crate::gateway_env::Proto::H3).await;
+            }
+
+            #[tokio::test]
+            async fn h2() {
+                super::$name($crate::gateway_env::Proto::H2).await;
+            }
+        }
+    )+};
+}
+
 /// `[gateway] protocols` of the environment unless set: HTTP/2 alone.
 pub const PROTOCOLS_DEFAULT: &str = r#"["h2"]"#;
 /// `[gateway] protocols` for the race: HTTP/3 first, HTTP/2 250 ms later

@@ -5,6 +5,8 @@
 //! Everything binds 127.0.0.1 port 0, so tests run in parallel without
 //! stepping on each other.
 
+pub mod client_pki;
+pub mod curl;
 pub mod faults_env;
 // Sidecar chaining: a gateway and a sidecar Bauta (tests/tests/gateway_*.rs).
 pub mod gateway_env;

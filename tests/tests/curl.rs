@@ -1,45 +1,10 @@
 //! curl as an independent client. curl must be installed: these tests fail,
 //! not skip, without it.
 
-use std::process::Output;
 use std::time::Duration;
 
+use bauta_tests::curl::{curl, curl_body};
 use bauta_tests::*;
-
-/// Run curl with `args`, no proxy settings from the environment, bounded in time.
-async fn curl(args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new("curl");
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.args(["--max-time", "8", "--silent", "--show-error"])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(10), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("curl {args:?} did not finish in 10 s"));
-    out.unwrap_or_else(|e| panic!("cannot run curl (it is required for these tests): {e}"))
-}
-
-fn ok_body(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: curl exited {:?}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test]
 async fn curl_tunnels_and_forwards_through_the_plain_listener() {
@@ -50,10 +15,10 @@ async fn curl_tunnels_and_forwards_through_the_plain_listener() {
         let target = origin.url("/hello");
 
         let out = curl(&["-p", "-x", &proxy_url, &target]).await;
-        assert_eq!(ok_body(&out, "curl -p (CONNECT)"), "origin: GET /hello\n");
+        assert_eq!(curl_body(&out, "curl -p (CONNECT)"), "origin: GET /hello\n");
 
         let out = curl(&["-x", &proxy_url, &target]).await;
-        assert_eq!(ok_body(&out, "curl -x (forward)"), "origin: GET /hello\n");
+        assert_eq!(curl_body(&out, "curl -x (forward)"), "origin: GET /hello\n");
 
         // Forwarded request: origin-form and a Via from the proxy; the tunnelled
         // one came straight from curl.
@@ -84,11 +49,14 @@ async fn curl_through_the_tls_listener() {
         let target = origin.url("/hello");
 
         let out = curl(&["--proxy", &proxy_url, "--proxy-cacert", &ca, "-p", &target]).await;
-        assert_eq!(ok_body(&out, "curl https proxy -p"), "origin: GET /hello\n");
+        assert_eq!(
+            curl_body(&out, "curl https proxy -p"),
+            "origin: GET /hello\n"
+        );
 
         let out = curl(&["--proxy", &proxy_url, "--proxy-cacert", &ca, &target]).await;
         assert_eq!(
-            ok_body(&out, "curl https proxy forward"),
+            curl_body(&out, "curl https proxy forward"),
             "origin: GET /hello\n"
         );
 

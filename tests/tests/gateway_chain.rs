@@ -185,15 +185,7 @@ async fn chained_connect_from_every_front_shares_one_gateway_connection(proto: P
     .await
 }
 
-#[tokio::test]
-async fn chained_connect_from_every_front_shares_one_gateway_connection_h3() {
-    chained_connect_from_every_front_shares_one_gateway_connection(Proto::H3).await;
-}
-
-#[tokio::test]
-async fn chained_connect_from_every_front_shares_one_gateway_connection_h2() {
-    chained_connect_from_every_front_shares_one_gateway_connection(Proto::H2).await;
-}
+bauta_tests::over_h3_and_h2!(chained_connect_from_every_front_shares_one_gateway_connection);
 
 /// CONNECT-UDP through the sidecar: aioquic with QUIC datagrams, aioquic
 /// without the datagram setting (capsules on the request stream), and a Rust
@@ -375,15 +367,9 @@ async fn assert_carriage(env: &GatewayEnv, proto: Proto, count: usize) {
     }
 }
 
-#[tokio::test]
-async fn chained_connect_udp_datagrams_and_capsules_share_one_gateway_connection_h3() {
-    chained_connect_udp_datagrams_and_capsules_share_one_gateway_connection(Proto::H3).await;
-}
-
-#[tokio::test]
-async fn chained_connect_udp_datagrams_and_capsules_share_one_gateway_connection_h2() {
-    chained_connect_udp_datagrams_and_capsules_share_one_gateway_connection(Proto::H2).await;
-}
+bauta_tests::over_h3_and_h2!(
+    chained_connect_udp_datagrams_and_capsules_share_one_gateway_connection
+);
 
 /// `http://` forwarding through the sidecar: GET and POST (64 KiB body) from a
 /// Rust HTTP/1.1 client, GET from curl; the origin sees each request, the
@@ -472,15 +458,7 @@ async fn chained_http_forwarding_get_and_post(proto: Proto) {
     .await
 }
 
-#[tokio::test]
-async fn chained_http_forwarding_get_and_post_h3() {
-    chained_http_forwarding_get_and_post(Proto::H3).await;
-}
-
-#[tokio::test]
-async fn chained_http_forwarding_get_and_post_h2() {
-    chained_http_forwarding_get_and_post(Proto::H2).await;
-}
+bauta_tests::over_h3_and_h2!(chained_http_forwarding_get_and_post);
 
 /// The gateway's policy sees the pod's certificate: a sidecar presenting
 /// `spiffe://corp/web` is refused by the gateway (403) on every front, with
@@ -861,15 +839,7 @@ async fn assert_old_tunnels_ended(h1: &mut [TcpStream], h2: &mut [H2Tunnel], whe
     }
 }
 
-#[tokio::test]
-async fn gateway_killed_mid_traffic_then_restarted_h3() {
-    gateway_killed_mid_traffic_then_restarted(Proto::H3).await;
-}
-
-#[tokio::test]
-async fn gateway_killed_mid_traffic_then_restarted_h2() {
-    gateway_killed_mid_traffic_then_restarted(Proto::H2).await;
-}
+bauta_tests::over_h3_and_h2!(gateway_killed_mid_traffic_then_restarted);
 
 /// Metrics and the access log say what was chained: one open gateway
 /// connection over `proto` (none over the other), the streams it carries by
@@ -1047,15 +1017,7 @@ async fn sidecar_metrics_and_access_log_mark_chained_requests(proto: Proto) {
     .await
 }
 
-#[tokio::test]
-async fn sidecar_metrics_and_access_log_mark_chained_requests_h3() {
-    sidecar_metrics_and_access_log_mark_chained_requests(Proto::H3).await;
-}
-
-#[tokio::test]
-async fn sidecar_metrics_and_access_log_mark_chained_requests_h2() {
-    sidecar_metrics_and_access_log_mark_chained_requests(Proto::H2).await;
-}
+bauta_tests::over_h3_and_h2!(sidecar_metrics_and_access_log_mark_chained_requests);
 
 /// Without `[gateway]` the same sidecar configuration dials directly, and its
 /// access-log lines say so: `"via":"direct"`.

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bauta::gateway::h3::{self as gw, H3Connection, H3Error, H3Options, H3Request};
-use bauta_tests::masque::{start_masque_proxy, udp_path, wait_metric, UdpEcho};
+use bauta_tests::client_pki::{mtls_h3_config, ClientPki};
+use bauta_tests::masque::{start_masque_proxy, udp_path, wait_metric, MasqueProxy, UdpEcho};
 use bauta_tests::seccert_env::{config_text, KeyKind, OriginEntry, Pki, SeccertProxy};
 use bauta_tests::*;
 use bytes::Bytes;
@@ -56,6 +57,15 @@ fn options(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> H3Options {
     }
 }
 
+/// A Bauta with an HTTP/3 listener and `policy` (TOML), and a gateway
+/// connection to it (no client certificate).
+async fn gateway(policy: &str) -> (Certs, MasqueProxy, quinn::Endpoint, H3Connection) {
+    let certs = make_certs();
+    let proxy = start_masque_proxy(&certs, policy).await;
+    let (ep, conn) = connect(&options(proxy.secure, gateway_tls(&certs.ca_der, None))).await;
+    (certs, proxy, ep, conn)
+}
+
 /// A client endpoint on 127.0.0.1 and a gateway connection through it.
 async fn connect(opts: &H3Options) -> (quinn::Endpoint, H3Connection) {
     let endpoint =
@@ -69,10 +79,8 @@ async fn connect(opts: &H3Options) -> (quinn::Endpoint, H3Connection) {
 #[tokio::test]
 async fn connect_tunnel_echoes_100_kib_then_half_closes() {
     bounded_for(LIMIT, async {
-        let certs = make_certs();
         let echo = EchoServer::start().await;
-        let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
-        let (_ep, conn) = connect(&options(proxy.secure, gateway_tls(&certs.ca_der, None))).await;
+        let (_certs, _proxy, _ep, conn) = gateway(ALLOW_LOOPBACK).await;
         assert!(conn.is_usable());
         let (head, stream) = conn
             .open(
@@ -125,10 +133,8 @@ async fn connect_tunnel_echoes_100_kib_then_half_closes() {
 #[tokio::test]
 async fn twenty_concurrent_tunnels_share_one_connection() {
     bounded_for(LIMIT, async {
-        let certs = make_certs();
         let echo = EchoServer::start().await;
-        let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
-        let (_ep, conn) = connect(&options(proxy.secure, gateway_tls(&certs.ca_der, None))).await;
+        let (_certs, _proxy, _ep, conn) = gateway(ALLOW_LOOPBACK).await;
         let target = format!("127.0.0.1:{}", echo.port());
         let tasks: Vec<_> = (0..20)
             .map(|i| {
@@ -164,10 +170,8 @@ async fn twenty_concurrent_tunnels_share_one_connection() {
 #[tokio::test]
 async fn connect_udp_datagrams_come_back_byte_exact() {
     bounded_for(LIMIT, async {
-        let certs = make_certs();
         let udp = UdpEcho::start().await;
-        let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
-        let (_ep, conn) = connect(&options(proxy.secure, gateway_tls(&certs.ca_der, None))).await;
+        let (_certs, proxy, _ep, conn) = gateway(ALLOW_LOOPBACK).await;
         assert!(conn.datagrams_enabled(), "{:?}", conn.peer_settings());
         assert!(conn.peer_settings().extended_connect);
         let req =
@@ -211,10 +215,8 @@ async fn connect_udp_datagrams_come_back_byte_exact() {
 #[tokio::test]
 async fn forwarded_get_and_post_through_open() {
     bounded_for(LIMIT, async {
-        let certs = make_certs();
         let origin = Origin::start().await;
-        let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
-        let (_ep, conn) = connect(&options(proxy.secure, gateway_tls(&certs.ca_der, None))).await;
+        let (_certs, _proxy, _ep, conn) = gateway(ALLOW_LOOPBACK).await;
         let authority = format!("127.0.0.1:{}", origin.port());
 
         let req = H3Request::new(http::Method::GET, "http", authority.clone(), "/x");
@@ -258,10 +260,8 @@ async fn forwarded_get_and_post_through_open() {
 #[tokio::test]
 async fn a_policy_refusal_is_a_response_with_proxy_status() {
     bounded_for(LIMIT, async {
-        let certs = make_certs();
         let echo = EchoServer::start().await;
-        let proxy = start_masque_proxy(&certs, "[policy]\ndefault = \"deny\"\n").await;
-        let (_ep, conn) = connect(&options(proxy.secure, gateway_tls(&certs.ca_der, None))).await;
+        let (_certs, _proxy, _ep, conn) = gateway("[policy]\ndefault = \"deny\"\n").await;
         let (head, _stream) = conn
             .open(
                 H3Request::connect(format!("127.0.0.1:{}", echo.port())),
@@ -327,76 +327,24 @@ async fn secondary_certificates_validate_with_the_client_exporter() {
     .await
 }
 
-/// A client CA and one client certificate with a SPIFFE URI SAN.
-fn client_cert(
-    dir: &TempDir,
-) -> (
-    std::path::PathBuf,
-    Vec<CertificateDer<'static>>,
-    PrivateKeyDer<'static>,
-) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "gateway client CA");
-    ca.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).expect("self-sign CA");
-    let ca_pem = dir.write("client-ca.pem", &ca_cert.pem());
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().expect("client key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.subject_alt_names = vec![rcgen::SanType::URI(
-        "spiffe://corp/sidecar/a".try_into().expect("URI SAN"),
-    )];
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "sidecar");
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    let cert = params.signed_by(&key, &issuer).expect("sign client cert");
-    let key = PrivateKeyDer::try_from(key.serialize_der()).expect("key DER");
-    (ca_pem, vec![cert.der().clone()], key)
-}
-
 #[tokio::test]
 async fn the_client_certificate_names_the_identity() {
     bounded_for(LIMIT, async {
         let certs = make_certs();
-        let dir = TempDir::new("gateway-mtls");
-        let (ca_pem, chain, key) = client_cert(&dir);
+        let pki = ClientPki::new("gateway-mtls");
+        let sidecar = pki.issue("sidecar", Some("spiffe://corp/sidecar/a"), "sidecar");
         let echo = EchoServer::start().await;
-        let proxy = start_proxy(&format!(
-            r#"
-[[listener]]
-name = "mtls"
-listen = "127.0.0.1:0"
-protocols = ["http1", "h2", "h3"]
-tls_cert = '{cert}'
-tls_key = '{key}'
-client_ca = '{ca}'
-
-[policy]
-default = "deny"
-
-[[policy.rule]]
-name = "sidecars"
-action = "allow"
-identities = ["spiffe://corp/sidecar/*"]
-cidrs = ["127.0.0.0/8"]
-"#,
-            cert = certs.cert_pem.display(),
-            key = certs.key_pem.display(),
-            ca = ca_pem.display(),
+        let proxy = start_proxy(&mtls_h3_config(
+            &certs,
+            &pki,
+            "sidecars",
+            "spiffe://corp/sidecar/*",
         ))
         .await;
         let addr = proxy.listener("mtls");
         let (_ep, conn) = connect(&options(
             addr,
-            gateway_tls(&certs.ca_der, Some((chain, key))),
+            gateway_tls(&certs.ca_der, Some((sidecar.chain, sidecar.key))),
         ))
         .await;
         let (head, mut s) = conn
@@ -433,10 +381,8 @@ cidrs = ["127.0.0.0/8"]
 #[tokio::test]
 async fn goaway_on_graceful_shutdown_makes_the_connection_unusable() {
     bounded_for(LIMIT, async {
-        let certs = make_certs();
         let echo = EchoServer::start().await;
-        let proxy = start_masque_proxy(&certs, ALLOW_LOOPBACK).await;
-        let (_ep, conn) = connect(&options(proxy.secure, gateway_tls(&certs.ca_der, None))).await;
+        let (_certs, proxy, _ep, conn) = gateway(ALLOW_LOOPBACK).await;
         let (head, mut s) = conn
             .open(
                 H3Request::connect(format!("127.0.0.1:{}", echo.port())),

@@ -219,12 +219,4 @@ async fn draining(env: &GatewayEnv, proto: Proto, expected: f64) -> Option<f64> 
     .await
 }
 
-#[tokio::test]
-async fn goaway_drains_the_connection_h2() {
-    goaway_drains_the_connection(Proto::H2).await;
-}
-
-#[tokio::test]
-async fn goaway_drains_the_connection_h3() {
-    goaway_drains_the_connection(Proto::H3).await;
-}
+bauta_tests::over_h3_and_h2!(goaway_drains_the_connection);

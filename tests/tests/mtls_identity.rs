@@ -7,76 +7,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bauta_tests::client_pki::{mtls_h3_config, ClientCert, ClientPki};
 use bauta_tests::masque::{
     quic_client_config, quic_client_config_with_cert, udp_path, wait_metric, H3Client, UdpEcho,
 };
 use bauta_tests::*;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-/// A client CA and client certificates it signs, as PEM files and DER.
-struct ClientPki {
-    dir: TempDir,
-    ca_pem: PathBuf,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-struct ClientCert {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    cert_pem: PathBuf,
-    key_pem: PathBuf,
-}
-
-impl ClientPki {
-    fn new(name: &str) -> ClientPki {
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} client CA"));
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).expect("self-sign CA");
-        let dir = TempDir::new(name);
-        let ca_pem = dir.write("client-ca.pem", &cert.pem());
-        ClientPki {
-            dir,
-            ca_pem,
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    fn issue(&self, file: &str, uri: Option<&str>, cn: &str) -> ClientCert {
-        let key = rcgen::KeyPair::generate().expect("client key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        if let Some(uri) = uri {
-            params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().expect("URI SAN"))];
-        }
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("sign client cert");
-        let cert_pem = self.dir.write(&format!("{file}.pem"), &cert.pem());
-        let key_pem = self
-            .dir
-            .write_secret(&format!("{file}.key"), &key.serialize_pem());
-        ClientCert {
-            chain: vec![cert.der().clone()],
-            key: PrivateKeyDer::try_from(key.serialize_der()).expect("key DER"),
-            cert_pem,
-            key_pem,
-        }
-    }
-}
 
 async fn start(certs: &Certs, pki: &ClientPki, client_auth: &str) -> TestProxy {
     start_proxy(&format!(
@@ -292,28 +230,11 @@ async fn h3_client_certificates_name_the_identity() {
         let payments = pki.issue("payments", Some("spiffe://corp/payments/api"), "api");
         let web = pki.issue("web", Some("spiffe://corp/web"), "web");
         let udp = UdpEcho::start().await;
-        let proxy = start_proxy(&format!(
-            r#"
-[[listener]]
-name = "mtls"
-listen = "127.0.0.1:0"
-protocols = ["http1", "h2", "h3"]
-tls_cert = '{cert}'
-tls_key = '{key}'
-client_ca = '{ca}'
-
-[policy]
-default = "deny"
-
-[[policy.rule]]
-name = "payments"
-action = "allow"
-identities = ["spiffe://corp/payments/*"]
-cidrs = ["127.0.0.0/8"]
-"#,
-            cert = certs.cert_pem.display(),
-            key = certs.key_pem.display(),
-            ca = pki.ca_pem.display(),
+        let proxy = start_proxy(&mtls_h3_config(
+            &certs,
+            &pki,
+            "payments",
+            "spiffe://corp/payments/*",
         ))
         .await;
         let addr = mtls_addr(&proxy);

@@ -5,7 +5,6 @@
 //! retried while the sidecar reconnects.
 
 use std::net::SocketAddr;
-use std::process::Output;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,40 +25,7 @@ pub const RECONNECT: Duration = Duration::from_secs(15);
 
 // === clients and answers through the sidecar ===
 
-/// Run curl with `args`, no proxy settings from the environment, bounded.
-pub async fn curl(args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new("curl");
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.args(["--max-time", "10", "--silent", "--show-error"])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(15), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("curl {args:?} did not finish in 15 s"));
-    out.unwrap_or_else(|e| panic!("cannot run curl (it is required for these tests): {e}"))
-}
-
-pub fn curl_body(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: curl exited {:?}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use crate::curl::{curl, curl_body};
 
 /// `tests/peers/h2_connect_client.py`: HTTP/2 CONNECT to `target` through the
 /// sidecar's TLS listener, `msg` sent then END_STREAM; its JSON report.

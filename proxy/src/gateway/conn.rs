@@ -16,7 +16,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::error::GatewayError;
-use super::h2_tap::{CertCheck, PeerState, Tap};
+use super::h2_tap::{CertCheck, Certificates, PeerState, Tap};
 use super::h3::{self, H3Connection, H3Error, H3Options};
 use crate::body::Body;
 use crate::config::gateway::{GatewayProtocol, GatewaySpec};
@@ -146,7 +146,12 @@ impl Connection {
         let exporter = crate::seccert::Exporter::from_rustls(tls.get_ref().1);
         let certs = Self::cert_check(spec, exporter, metrics)?;
         let peer = PeerState::new();
-        let io = TokioIo::new(Tap::new(tls, spec.codepoints, Arc::clone(&peer), certs));
+        let io = TokioIo::new(Tap::new(
+            tls,
+            spec.codepoints,
+            Arc::clone(&peer),
+            certs.map(|c| Certificates::Check(Box::new(c))),
+        ));
         let (sender, driver) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(spec.keepalive)

@@ -18,6 +18,8 @@
 //!   validate is a connection error (draft §4.3, `SERVER_CERTIFICATE_INVALID`):
 //!   a GOAWAY with that code goes out at the next frame boundary and reads
 //!   end, so hyper closes the connection.
+//! * `bauta probe` runs the same tap under the h2 crate, collecting the
+//!   authenticators for its report instead ([`Certificates::Collect`]).
 
 use std::collections::HashSet;
 use std::io;
@@ -26,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use prometheus::IntCounterVec;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::UnixTime;
@@ -152,6 +154,18 @@ impl PeerState {
     }
 }
 
+/// What the tap does with the peer's SERVER_CERTIFICATE frames (and,
+/// either way, our setting goes out in the first SETTINGS).
+pub enum Certificates {
+    /// Validate each at once; one that does not validate, or that comes
+    /// from a peer that never offered the setting, is a connection error
+    /// (the sidecar).
+    Check(Box<CertCheck>),
+    /// Keep every authenticator, in order, for a verdict later (`bauta
+    /// probe`, which reports what a proxy sends rather than acting on it).
+    Collect(Arc<Mutex<Vec<Bytes>>>),
+}
+
 /// Validation of the gateway's authenticators on one connection.
 pub struct CertCheck {
     pub validator: Validator,
@@ -210,7 +224,7 @@ pub struct Tap<IO> {
     io: IO,
     cp: Codepoints,
     peer: Arc<PeerState>,
-    certs: Option<CertCheck>,
+    certs: Option<Certificates>,
     // Out.
     /// Preface and first frame, held until the frame is complete.
     first: Option<Vec<u8>>,
@@ -236,9 +250,14 @@ enum Failing {
 }
 
 impl<IO> Tap<IO> {
-    /// `certs`: validate authenticators (and send our setting); `None`:
-    /// no origination, the setting is not sent.
-    pub fn new(io: IO, cp: Codepoints, peer: Arc<PeerState>, certs: Option<CertCheck>) -> Tap<IO> {
+    /// `certs`: what to do with authenticators (and send our setting);
+    /// `None`: the setting is not sent.
+    pub fn new(
+        io: IO,
+        cp: Codepoints,
+        peer: Arc<PeerState>,
+        certs: Option<Certificates>,
+    ) -> Tap<IO> {
         Tap {
             io,
             cp,
@@ -297,11 +316,18 @@ impl<IO> Tap<IO> {
 
     fn on_certificate(&mut self, payload: BytesMut) {
         // Frames the gateway may not send: it never offered the setting.
-        let valid = self.peer.offers_certs()
-            && self
-                .certs
-                .as_mut()
-                .is_some_and(|c| c.check(&payload, &self.peer));
+        let valid = match self.certs.as_mut() {
+            Some(Certificates::Check(c)) => {
+                self.peer.offers_certs() && c.check(&payload, &self.peer)
+            }
+            Some(Certificates::Collect(all)) => {
+                all.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(payload.freeze());
+                true
+            }
+            None => false,
+        };
         if !valid {
             self.fail();
         }

@@ -1,5 +1,6 @@
-//! `bauta probe` over HTTP/2: TLS with ALPN h2, the h2 crate over a [`Tap`]
-//! that adds our setting and sees the proxy's SERVER_CERTIFICATE frames;
+//! `bauta probe` over HTTP/2: TLS with ALPN h2, the h2 crate over the
+//! gateway connections' [`Tap`], which adds our setting and collects the
+//! proxy's SERVER_CERTIFICATE frames;
 //! CONNECT-UDP as extended CONNECT (RFC 8441) with DATAGRAM capsules on the
 //! stream.
 
@@ -13,9 +14,10 @@ use rustls::SignatureScheme;
 use crate::seccert::Exporter;
 use crate::wire::capsule;
 
-use super::frames::{Seen, Tap};
+use crate::gateway::h2_tap::{Certificates, PeerState, Tap};
+
 use super::udp::{self, Datagrams, UdpOptions, UdpReport};
-use super::{is_success, judge, ProbeOptions, Report, ANSWER_TIMEOUT};
+use super::{is_success, judge, proxy_status, ProbeOptions, Report, Seen, ANSWER_TIMEOUT};
 
 /// Largest DATAGRAM capsule payload read whole (the largest UDP payload).
 const MAX_DATAGRAM: usize = 65527;
@@ -52,8 +54,14 @@ pub(super) async fn probe(
         return Err("the proxy did not negotiate h2".into());
     }
     let exporter = Exporter::from_rustls(tls.get_ref().1).map_err(|e| format!("exporter: {e}"))?;
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let io = Tap::new(tls, opts.codepoints, Arc::clone(&seen));
+    let peer = PeerState::new();
+    let collected = Arc::new(Mutex::new(Vec::new()));
+    let io = Tap::new(
+        tls,
+        opts.codepoints,
+        Arc::clone(&peer),
+        Some(Certificates::Collect(Arc::clone(&collected))),
+    );
     let (mut client, conn) = h2::client::handshake(io)
         .await
         .map_err(|e| format!("HTTP/2: {e}"))?;
@@ -91,18 +99,15 @@ pub(super) async fn probe(
         connect_udp(client.clone(), opts, udp, &target.to_string(), &mut report).await?;
     }
     tokio::time::sleep(opts.wait).await;
-    judge(&mut report, &seen, exporter, &offered, roots)?;
+    let seen = Seen {
+        setting_advertised: peer.offers_certs(),
+        certificates: collected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
+    };
+    judge(&mut report, seen, exporter, &offered, roots)?;
     Ok(report)
-}
-
-/// The `Proxy-Status` field of an answer, several joined with ", ".
-fn proxy_status(headers: &http::HeaderMap) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all("proxy-status")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
 }
 
 /// CONNECT-UDP over HTTP/2 (RFC 9298 §3.4): extended CONNECT, once the proxy

@@ -7,14 +7,17 @@
 //! (HTTP/3 datagrams, or capsules over HTTP/2) and the echo round trips
 //! through it (`udp.rs`). The operator's view of what a proxy advertises and
 //! whether it tunnels.
+//!
+//! The probe is a client like the sidecar's gateway connections and runs on
+//! their pieces: the HTTP/2 tap under the h2 crate, the raw HTTP/3 client
+//! (`crate::gateway::{h2_tap, h3}`). It collects authenticators instead of
+//! acting on them, and judges them here.
 
-mod frames;
 mod http2;
 mod http3;
-mod qpack;
 mod udp;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -24,7 +27,13 @@ use serde::Serialize;
 use crate::seccert::negotiation::Codepoints;
 use crate::seccert::{self, Exporter, Validator};
 
-use frames::Seen;
+/// What the proxy sent on the connection, for [`judge`].
+struct Seen {
+    /// `SETTINGS_HTTP_SERVER_CERT_AUTH = 1` in its SETTINGS.
+    setting_advertised: bool,
+    /// Every SERVER_CERTIFICATE authenticator, in order.
+    certificates: Vec<bytes::Bytes>,
+}
 
 pub use udp::{RttReport, UdpOptions, UdpReport, DEFAULT_TEMPLATE, MAX_SIZE, MIN_SIZE};
 
@@ -49,16 +58,6 @@ pub struct ProbeOptions {
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `Basic base64(user:password)` (RFC 7617 §2), for `Proxy-Authorization`.
-/// `:status` and the literal `(name, value)` fields of a response.
-pub type ResponseFields = (Option<u16>, Vec<(String, String)>);
-
-/// How the probe reads an HTTP/3 response's field section (a hostile proxy
-/// writes it): `:status` and the fields with a literal name; `None` if the
-/// block uses the dynamic table or is malformed. Public for fuzzing.
-pub fn read_response_fields(block: &[u8]) -> Option<ResponseFields> {
-    qpack::decode_response(block).map(|r| (r.status, r.fields))
-}
-
 pub fn basic_authorization(user: &str, password: &str) -> String {
     use base64::Engine;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -180,6 +179,16 @@ impl Report {
     }
 }
 
+/// The `Proxy-Status` field of an answer, several joined with ", ".
+fn proxy_status(headers: &http::HeaderMap) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all("proxy-status")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
 fn is_success(status: u16) -> bool {
     (200..300).contains(&status)
 }
@@ -208,22 +217,18 @@ pub async fn run(opts: &ProbeOptions) -> Result<Report, String> {
     http2::probe(opts, &target, roots).await
 }
 
-/// Validate and describe every certificate the tap or reader collected.
+/// Validate and describe every certificate the proxy sent.
 fn judge(
     report: &mut Report,
-    seen: &Mutex<Seen>,
+    seen: Seen,
     exporter: Exporter,
     offered: &[SignatureScheme],
     roots: Arc<rustls::RootCertStore>,
 ) -> Result<(), String> {
-    let (certs, advertised) = {
-        let s = seen.lock().map_err(|_| "internal error")?;
-        (s.certificates.clone(), s.setting_advertised)
-    };
-    report.setting_advertised = advertised;
+    report.setting_advertised = seen.setting_advertised;
     let mut validator = Validator::new(exporter, offered);
     let verifier = seccert::webpki_verifier(roots).map_err(|e| e.to_string())?;
-    for bytes in certs {
+    for bytes in seen.certificates {
         report
             .certificates
             .push(describe(&mut validator, &*verifier, &bytes));

@@ -36,5 +36,5 @@ pub use control::PeerSettings;
 pub use datagrams::FlowDatagrams;
 pub use error::H3Error;
 pub use request::PendingResponse;
-pub use section::H3Request;
+pub use section::{read_response_head, H3Request};
 pub use stream::{H3RecvStream, H3SendStream, H3Stream};

@@ -254,6 +254,14 @@ fn put_int(out: &mut Vec<u8>, flags: u8, bits: u32, value: u64) {
     out.push(rest as u8);
 }
 
+/// How the gateway client reads a response head's field section (a hostile
+/// gateway writes it, capped at `max` as our SETTINGS say): the status and
+/// the number of fields, or why it is refused. Public for fuzzing.
+pub fn read_response_head(block: &[u8], max: u64) -> Result<(Option<u16>, usize), &'static str> {
+    decode(block, SectionKind::Response, max)
+        .map(|d| (d.status.map(|s| s.as_u16()), d.headers.len()))
+}
+
 /// Decode a response head or trailer section. `max`: our
 /// SETTINGS_MAX_FIELD_SECTION_SIZE, counted as RFC 9114 §4.2.2 counts
 /// (the frame's size was already bounded by the reader).

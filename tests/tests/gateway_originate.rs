@@ -11,6 +11,7 @@
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bauta_tests::gateway_env::chain::RECONNECT;
 use bauta_tests::gateway_env::chain::{curl, curl_body};
 use bauta_tests::gateway_env::{GatewayEnv, Pod, Proto, ProxyStatus, SIDECAR_NAME};
 use bauta_tests::masque::python;
@@ -254,6 +255,73 @@ async fn originates_only_what_an_eager_gateway_proved_h3() {
 async fn originates_only_what_an_eager_gateway_proved_h2() {
     originates_only_what_the_gateway_proved("eager", Proto::H2).await;
 }
+
+/// A proof belongs to its connection: proven on one gateway connection,
+/// `api.test` is originated; the gateway comes back (same address, same
+/// listener certificate) without `api.test`'s secondary certificate, and
+/// on the sidecar's new connection `api.test` is not proven any more —
+/// refused by the sidecar, never sent (the new gateway serves nothing).
+/// Proofs are never carried over to another connection, whatever TLS
+/// resumes.
+async fn a_proof_ends_with_its_connection(proto: Proto) {
+    bounded_for(LIMIT, async {
+        let upstream = Origin::start().await;
+        let origin_pki = Pki::new();
+        let mut env = GatewayEnv::new();
+        env.set_protocols(proto.toml());
+        env.set_gateway_extra(&gateway_origins(&origin_pki, upstream.port(), "on-connect"));
+        env.start_gateway().await;
+        let text = sidecar_originating(&env, &origin_pki.certs.ca_pem);
+        env.start_sidecar_with(&text, true).await;
+        let (status, text) = get(&env, "http://api.test/before").await;
+        assert_eq!(
+            status, 200,
+            "{proto:?}: proven on the first connection: {text}"
+        );
+
+        env.kill_gateway().await;
+        env.set_gateway_extra("");
+        env.restart_gateway().await;
+        // While the sidecar notices and reconnects: 502/503 gateway errors;
+        // then the sidecar's own refusal. Never a 200.
+        let deadline = tokio::time::Instant::now() + RECONNECT;
+        let text = loop {
+            let (status, text) = get(&env, "http://api.test/after").await;
+            assert_ne!(
+                status, 200,
+                "{proto:?}: a proof outlived its connection: {text}"
+            );
+            if text.contains("gateway is not authoritative for api.test") {
+                break text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{proto:?}: the sidecar did not reconnect and refuse: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        assert_not_authoritative(&env, status, &text, "api.test");
+        assert_eq!(
+            upstream.seen().len(),
+            1,
+            "{proto:?}: only the first request"
+        );
+        assert_eq!(
+            env.gateway_metric("bauta_reverse_requests_total", &[])
+                .await,
+            Some(0.0),
+            "{proto:?}: the new gateway served nothing"
+        );
+    })
+    .await;
+}
+
+bauta_tests::over_h3_and_h2!(a_proof_ends_with_its_connection);
 
 /// An independent server (its own RFC 9261 code) sends a valid
 /// authenticator for `api.test`, then one whose Finished is broken: the

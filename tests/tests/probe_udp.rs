@@ -379,3 +379,28 @@ fn conflicting_options_are_usage_errors() {
         assert!(stderr.contains(says), "{args:?}: {says:?} in {stderr}");
     }
 }
+
+/// Over HTTP/3 the probe waits for the handshake and the proxy's SETTINGS
+/// (10 s): against a UDP port where nothing answers it gives up, exits
+/// non-zero and says what it waited for.
+#[test]
+fn probe_h3_against_a_silent_port_says_what_it_waited_for() {
+    // Bound and never read: no ICMP error, just silence.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+    let port = silent.local_addr().expect("its address").port();
+    let out = run_with_timeout(
+        std::process::Command::new(bauta_bin()).args([
+            "probe",
+            "--h3",
+            &format!("https://127.0.0.1:{port}"),
+        ]),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no QUIC handshake and HTTP/3 SETTINGS from the proxy within 10 s"),
+        "{stderr}"
+    );
+    drop(silent);
+}

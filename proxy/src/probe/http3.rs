@@ -68,7 +68,10 @@ pub(super) async fn probe(
     let conn = h3::connect(&endpoint, &h3_opts)
         .await
         .map_err(|e| match e {
-            h3::H3Error::ConnectTimeout => "QUIC handshake timed out".to_string(),
+            h3::H3Error::ConnectTimeout => format!(
+                "no QUIC handshake and HTTP/3 SETTINGS from the proxy within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
             other => format!("QUIC: {other}"),
         })?;
     let exporter = conn.exporter().map_err(|e| format!("exporter: {e}"))?;

@@ -20,7 +20,7 @@ use crate::seccert::advertiser::Advertise;
 use crate::seccert::h2_shim::FloodKind;
 use crate::seccert::negotiation::ERROR_KINDS;
 use crate::tls;
-use crate::tunnel::carriage::CARRIAGES;
+use crate::tunnel::carriage::{Carriage, Leg};
 use crate::tunnel::udp::DROP_REASONS;
 use crate::upstream::dial::DNS_OUTCOMES;
 
@@ -74,7 +74,11 @@ pub fn prefill(m: &Metrics, config: &Config) {
     );
     touch(&m.dns_lookups, &[DNS_OUTCOMES]);
     touch(&m.udp_datagrams, &[DIRECTIONS]);
-    touch(&m.http_datagrams, &[&["client"], DIRECTIONS, CARRIAGES]);
+    let carriages = Carriage::ALL.map(Carriage::as_str);
+    touch(
+        &m.http_datagrams,
+        &[&[Leg::Client.as_str()], DIRECTIONS, &carriages],
+    );
     touch(&m.udp_drops, &[DROP_REASONS]);
     let fronts: Vec<&str> = Front::ALL.iter().map(|f| f.as_str()).collect();
     touch(&m.reverse_requests, &[&fronts, STATUS_CLASSES]);
@@ -104,7 +108,10 @@ pub fn prefill(m: &Metrics, config: &Config) {
             m.gateway_streams_active.with_label_values(&[kind]);
         }
         touch(&m.gateway_errors, &[crate::gateway::error::REASONS]);
-        touch(&m.http_datagrams, &[&["gateway"], DIRECTIONS, CARRIAGES]);
+        touch(
+            &m.http_datagrams,
+            &[&[Leg::Gateway.as_str()], DIRECTIONS, &carriages],
+        );
         if !g.originate.is_empty() {
             touch(
                 &m.originated_requests,

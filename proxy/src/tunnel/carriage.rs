@@ -8,12 +8,7 @@ use prometheus::IntCounter;
 
 use crate::ops::metrics::Metrics;
 
-/// The `leg` label values.
-pub const LEGS: &[&str] = &["client", "gateway"];
-/// The `carriage` label values.
-pub const CARRIAGES: &[&str] = &["quic", "capsule"];
-
-/// Which side of this proxy a leg is on.
+/// Which side of this proxy a leg is on (the `leg` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leg {
     /// This proxy's client.
@@ -22,15 +17,37 @@ pub enum Leg {
     Gateway,
 }
 
+impl Leg {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Leg::Client => "client",
+            Leg::Gateway => "gateway",
+        }
+    }
+}
+
+/// How a datagram travelled (the `carriage` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carriage {
     Quic,
     Capsule,
 }
 
+impl Carriage {
+    /// In the order of [`LegCounters`]' arrays.
+    pub const ALL: [Carriage; 2] = [Carriage::Quic, Carriage::Capsule];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Carriage::Quic => "quic",
+            Carriage::Capsule => "capsule",
+        }
+    }
+}
+
 /// The counters of one leg, looked up once per flow.
 pub struct LegCounters {
-    /// Indexed by [`Carriage`].
+    /// Indexed by [`Carriage`] (the order of [`Carriage::ALL`]).
     received: [IntCounter; 2],
     sent: [IntCounter; 2],
 }
@@ -39,17 +56,19 @@ impl LegCounters {
     pub fn new(m: &Metrics, leg: Leg) -> LegCounters {
         // What arrives from the client goes toward the target (upstream);
         // what arrives from the gateway comes back from it (downstream).
-        let (leg, received, sent) = match leg {
-            Leg::Client => ("client", "upstream", "downstream"),
-            Leg::Gateway => ("gateway", "downstream", "upstream"),
+        let (received, sent) = match leg {
+            Leg::Client => ("upstream", "downstream"),
+            Leg::Gateway => ("downstream", "upstream"),
         };
-        let c = |direction: &str, carriage: &str| {
-            m.http_datagrams
-                .with_label_values(&[leg, direction, carriage])
+        let counters = |direction: &str| {
+            Carriage::ALL.map(|c| {
+                m.http_datagrams
+                    .with_label_values(&[leg.as_str(), direction, c.as_str()])
+            })
         };
         LegCounters {
-            received: [c(received, "quic"), c(received, "capsule")],
-            sent: [c(sent, "quic"), c(sent, "capsule")],
+            received: counters(received),
+            sent: counters(sent),
         }
     }
 

@@ -306,10 +306,11 @@ impl Connection {
             .with_label_values(&[self.protocol().as_str(), state])
     }
 
-    /// A new stream may start here (no GOAWAY received, not closed).
+    /// A new stream may start here (no GOAWAY received, not closed). Only
+    /// looks: the state moves in the connection's watcher task.
     pub fn is_usable(&self) -> bool {
-        self.note_goaway();
         self.state.load(Ordering::Relaxed) == OPEN
+            && !self.goaway()
             && match &self.link {
                 Link::H2(s) => !s.is_closed() && !self.peer.ended(),
                 Link::H3(c) => c.is_usable(),

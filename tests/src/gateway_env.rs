@@ -325,12 +325,13 @@ fn issue(
 /// `127.0.0.1:port` (0: any) with client certificates required, and a
 /// policy allowing loopback targets to `spiffe://corp/payments/*` only.
 pub fn gateway_toml(pki: &GatewayPki, port: u16) -> String {
-    gateway_toml_with(pki, port, true)
+    gateway_toml_with(pki, port, true, 1)
 }
 
-/// [`gateway_toml`], its listener serving h3 (UDP) or not: without h3 it
-/// is `["http1", "h2"]` and nothing listens on the gateway's UDP port.
-pub fn gateway_toml_with(pki: &GatewayPki, port: u16, h3: bool) -> String {
+/// [`gateway_toml`], its listener serving h3 (UDP) or not (without h3 it
+/// is `["http1", "h2"]` and nothing listens on the gateway's UDP port),
+/// with `shutdown_grace_s` for its open tunnels on SIGTERM.
+pub fn gateway_toml_with(pki: &GatewayPki, port: u16, h3: bool, grace_s: u64) -> String {
     let protocols = if h3 {
         r#"["http1", "h2", "h3"]"#
     } else {
@@ -362,7 +363,7 @@ identities = ["spiffe://corp/payments/*"]
 cidrs = ["127.0.0.0/8"]
 
 [limits]
-shutdown_grace_s = 1
+shutdown_grace_s = {grace_s}
 connect_timeout_ms = 2000
 "#,
         cert = pki.gateway.cert_pem.display(),
@@ -573,10 +574,8 @@ impl GatewayEnv {
     pub async fn start_gateway(&mut self) -> SocketAddr {
         assert!(self.gateway.is_none(), "the gateway is already running");
         let port = self.gateway_addr.map_or(0, |a| a.port());
-        let text = gateway_toml_with(&self.pki, port, self.gateway_h3).replace(
-            "shutdown_grace_s = 1\n",
-            &format!("shutdown_grace_s = {}\n", self.gateway_grace_s),
-        ) + &self.gateway_extra;
+        let text = gateway_toml_with(&self.pki, port, self.gateway_h3, self.gateway_grace_s)
+            + &self.gateway_extra;
         let path = self.dir.write("gateway.toml", &text);
         let p = BautaProcess::start(&path).await;
         let addr = p.listener(GATEWAY_LISTENER);

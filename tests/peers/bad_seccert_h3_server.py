@@ -31,7 +31,6 @@ client's request (or its CONNECT sent to make an on-connect gateway prove
 the origin) ends only with the connection.
 """
 
-import argparse
 import asyncio
 import json
 import os
@@ -90,16 +89,9 @@ def make_protocol(state):
                 return
             state.client_setting = settings.get(H3_SETTING)
             _suite, hname, hc, fk = aioquic_exporter(self._quic.tls)
-            code = ea_peer.scheme_for_key(state.key)
-            valid = ea_peer.build(hc, fk, hname, state.chain, state.key, code, os.urandom(32))
-            ea_peer.validate(valid, hc, fk, hname, {code}, set())  # our own check agrees
-            frames = [valid]
-            if state.args.broken:
-                broken = bytearray(
-                    ea_peer.build(hc, fk, hname, state.chain, state.key, code, os.urandom(32))
-                )
-                broken[-1] ^= 0x01  # the Finished MAC
-                frames.append(bytes(broken))
+            frames = ea_peer.valid_then_broken(
+                hc, fk, hname, state.chain, state.key, state.args.broken
+            )
             control = self.h3._local_control_stream_id
             for f in frames:
                 self._quic.send_stream_data(control, encode_frame(H3_FRAME, f))
@@ -171,12 +163,7 @@ async def run(args):
 
 def main():
     signal.alarm(25)  # never outlive a stuck test
-    p = argparse.ArgumentParser()
-    p.add_argument("--tls-cert", required=True)
-    p.add_argument("--tls-key", required=True)
-    p.add_argument("--origin-chain", required=True)
-    p.add_argument("--origin-key", required=True)
-    p.add_argument("--broken", action="store_true")
+    p = ea_peer.bad_peer_args(__doc__.splitlines()[0])
     p.add_argument(
         "--send-on",
         choices=["settings", "request"],

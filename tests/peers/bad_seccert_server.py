@@ -11,7 +11,6 @@ reads until the client closes and prints {"sent": N, "broken": bool,
 "goaway": CODE or null} (the error code of a GOAWAY the client sent).
 """
 
-import argparse
 import json
 import os
 import signal
@@ -33,13 +32,7 @@ def frame(ftype, flags, sid, payload):
 
 def main():
     signal.alarm(25)
-    p = argparse.ArgumentParser()
-    p.add_argument("--tls-cert", required=True)
-    p.add_argument("--tls-key", required=True)
-    p.add_argument("--origin-chain", required=True)
-    p.add_argument("--origin-key", required=True)
-    p.add_argument("--broken", action="store_true")
-    args = p.parse_args()
+    args = ea_peer.bad_peer_args(__doc__.splitlines()[0]).parse_args()
 
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
@@ -48,7 +41,6 @@ def main():
     ctx.use_privatekey_file(args.tls_key)
     ctx.set_alpn_select_callback(lambda _conn, protos: b"h2" if b"h2" in protos else SSL.NO_OVERLAPPING_PROTOCOLS)
     chain, key = ea_peer.load_origin(args.origin_chain, args.origin_key)
-    code = ea_peer.scheme_for_key(key)
 
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.bind(("127.0.0.1", 0))
@@ -69,13 +61,7 @@ def main():
 
     out = frame(0x4, 0, 0, H2_SETTING.to_bytes(2, "big") + (1).to_bytes(4, "big"))
     out += frame(0x4, 0x1, 0, b"")
-    valid = ea_peer.build(hc, fk, hname, chain, key, code, os.urandom(32))
-    ea_peer.validate(valid, hc, fk, hname, {code}, set())  # our own check agrees
-    frames = [valid]
-    if args.broken:
-        broken = bytearray(ea_peer.build(hc, fk, hname, chain, key, code, os.urandom(32)))
-        broken[-1] ^= 0x01  # the Finished MAC
-        frames.append(bytes(broken))
+    frames = ea_peer.valid_then_broken(hc, fk, hname, chain, key, args.broken)
     for f in frames:
         out += frame(H2_FRAME, 0, 0, f)
     conn.sendall(out)

@@ -219,6 +219,34 @@ def load_origin(chain_path, key_path):
     return chain, key
 
 
+def bad_peer_args(description):
+    """The command line of the misbehaving peers (bad_seccert_server.py over
+    HTTP/2, bad_seccert_h3_server.py over HTTP/3): their own TLS identity,
+    the origin they send authenticators for, and --broken."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--tls-cert", required=True)
+    p.add_argument("--tls-key", required=True)
+    p.add_argument("--origin-chain", required=True)
+    p.add_argument("--origin-key", required=True)
+    p.add_argument("--broken", action="store_true", help="a second authenticator, its Finished broken")
+    return p
+
+
+def valid_then_broken(hc, fk, hname, chain, key, broken):
+    """One valid authenticator for `chain` (checked by our own validator)
+    and, if `broken`, a second one whose Finished MAC has its last bit
+    flipped: what a gateway that must be distrusted sends."""
+    code = scheme_for_key(key)
+    valid = build(hc, fk, hname, chain, key, code, os.urandom(32))
+    validate(valid, hc, fk, hname, {code}, set())  # our own check agrees
+    out = [valid]
+    if broken:
+        bad = bytearray(build(hc, fk, hname, chain, key, code, os.urandom(32)))
+        bad[-1] ^= 0x01  # the Finished MAC
+        out.append(bytes(bad))
+    return out
+
+
 def scheme_for_key(key):
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return {"secp256r1": 0x0403, "secp384r1": 0x0503, "secp521r1": 0x0603}[key.curve.name]
